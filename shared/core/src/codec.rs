@@ -1,0 +1,120 @@
+//! Encoding domain events into envelope payloads and back, with upcasting of old schemas,
+//! and the wire form of commit records (one JSON object a record, NDJSON in the archive).
+
+use crate::aggregate::{Aggregate, DomainEvent};
+use crate::envelope::{CommitRecord, CommitRecordError, EventEnvelope};
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("event {event_id} is for aggregate type {found:?}, expected {expected:?}")]
+    WrongAggregate {
+        event_id: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("unknown event type {event_type:?} (event {event_id})")]
+    UnknownEventType { event_id: String, event_type: String },
+    #[error("event {event_id} of type {event_type:?} has schema version {found}, newer than the {known} this code knows")]
+    UnknownSchemaVersion {
+        event_id: String,
+        event_type: String,
+        found: u32,
+        known: u32,
+    },
+    #[error("no upcaster for {event_type:?} from schema version {from} (event {event_id})")]
+    MissingUpcaster {
+        event_id: String,
+        event_type: String,
+        from: u32,
+    },
+    #[error("payload of event {event_id} ({event_type:?}) does not match its schema: {source}")]
+    BadPayload {
+        event_id: String,
+        event_type: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Splits a domain event into its envelope `type`, current schema version and `data`.
+pub fn encode_event<A: Aggregate>(event: &A::Event) -> (String, u32, Value) {
+    let event_type = event.event_type();
+    let mut tagged = serde_json::to_value(event).expect("domain events always serialize");
+    let data = tagged
+        .get_mut("data")
+        .map(Value::take)
+        .unwrap_or_else(|| json!({}));
+    (
+        event_type.to_owned(),
+        A::schema_version(event_type),
+        data,
+    )
+}
+
+/// Turns an envelope back into a domain event, upcasting old payload schemas on the way.
+pub fn decode_event<A: Aggregate>(envelope: &EventEnvelope) -> Result<A::Event, DecodeError> {
+    if envelope.aggregate_type != A::TYPE {
+        return Err(DecodeError::WrongAggregate {
+            event_id: envelope.event_id.clone(),
+            expected: A::TYPE,
+            found: envelope.aggregate_type.clone(),
+        });
+    }
+    let known = A::schema_version(&envelope.event_type);
+    let mut version = envelope.schema_version;
+    if version > known {
+        return Err(DecodeError::UnknownSchemaVersion {
+            event_id: envelope.event_id.clone(),
+            event_type: envelope.event_type.clone(),
+            found: version,
+            known,
+        });
+    }
+    let mut data = envelope.data.clone();
+    while version < known {
+        data = A::upcast(&envelope.event_type, version, data).ok_or_else(|| {
+            DecodeError::MissingUpcaster {
+                event_id: envelope.event_id.clone(),
+                event_type: envelope.event_type.clone(),
+                from: version,
+            }
+        })?;
+        version += 1;
+    }
+    let tagged = json!({ "type": envelope.event_type, "data": data });
+    serde_json::from_value(tagged).map_err(|source| {
+        // serde says "unknown variant" for a type the enum does not have.
+        if source.to_string().contains("unknown variant") {
+            DecodeError::UnknownEventType {
+                event_id: envelope.event_id.clone(),
+                event_type: envelope.event_type.clone(),
+            }
+        } else {
+            DecodeError::BadPayload {
+                event_id: envelope.event_id.clone(),
+                event_type: envelope.event_type.clone(),
+                source,
+            }
+        }
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("commit record is not valid JSON of the expected shape: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Shape(#[from] CommitRecordError),
+}
+
+/// The bytes of one Kinesis record: a single JSON object on one line, no trailing newline
+/// (Firehose adds the delimiter when it archives).
+pub fn encode_record(record: &CommitRecord) -> Vec<u8> {
+    serde_json::to_vec(record).expect("commit records always serialize")
+}
+
+pub fn decode_record(bytes: &[u8]) -> Result<CommitRecord, RecordError> {
+    let record: CommitRecord = serde_json::from_slice(bytes)?;
+    record.validate()?;
+    Ok(record)
+}

@@ -1,0 +1,19 @@
+//! The pure core of the timeline: event envelope and codec, the aggregate abstraction,
+//! hydration, the ports and the write protocol, and the two domains (rides, videos).
+//! No AWS, tokio or HTTP dependency.
+
+pub mod aggregate;
+pub mod codec;
+pub mod envelope;
+pub mod hydrate;
+pub mod memory;
+pub mod ports;
+pub mod ride;
+pub mod testkit;
+pub mod time;
+pub mod video;
+pub mod write;
+
+pub use aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};
+pub use envelope::{CommitRecord, EventEnvelope, Metadata, StreamKey};
+pub use time::Timestamp;

@@ -1,0 +1,156 @@
+//! In-memory implementations of the ports, for unit tests and examples. They keep the same
+//! conditions as the AWS adapters (conditional commit, conditional outbox clear, key expiry)
+//! and can be told to fail, to test the error paths of the write protocol.
+
+use crate::envelope::{CommitRecord, StreamKey};
+use crate::ports::{
+    Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError, Published,
+    StoreError, WriteModelStore,
+};
+use crate::time::Timestamp;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct StoreInner {
+    heads: BTreeMap<StreamKey, Head>,
+    idempotency: BTreeMap<String, IdempotencyRecord>,
+}
+
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<StoreInner>>,
+}
+
+impl MemoryStore {
+    pub fn head(&self, key: &StreamKey) -> Option<Head> {
+        self.inner.lock().unwrap().heads.get(key).cloned()
+    }
+}
+
+impl WriteModelStore for MemoryStore {
+    async fn load_head(&self, key: &StreamKey) -> Result<Option<Head>, StoreError> {
+        Ok(self.head(key))
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<(), CommitError> {
+        let mut inner = self.inner.lock().unwrap();
+        let current = inner.heads.get(&commit.head.key).map_or(0, |h| h.version);
+        if current != commit.expected_version {
+            return Err(CommitError::HeadConflict);
+        }
+        if let Some(record) = &commit.idempotency {
+            if let Some(existing) = inner.idempotency.get(&record.key) {
+                if existing.expires_at > commit.now {
+                    return Err(CommitError::IdempotencyConflict);
+                }
+            }
+            inner.idempotency.insert(record.key.clone(), record.clone());
+        }
+        inner.heads.insert(commit.head.key.clone(), commit.head);
+        Ok(())
+    }
+
+    async fn confirm_published(
+        &self,
+        key: &StreamKey,
+        from: u64,
+        through: u64,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(head) = inner.heads.get_mut(key) {
+            if head.pending.first().map(|e| e.version) == Some(from) {
+                head.pending.retain(|e| e.version > through);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_idempotency(
+        &self,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner
+            .idempotency
+            .get(key)
+            .filter(|r| r.expires_at > now)
+            .cloned())
+    }
+
+    async fn pending_heads(&self, limit: usize) -> Result<Vec<StreamKey>, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner
+            .heads
+            .values()
+            .filter(|h| !h.pending.is_empty())
+            .take(limit)
+            .map(|h| h.key.clone())
+            .collect())
+    }
+}
+
+/// An append-only log in one shard. `fail_next(n)` makes the next n publishes fail.
+#[derive(Clone, Default)]
+pub struct MemoryLog {
+    records: Arc<Mutex<Vec<CommitRecord>>>,
+    failures: Arc<AtomicUsize>,
+}
+
+impl MemoryLog {
+    pub fn fail_next(&self, n: usize) {
+        self.failures.store(n, Ordering::SeqCst);
+    }
+
+    pub fn records(&self) -> Vec<CommitRecord> {
+        self.records.lock().unwrap().clone()
+    }
+}
+
+impl EventLog for MemoryLog {
+    async fn publish(&self, record: &CommitRecord) -> Result<Published, LogError> {
+        let should_fail = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if should_fail {
+            return Err(LogError::Unavailable("injected failure".into()));
+        }
+        let mut records = self.records.lock().unwrap();
+        records.push(record.clone());
+        Ok(Published {
+            shard_id: "shardId-000000000000".into(),
+            sequence_number: records.len().to_string(),
+        })
+    }
+}
+
+/// A clock that stands still until moved.
+#[derive(Clone)]
+pub struct ManualClock {
+    millis: Arc<AtomicI64>,
+}
+
+impl ManualClock {
+    pub fn at(t: Timestamp) -> Self {
+        ManualClock {
+            millis: Arc::new(AtomicI64::new(t.as_millis())),
+        }
+    }
+
+    pub fn advance_millis(&self, millis: i64) {
+        self.millis.fetch_add(millis, Ordering::SeqCst);
+    }
+
+    pub fn set(&self, t: Timestamp) {
+        self.millis.store(t.as_millis(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.millis.load(Ordering::SeqCst)).expect("clock in range")
+    }
+}

@@ -1,0 +1,131 @@
+//! Ports: what the write protocol needs from the outside world. AWS adapters live in
+//! `timeline-aws`, the in-memory ones in [`crate::memory`].
+//!
+//! Methods return `impl Future + Send` so generic callers (Lambda handlers, spawned tasks)
+//! can hold them across `.await` on a multi-threaded runtime.
+
+use crate::envelope::{CommitRecord, EventEnvelope, StreamKey};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+
+/// The write-model item of one entity: its version, a snapshot of its state at that
+/// version, and the outbox of events committed but not yet confirmed published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Head {
+    pub key: StreamKey,
+    pub version: u64,
+    pub state: serde_json::Value,
+    /// Contiguous, in version order, ending at `version` whenever non-empty.
+    pub pending: Vec<EventEnvelope>,
+    pub last_occurred_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
+/// A stored response for an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    /// Hash of method, path and body: the same key with another request is refused.
+    pub fingerprint: String,
+    pub stream: StreamKey,
+    pub version: u64,
+    pub outcome: serde_json::Value,
+    pub expires_at: Timestamp,
+}
+
+/// One atomic write: the new head (conditional on the version read) and, if the request
+/// had a key, its idempotency record (conditional on the key being unused or expired).
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub expected_version: u64,
+    pub head: Head,
+    pub idempotency: Option<IdempotencyRecord>,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum StoreError {
+    #[error("write-model store unavailable: {0}")]
+    Unavailable(String),
+    #[error("write-model item is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum CommitError {
+    #[error("the head moved since it was read")]
+    HeadConflict,
+    #[error("the idempotency key is already in use")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub trait WriteModelStore: Send + Sync {
+    /// A strongly consistent read of the head.
+    fn load_head(
+        &self,
+        key: &StreamKey,
+    ) -> impl Future<Output = Result<Option<Head>, StoreError>> + Send;
+
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), CommitError>> + Send;
+
+    /// Drops outbox events `from..=through` once a record holding them is on the log.
+    /// Conditional, so it never drops events it did not publish.
+    fn confirm_published(
+        &self,
+        key: &StreamKey,
+        from: u64,
+        through: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The record for a key, if any and not expired at `now`.
+    fn load_idempotency(
+        &self,
+        key: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+
+    /// Entities whose outbox holds events (a sparse index), oldest first.
+    fn pending_heads(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StreamKey>, StoreError>> + Send;
+}
+
+/// Where a record landed on the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub shard_id: String,
+    /// Opaque: Kinesis sequence numbers are compared as Kinesis defines, never parsed.
+    pub sequence_number: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum LogError {
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    #[error("record of {0} bytes is over the log's limit")]
+    TooLarge(usize),
+}
+
+pub trait EventLog: Send + Sync {
+    fn publish(
+        &self,
+        record: &CommitRecord,
+    ) -> impl Future<Output = Result<Published, LogError>> + Send;
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_datetime(chrono::Utc::now())
+    }
+}

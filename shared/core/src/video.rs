@@ -1,0 +1,441 @@
+//! Video processing: `uploaded` -> `processing` -> `processing:50%` -> `success` | `failed`.
+//!
+//! Rules:
+//! - a video is uploaded once, with a title and a source;
+//! - processing starts from `uploaded`, or again after a failure (a retry);
+//! - progress is 0..=100, only while processing, and never goes backwards (a repeat of the
+//!   current percentage is accepted and changes nothing);
+//! - success and failure end a processing run; a failure keeps its reason.
+
+use crate::aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};
+use serde::{Deserialize, Serialize};
+
+pub struct VideoAggregate;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoPhase {
+    Uploaded,
+    Processing,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Video {
+    pub title: String,
+    pub source_uri: String,
+    pub phase: VideoPhase,
+    /// Last reported percentage of the current processing run.
+    pub progress: Option<u8>,
+    pub output_uri: Option<String>,
+    /// Why the last run failed; kept after a retry starts, for the record.
+    pub failure_reason: Option<String>,
+    pub attempts: u32,
+}
+
+impl Video {
+    /// The status as users read it: `uploaded`, `processing`, `processing:50%`, `success`,
+    /// `failed`.
+    pub fn status(&self) -> String {
+        match (self.phase, self.progress) {
+            (VideoPhase::Uploaded, _) => "uploaded".into(),
+            (VideoPhase::Processing, None) => "processing".into(),
+            (VideoPhase::Processing, Some(p)) => format!("processing:{p}%"),
+            (VideoPhase::Succeeded, _) => "success".into(),
+            (VideoPhase::Failed, _) => "failed".into(),
+        }
+    }
+}
+
+/// `None` until the video is uploaded.
+pub type VideoState = Option<Video>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum VideoCommand {
+    Upload { title: String, source_uri: String },
+    StartProcessing,
+    ReportProgress { percent: u8 },
+    Succeed { output_uri: Option<String> },
+    Fail { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum VideoEvent {
+    VideoUploaded { title: String, source_uri: String },
+    ProcessingStarted { attempt: u32 },
+    ProcessingProgressed { percent: u8 },
+    ProcessingSucceeded { output_uri: Option<String> },
+    ProcessingFailed { error: String },
+}
+
+impl DomainEvent for VideoEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            VideoEvent::VideoUploaded { .. } => "VideoUploaded",
+            VideoEvent::ProcessingStarted { .. } => "ProcessingStarted",
+            VideoEvent::ProcessingProgressed { .. } => "ProcessingProgressed",
+            VideoEvent::ProcessingSucceeded { .. } => "ProcessingSucceeded",
+            VideoEvent::ProcessingFailed { .. } => "ProcessingFailed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VideoError {
+    #[error("no such video")]
+    NotFound,
+    #[error("the video already exists")]
+    AlreadyExists,
+    #[error("{0} must not be empty")]
+    Required(&'static str),
+    #[error("{0} is too long (at most {1} characters)")]
+    TooLong(&'static str, usize),
+    #[error("the video is already being processed")]
+    AlreadyProcessing,
+    #[error("the video was already processed successfully")]
+    AlreadySucceeded,
+    #[error("the video is not being processed")]
+    NotProcessing,
+    #[error("progress must be between 0 and 100, got {0}")]
+    ProgressOutOfRange(u8),
+    #[error("progress never goes backwards: at {current}%, got {requested}%")]
+    ProgressBackwards { current: u8, requested: u8 },
+}
+
+impl DomainError for VideoError {
+    fn code(&self) -> &'static str {
+        match self {
+            VideoError::NotFound => "video.not_found",
+            VideoError::AlreadyExists => "video.already_exists",
+            VideoError::Required(_) => "video.field_required",
+            VideoError::TooLong(..) => "video.field_too_long",
+            VideoError::AlreadyProcessing => "video.already_processing",
+            VideoError::AlreadySucceeded => "video.already_succeeded",
+            VideoError::NotProcessing => "video.not_processing",
+            VideoError::ProgressOutOfRange(_) => "video.progress_out_of_range",
+            VideoError::ProgressBackwards { .. } => "video.progress_backwards",
+        }
+    }
+
+    fn kind(&self) -> RefusalKind {
+        match self {
+            VideoError::NotFound => RefusalKind::NotFound,
+            VideoError::AlreadyExists => RefusalKind::AlreadyExists,
+            _ => RefusalKind::Rule,
+        }
+    }
+}
+
+fn text(field: &'static str, value: &str, max: usize) -> Result<(), VideoError> {
+    if value.trim().is_empty() {
+        return Err(VideoError::Required(field));
+    }
+    if value.chars().count() > max {
+        return Err(VideoError::TooLong(field, max));
+    }
+    Ok(())
+}
+
+impl Aggregate for VideoAggregate {
+    const TYPE: &'static str = "video";
+    type State = VideoState;
+    type Command = VideoCommand;
+    type Event = VideoEvent;
+    type Error = VideoError;
+
+    fn decide(state: &VideoState, command: VideoCommand) -> Result<Vec<VideoEvent>, VideoError> {
+        use VideoCommand as C;
+        use VideoEvent as E;
+        let video = match (state, &command) {
+            (Some(_), C::Upload { .. }) => return Err(VideoError::AlreadyExists),
+            (None, C::Upload { title, source_uri }) => {
+                text("title", title, 200)?;
+                text("source_uri", source_uri, 2048)?;
+                return Ok(vec![E::VideoUploaded {
+                    title: title.clone(),
+                    source_uri: source_uri.clone(),
+                }]);
+            }
+            (None, _) => return Err(VideoError::NotFound),
+            (Some(video), _) => video,
+        };
+        match command {
+            C::Upload { .. } => unreachable!("handled above"),
+            C::StartProcessing => match video.phase {
+                VideoPhase::Uploaded | VideoPhase::Failed => Ok(vec![E::ProcessingStarted {
+                    attempt: video.attempts + 1,
+                }]),
+                VideoPhase::Processing => Err(VideoError::AlreadyProcessing),
+                VideoPhase::Succeeded => Err(VideoError::AlreadySucceeded),
+            },
+            C::ReportProgress { percent } => {
+                if percent > 100 {
+                    return Err(VideoError::ProgressOutOfRange(percent));
+                }
+                if video.phase != VideoPhase::Processing {
+                    return Err(VideoError::NotProcessing);
+                }
+                match video.progress {
+                    Some(current) if percent < current => Err(VideoError::ProgressBackwards {
+                        current,
+                        requested: percent,
+                    }),
+                    Some(current) if percent == current => Ok(vec![]),
+                    _ => Ok(vec![E::ProcessingProgressed { percent }]),
+                }
+            }
+            C::Succeed { output_uri } => {
+                if video.phase != VideoPhase::Processing {
+                    return Err(VideoError::NotProcessing);
+                }
+                if let Some(uri) = &output_uri {
+                    text("output_uri", uri, 2048)?;
+                }
+                Ok(vec![E::ProcessingSucceeded { output_uri }])
+            }
+            C::Fail { error } => {
+                if video.phase != VideoPhase::Processing {
+                    return Err(VideoError::NotProcessing);
+                }
+                text("error", &error, 2000)?;
+                Ok(vec![E::ProcessingFailed { error }])
+            }
+        }
+    }
+
+    fn evolve(state: VideoState, event: &VideoEvent) -> VideoState {
+        use VideoEvent as E;
+        let video = match (state, event) {
+            (_, E::VideoUploaded { title, source_uri }) => {
+                return Some(Video {
+                    title: title.clone(),
+                    source_uri: source_uri.clone(),
+                    phase: VideoPhase::Uploaded,
+                    progress: None,
+                    output_uri: None,
+                    failure_reason: None,
+                    attempts: 0,
+                })
+            }
+            (None, _) => return None,
+            (Some(video), _) => video,
+        };
+        Some(match event {
+            E::VideoUploaded { .. } => unreachable!("handled above"),
+            E::ProcessingStarted { attempt } => Video {
+                phase: VideoPhase::Processing,
+                progress: None,
+                attempts: *attempt,
+                ..video
+            },
+            E::ProcessingProgressed { percent } => Video {
+                progress: Some(*percent),
+                ..video
+            },
+            E::ProcessingSucceeded { output_uri } => Video {
+                phase: VideoPhase::Succeeded,
+                output_uri: output_uri.clone(),
+                ..video
+            },
+            E::ProcessingFailed { error } => Video {
+                phase: VideoPhase::Failed,
+                failure_reason: Some(error.clone()),
+                ..video
+            },
+        })
+    }
+
+    fn schema_version(event_type: &str) -> u32 {
+        match event_type {
+            // v1 reported progress as a fraction (`{"progress": 0.5}`); v2 as a percentage.
+            "ProcessingProgressed" => 2,
+            _ => 1,
+        }
+    }
+
+    fn upcast(event_type: &str, from: u32, data: serde_json::Value) -> Option<serde_json::Value> {
+        match (event_type, from) {
+            ("ProcessingProgressed", 1) => {
+                let fraction = data.get("progress")?.as_f64()?;
+                let percent = (fraction * 100.0).round().clamp(0.0, 100.0) as u8;
+                Some(serde_json::json!({ "percent": percent }))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VideoAggregate as V;
+    use super::*;
+    use crate::testkit::{given, given_no_history};
+
+    fn uploaded() -> VideoEvent {
+        VideoEvent::VideoUploaded {
+            title: "Keynote".into(),
+            source_uri: "s3://uploads/keynote.mp4".into(),
+        }
+    }
+    fn started(attempt: u32) -> VideoEvent {
+        VideoEvent::ProcessingStarted { attempt }
+    }
+    fn progressed(percent: u8) -> VideoEvent {
+        VideoEvent::ProcessingProgressed { percent }
+    }
+    fn failed(error: &str) -> VideoEvent {
+        VideoEvent::ProcessingFailed {
+            error: error.into(),
+        }
+    }
+
+    #[test]
+    fn a_video_is_uploaded_once() {
+        let state = given_no_history::<V>()
+            .when(VideoCommand::Upload {
+                title: "Keynote".into(),
+                source_uri: "s3://uploads/keynote.mp4".into(),
+            })
+            .then(&[uploaded()]);
+        assert_eq!(state.unwrap().status(), "uploaded");
+        given::<V>(&[uploaded()])
+            .when(VideoCommand::Upload {
+                title: "Again".into(),
+                source_uri: "s3://x".into(),
+            })
+            .then_error("video.already_exists");
+    }
+
+    #[test]
+    fn an_upload_needs_a_title_and_a_source() {
+        given_no_history::<V>()
+            .when(VideoCommand::Upload {
+                title: " ".into(),
+                source_uri: "s3://x".into(),
+            })
+            .then_error("video.field_required");
+        given_no_history::<V>()
+            .when(VideoCommand::Upload {
+                title: "t".repeat(201),
+                source_uri: "s3://x".into(),
+            })
+            .then_error("video.field_too_long");
+    }
+
+    #[test]
+    fn commands_on_a_video_never_uploaded_are_not_found() {
+        given_no_history::<V>()
+            .when(VideoCommand::StartProcessing)
+            .then_error("video.not_found");
+    }
+
+    #[test]
+    fn processing_starts_from_uploaded() {
+        let state = given::<V>(&[uploaded()])
+            .when(VideoCommand::StartProcessing)
+            .then(&[started(1)]);
+        assert_eq!(state.unwrap().status(), "processing");
+    }
+
+    #[test]
+    fn processing_does_not_start_twice_or_after_success() {
+        given::<V>(&[uploaded(), started(1)])
+            .when(VideoCommand::StartProcessing)
+            .then_error("video.already_processing");
+        given::<V>(&[
+            uploaded(),
+            started(1),
+            VideoEvent::ProcessingSucceeded { output_uri: None },
+        ])
+        .when(VideoCommand::StartProcessing)
+        .then_error("video.already_succeeded");
+    }
+
+    #[test]
+    fn a_failed_video_can_be_retried_and_keeps_the_reason_of_the_last_failure() {
+        let state = given::<V>(&[uploaded(), started(1), failed("timeout")])
+            .when(VideoCommand::StartProcessing)
+            .then(&[started(2)])
+            .unwrap();
+        assert_eq!(state.status(), "processing");
+        assert_eq!(state.attempts, 2);
+        assert_eq!(state.failure_reason.as_deref(), Some("timeout"));
+    }
+
+    #[test]
+    fn progress_is_reported_as_a_percentage_while_processing() {
+        let state = given::<V>(&[uploaded(), started(1)])
+            .when(VideoCommand::ReportProgress { percent: 50 })
+            .then(&[progressed(50)]);
+        assert_eq!(state.unwrap().status(), "processing:50%");
+    }
+
+    #[test]
+    fn progress_never_goes_backwards() {
+        given::<V>(&[uploaded(), started(1), progressed(50)])
+            .when(VideoCommand::ReportProgress { percent: 40 })
+            .then_error("video.progress_backwards");
+    }
+
+    #[test]
+    fn a_repeated_progress_report_changes_nothing() {
+        given::<V>(&[uploaded(), started(1), progressed(50)])
+            .when(VideoCommand::ReportProgress { percent: 50 })
+            .then(&[]);
+    }
+
+    #[test]
+    fn progress_stays_within_0_to_100() {
+        given::<V>(&[uploaded(), started(1)])
+            .when(VideoCommand::ReportProgress { percent: 101 })
+            .then_error("video.progress_out_of_range");
+        given::<V>(&[uploaded(), started(1)])
+            .when(VideoCommand::ReportProgress { percent: 0 })
+            .then(&[progressed(0)]);
+    }
+
+    #[test]
+    fn progress_needs_a_processing_run() {
+        given::<V>(&[uploaded()])
+            .when(VideoCommand::ReportProgress { percent: 10 })
+            .then_error("video.not_processing");
+    }
+
+    #[test]
+    fn a_run_succeeds_only_while_processing() {
+        let state = given::<V>(&[uploaded(), started(1), progressed(90)])
+            .when(VideoCommand::Succeed {
+                output_uri: Some("s3://out/keynote.m3u8".into()),
+            })
+            .then(&[VideoEvent::ProcessingSucceeded {
+                output_uri: Some("s3://out/keynote.m3u8".into()),
+            }]);
+        assert_eq!(state.unwrap().status(), "success");
+        given::<V>(&[uploaded()])
+            .when(VideoCommand::Succeed { output_uri: None })
+            .then_error("video.not_processing");
+    }
+
+    #[test]
+    fn a_run_fails_with_its_reason() {
+        let state = given::<V>(&[uploaded(), started(1), progressed(50)])
+            .when(VideoCommand::Fail {
+                error: "timeout".into(),
+            })
+            .then(&[failed("timeout")])
+            .unwrap();
+        assert_eq!(state.status(), "failed");
+        assert_eq!(state.failure_reason.as_deref(), Some("timeout"));
+        given::<V>(&[uploaded(), started(1)])
+            .when(VideoCommand::Fail { error: "".into() })
+            .then_error("video.field_required");
+        given::<V>(&[uploaded()])
+            .when(VideoCommand::Fail {
+                error: "timeout".into(),
+            })
+            .then_error("video.not_processing");
+    }
+}
