@@ -30,7 +30,9 @@ pub trait DomainError: std::error::Error + Send + Sync + 'static {
 
 /// A domain event enum. Encoded with serde as `{"type": ..., "data": ...}` (adjacently
 /// tagged), so the variant name is the event type on the wire.
-pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Debug + PartialEq + Send + Sync {
+pub trait DomainEvent:
+    Serialize + DeserializeOwned + Clone + Debug + PartialEq + Send + Sync
+{
     /// The event type as written in the envelope's `type` field.
     fn event_type(&self) -> &'static str;
 }
@@ -44,7 +46,8 @@ pub trait Aggregate: 'static {
     type Event: DomainEvent;
     type Error: DomainError;
 
-    fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+    fn decide(state: &Self::State, command: Self::Command)
+        -> Result<Vec<Self::Event>, Self::Error>;
 
     fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
 

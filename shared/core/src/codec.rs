@@ -14,7 +14,10 @@ pub enum DecodeError {
         found: String,
     },
     #[error("unknown event type {event_type:?} (event {event_id})")]
-    UnknownEventType { event_id: String, event_type: String },
+    UnknownEventType {
+        event_id: String,
+        event_type: String,
+    },
     #[error("event {event_id} of type {event_type:?} has schema version {found}, newer than the {known} this code knows")]
     UnknownSchemaVersion {
         event_id: String,
@@ -44,11 +47,7 @@ pub fn encode_event<A: Aggregate>(event: &A::Event) -> (String, u32, Value) {
         .get_mut("data")
         .map(Value::take)
         .unwrap_or_else(|| json!({}));
-    (
-        event_type.to_owned(),
-        A::schema_version(event_type),
-        data,
-    )
+    (event_type.to_owned(), A::schema_version(event_type), data)
 }
 
 /// Turns an envelope back into a domain event, upcasting old payload schemas on the way.

@@ -4,8 +4,8 @@
 
 use crate::envelope::{CommitRecord, StreamKey};
 use crate::ports::{
-    Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError, Published,
-    StoreError, WriteModelStore,
+    Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError, Published, StoreError,
+    WriteModelStore,
 };
 use crate::time::Timestamp;
 use std::collections::BTreeMap;

@@ -52,7 +52,10 @@ impl<A: Aggregate> When<A> {
                 assert_eq!(events, expected, "the command produced other events");
                 events.iter().fold(self.before, A::evolve)
             }
-            Err(e) => panic!("expected events {expected:?}, but the command was refused: {e} ({})", e.code()),
+            Err(e) => panic!(
+                "expected events {expected:?}, but the command was refused: {e} ({})",
+                e.code()
+            ),
         }
     }
 

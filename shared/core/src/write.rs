@@ -20,7 +20,8 @@ use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// Namespace for deterministic event ids (UUID v5 of command id and index).
-const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c1d_6a7e_4f0b_4b8e_9d0e_7a54_e3f1_2c90);
+const EVENT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6c1d_6a7e_4f0b_4b8e_9d0e_7a54_e3f1_2c90);
 
 #[derive(Debug, Clone)]
 pub struct WriteConfig {
@@ -143,7 +144,11 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
         let key = StreamKey::new(A::TYPE, &request.aggregate_id);
         if let Some(idem) = &request.idempotency {
-            if let Some(record) = self.store.load_idempotency(&idem.key, self.clock.now()).await? {
+            if let Some(record) = self
+                .store
+                .load_idempotency(&idem.key, self.clock.now())
+                .await?
+            {
                 return self.replay(record, idem).await;
             }
         }
@@ -169,7 +174,10 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
             let pending_before = head.as_ref().map_or(0, |h| h.pending.len());
             if pending_before >= self.config.max_pending {
                 // Drain the outbox first; if the log is still down, refuse for now.
-                if self.publish_outbox(head.as_ref().expect("pending implies a head")).await {
+                if self
+                    .publish_outbox(head.as_ref().expect("pending implies a head"))
+                    .await
+                {
                     continue;
                 }
                 return Err(CommandError::OutboxFull {
@@ -180,8 +188,15 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
             let events =
                 A::decide(&current.state, request.command.clone()).map_err(CommandError::Domain)?;
             let now = self.clock.now();
-            let (new_state, envelopes) =
-                self.envelopes::<A>(&key, current, head.as_ref(), &events, &command_id, &request, now);
+            let (new_state, envelopes) = self.envelopes::<A>(
+                &key,
+                current,
+                head.as_ref(),
+                &events,
+                &command_id,
+                &request,
+                now,
+            );
             let version = envelopes.last().map_or(0, |e| e.version);
             let created = head.is_none() && !envelopes.is_empty();
             let mut outcome = CommandOutcome {
@@ -229,7 +244,10 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
                 }
                 Err(CommitError::IdempotencyConflict) => {
                     // A twin request with the same key won the race: answer as it did.
-                    let idem = request.idempotency.as_ref().expect("conflict implies a key");
+                    let idem = request
+                        .idempotency
+                        .as_ref()
+                        .expect("conflict implies a key");
                     let record = self
                         .store
                         .load_idempotency(&idem.key, now)
@@ -317,7 +335,11 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
         outcome.replayed = true;
         let head = self.store.load_head(&record.stream).await?;
         outcome.published = match head {
-            Some(h) if h.pending.first().is_some_and(|e| e.version <= record.version) => {
+            Some(h)
+                if h.pending
+                    .first()
+                    .is_some_and(|e| e.version <= record.version) =>
+            {
                 self.publish_outbox(&h).await
             }
             _ => true,
