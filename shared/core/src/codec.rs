@@ -82,8 +82,11 @@ pub fn decode_event<A: Aggregate>(envelope: &EventEnvelope) -> Result<A::Event, 
     }
     let tagged = json!({ "type": envelope.event_type, "data": data });
     serde_json::from_value(tagged).map_err(|source| {
-        // serde says "unknown variant" for a type the enum does not have.
-        if source.to_string().contains("unknown variant") {
+        // serde says "unknown variant `T`" for a type T the enum does not have. Match the
+        // envelope's own type: an unknown value of an enum inside a known event's payload
+        // also says "unknown variant", and that is a bad payload, not an unknown type.
+        let unknown_type = format!("unknown variant `{}`", envelope.event_type);
+        if source.to_string().starts_with(&unknown_type) {
             DecodeError::UnknownEventType {
                 event_id: envelope.event_id.clone(),
                 event_type: envelope.event_type.clone(),
