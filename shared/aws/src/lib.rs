@@ -1,1 +1,12 @@
+//! AWS adapters for the timeline ports: the write model in DynamoDB, the event log on
+//! Kinesis, configuration from the environment, and the resource bootstrap used locally.
 
+pub mod config;
+pub mod event_log;
+pub mod resources;
+pub mod stream_reader;
+pub mod write_store;
+
+pub use config::{Clients, ResourceNames};
+pub use event_log::KinesisEventLog;
+pub use write_store::DynamoWriteStore;

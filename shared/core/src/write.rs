@@ -173,10 +173,13 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
             }
             let pending_before = head.as_ref().map_or(0, |h| h.pending.len());
             if pending_before >= self.config.max_pending {
-                // Drain the outbox first; if the log is still down, refuse for now.
-                if self
-                    .publish_outbox(head.as_ref().expect("pending implies a head"))
-                    .await
+                // Drain the outbox first; if the log is still down, refuse for now. Draining
+                // counts as an attempt: if the outbox cannot be cleared (confirm keeps
+                // failing) this must not republish the same record forever.
+                if attempt <= self.config.max_attempts
+                    && self
+                        .publish_outbox(head.as_ref().expect("pending implies a head"))
+                        .await
                 {
                     continue;
                 }
@@ -188,6 +191,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
             let events =
                 A::decide(&current.state, request.command.clone()).map_err(CommandError::Domain)?;
             let now = self.clock.now();
+            let current_version = current.version;
             let (new_state, envelopes) = self.envelopes::<A>(
                 &key,
                 current,
@@ -197,7 +201,8 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
                 &request,
                 now,
             );
-            let version = envelopes.last().map_or(0, |e| e.version);
+            // A command that decides no events leaves the entity at its current version.
+            let version = envelopes.last().map_or(current_version, |e| e.version);
             let created = head.is_none() && !envelopes.is_empty();
             let mut outcome = CommandOutcome {
                 aggregate_type: key.aggregate_type.clone(),

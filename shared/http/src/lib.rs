@@ -1,0 +1,151 @@
+//! The HTTP edge shared by the API functions: RFC 9457 problem details, JSON responses,
+//! request helpers for API Gateway proxy events, and logging set-up.
+
+use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+pub const JSON: &str = "application/json";
+
+/// An RFC 9457 problem. `code` is a stable machine-readable name (also in `type`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub code: String,
+    pub detail: String,
+    pub extensions: Map<String, Value>,
+    pub headers: Vec<(header::HeaderName, String)>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: impl Into<String>, detail: impl Into<String>) -> Self {
+        Problem {
+            status,
+            code: code.into(),
+            detail: detail.into(),
+            extensions: Map::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(code: &str, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// Adds an extension member (e.g. `current_version`).
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn body(&self, instance: Option<&str>) -> Value {
+        let mut body = Map::new();
+        body.insert("type".into(), format!("urn:problem:timeline:{}", self.code).into());
+        body.insert(
+            "title".into(),
+            self.status.canonical_reason().unwrap_or("Error").into(),
+        );
+        body.insert("status".into(), self.status.as_u16().into());
+        body.insert("detail".into(), self.detail.clone().into());
+        body.insert("code".into(), self.code.clone().into());
+        if let Some(instance) = instance {
+            body.insert("instance".into(), instance.into());
+        }
+        for (k, v) in &self.extensions {
+            body.insert(k.clone(), v.clone());
+        }
+        Value::Object(body)
+    }
+
+    pub fn into_response(self, instance: Option<&str>) -> Response<Body> {
+        let body = self.body(instance);
+        let mut response = respond(self.status, PROBLEM_JSON, &body);
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                response.headers_mut().append(name, v);
+            }
+        }
+        response
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: &impl Serialize) -> Response<Body> {
+    let bytes = serde_json::to_string(body).expect("response bodies serialize");
+    let mut response = Response::new(Body::Text(bytes));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
+    respond(status, JSON, body)
+}
+
+/// The request body as bytes, whatever encoding API Gateway used.
+pub fn body_bytes(req: &Request) -> &[u8] {
+    match req.body() {
+        Body::Empty => &[],
+        Body::Text(s) => s.as_bytes(),
+        Body::Binary(b) => b,
+        _ => &[],
+    }
+}
+
+/// API Gateway's request id (or the Lambda one), for logs and problem `instance`s.
+pub fn request_id(req: &Request) -> Option<String> {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.request_id.clone(),
+        _ => req.lambda_context_ref().map(|c| c.request_id.clone()),
+    }
+}
+
+/// Who is calling, as the authorizer established it: the Cognito `sub`, a Lambda
+/// authorizer's principal, or the IAM caller. Never taken from a client-set header.
+pub fn actor(req: &Request) -> String {
+    if let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref() {
+        let fields = &ctx.authorizer.fields;
+        let claim = fields
+            .get("claims")
+            .and_then(|c| c.get("sub"))
+            .and_then(Value::as_str);
+        let principal = fields.get("principalId").and_then(Value::as_str);
+        if let Some(who) = claim.or(principal) {
+            return who.to_owned();
+        }
+        if let Some(arn) = &ctx.identity.user_arn {
+            return arn.clone();
+        }
+    }
+    "anonymous".to_owned()
+}
+
+/// Structured logs as Lambda expects: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, the level from
+/// `AWS_LAMBDA_LOG_LEVEL` (or `RUST_LOG`).
+pub fn init_logging() {
+    lambda_http::tracing::init_default_subscriber();
+}
+
+/// The resource path as the client sent it, without the stage prefix `lambda_http` adds.
+pub fn path(req: &Request) -> &str {
+    let raw = req.raw_http_path();
+    if raw.is_empty() {
+        req.uri().path()
+    } else {
+        raw
+    }
+}

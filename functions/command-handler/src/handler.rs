@@ -1,0 +1,236 @@
+//! The command handler: an API Gateway request in, the write protocol, a response out.
+//! Generic over the ports, so tests and the local runner pass other implementations.
+
+use crate::request::{self, check_id};
+use crate::routes::{CommandRoute, Domain, Routes};
+use lambda_http::http::{header, Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use timeline_core::aggregate::{Aggregate, DomainError, RefusalKind};
+use timeline_core::ports::{Clock, EventLog, StoreError, WriteModelStore};
+use timeline_core::ride::RideAggregate;
+use timeline_core::video::VideoAggregate;
+use timeline_core::write::{
+    CommandError, CommandOutcome, CommandRequest, CommandService, IdempotencyKey, RequestContext,
+    WriteConfig,
+};
+use timeline_http::Problem;
+
+pub struct CommandApi<S, L, C> {
+    service: CommandService<S, L, C>,
+    routes: Routes,
+}
+
+impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
+    pub fn new(store: S, log: L, clock: C) -> Self {
+        Self::with_config(store, log, clock, WriteConfig::default())
+    }
+
+    pub fn with_config(store: S, log: L, clock: C, config: WriteConfig) -> Self {
+        CommandApi {
+            service: CommandService::with_config(store, log, clock, config),
+            routes: Routes::default(),
+        }
+    }
+
+    pub fn service(&self) -> &CommandService<S, L, C> {
+        &self.service
+    }
+
+    /// Handles one request; never fails (errors are problem+json responses).
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let request_id = timeline_http::request_id(&req);
+        let path = timeline_http::path(&req).to_owned();
+        let span = tracing::info_span!("command", request_id = request_id.as_deref().unwrap_or("-"), %path);
+        let _guard = span.enter();
+        let response = match self.dispatch(&req, &path).await {
+            Ok(response) => response,
+            Err(problem) => {
+                if problem.status.is_server_error() {
+                    tracing::error!(status = problem.status.as_u16(), code = %problem.code, detail = %problem.detail, "command failed");
+                } else {
+                    tracing::info!(status = problem.status.as_u16(), code = %problem.code, "command refused");
+                }
+                problem.into_response(Some(&path))
+            }
+        };
+        response
+    }
+
+    async fn dispatch(&self, req: &Request, path: &str) -> Result<Response<Body>, Problem> {
+        let (route, id) = self
+            .routes
+            .find(path)
+            .ok_or_else(|| Problem::not_found(format!("no route for {path}")))?;
+        if req.method() != Method::POST {
+            return Err(Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{path} accepts POST"),
+            )
+            .with_header(header::ALLOW, "POST"));
+        }
+        let mut envelope = request::parse(
+            req.method().as_str(),
+            path,
+            req.headers(),
+            timeline_http::body_bytes(req),
+        )?;
+        let id = match id {
+            Some(id) => id.to_owned(),
+            // Creating routes take an optional client-chosen id (a retry then cannot
+            // create a twin); otherwise the server picks one.
+            None => match envelope.body.remove("id") {
+                None | Some(serde_json::Value::Null) => uuid::Uuid::new_v4().to_string(),
+                Some(serde_json::Value::String(id)) => id,
+                Some(_) => return Err(Problem::bad_request("invalid_id", "id must be a string")),
+            },
+        };
+        check_id(&id)?;
+        let actor = timeline_http::actor(req);
+        let context = RequestContext {
+            actor: actor.clone(),
+            correlation_id: req
+                .headers()
+                .get("x-correlation-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 128)
+                .map(str::to_owned)
+                .or_else(|| timeline_http::request_id(req)),
+            causation_id: None,
+        };
+        // Keys are scoped to the caller: one client's key never replays another's answer.
+        let idempotency = envelope.idempotency_key.map(|key| IdempotencyKey {
+            key: format!("{actor}:{key}"),
+            fingerprint: envelope.fingerprint.clone(),
+        });
+        match route.domain {
+            Domain::Ride => {
+                self.run::<RideAggregate>(route, id, envelope.body, envelope.expected_version, idempotency, context)
+                    .await
+            }
+            Domain::Video => {
+                self.run::<VideoAggregate>(route, id, envelope.body, envelope.expected_version, idempotency, context)
+                    .await
+            }
+        }
+    }
+
+    async fn run<A>(
+        &self,
+        route: CommandRoute,
+        id: String,
+        body: serde_json::Map<String, serde_json::Value>,
+        expected_version: Option<u64>,
+        idempotency: Option<IdempotencyKey>,
+        context: RequestContext,
+    ) -> Result<Response<Body>, Problem>
+    where
+        A: Aggregate,
+        A::Command: serde::de::DeserializeOwned + serde::Serialize,
+    {
+        let command: A::Command = request::command(&route, body)?;
+        let outcome = self
+            .service
+            .execute::<A>(CommandRequest {
+                aggregate_id: id,
+                command,
+                expected_version,
+                idempotency,
+                context,
+            })
+            .await
+            .map_err(problem)?;
+        tracing::info!(
+            stream = %format!("{}#{}", outcome.aggregate_type, outcome.aggregate_id),
+            version = outcome.version,
+            events = outcome.events.len(),
+            published = outcome.published,
+            replayed = outcome.replayed,
+            "command accepted"
+        );
+        Ok(accepted(route, &outcome))
+    }
+}
+
+fn accepted(route: CommandRoute, outcome: &CommandOutcome) -> Response<Body> {
+    let status = if !outcome.published {
+        StatusCode::ACCEPTED
+    } else if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = timeline_http::json(status, outcome);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ETAG,
+        format!("\"{}\"", outcome.version).parse().expect("valid header"),
+    );
+    if route.creates {
+        let collection = match route.domain {
+            Domain::Ride => "rides",
+            Domain::Video => "videos",
+        };
+        headers.insert(
+            header::LOCATION,
+            format!("/{collection}/{}", outcome.aggregate_id)
+                .parse()
+                .expect("ids are header-safe"),
+        );
+    }
+    if outcome.replayed {
+        headers.insert("idempotent-replayed", "true".parse().expect("valid header"));
+    }
+    response
+}
+
+/// The HTTP meaning of a refused or failed command.
+fn problem<E: DomainError>(error: CommandError<E>) -> Problem {
+    match error {
+        CommandError::Domain(e) => {
+            let status = match e.kind() {
+                RefusalKind::Rule => StatusCode::UNPROCESSABLE_ENTITY,
+                RefusalKind::NotFound => StatusCode::NOT_FOUND,
+                RefusalKind::AlreadyExists => StatusCode::CONFLICT,
+            };
+            Problem::new(status, e.code(), e.to_string())
+        }
+        CommandError::VersionConflict { expected, actual } => {
+            Problem::new(StatusCode::CONFLICT, "version_conflict", error.to_string())
+                .with("expected_version", expected)
+                .with("current_version", actual)
+                .with_header(header::ETAG, format!("\"{actual}\""))
+        }
+        CommandError::Contention { actual } => {
+            Problem::new(StatusCode::CONFLICT, "contention", error.to_string())
+                .with("current_version", actual)
+                .with_header(header::ETAG, format!("\"{actual}\""))
+        }
+        CommandError::IdempotencyKeyReused => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            error.to_string(),
+        ),
+        CommandError::OutboxFull { .. } => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "outbox_full", error.to_string())
+                .with_header(header::RETRY_AFTER, "5")
+        }
+        CommandError::Store(StoreError::Unavailable(detail)) => {
+            tracing::error!(%detail, "store unavailable");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the write model is unavailable; nothing was written, retry later",
+            )
+            .with_header(header::RETRY_AFTER, "1")
+        }
+        CommandError::Store(StoreError::Corrupt(detail)) => {
+            tracing::error!(%detail, "write model corrupt");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the write model for this entity could not be read",
+            )
+        }
+    }
+}

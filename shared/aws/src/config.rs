@@ -1,0 +1,70 @@
+//! Configuration from the environment: resource names from variables, endpoints from the
+//! AWS SDK's standard settings (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`), so the
+//! same binary talks to AWS, LocalStack or moto.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set (it names the {1})")]
+    Missing(&'static str, &'static str),
+}
+
+/// Names of the resources, as `template.yaml` passes them to the functions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceNames {
+    pub event_stream: String,
+    pub write_model_table: String,
+}
+
+pub const EVENT_STREAM_NAME: &str = "EVENT_STREAM_NAME";
+pub const WRITE_MODEL_TABLE: &str = "WRITE_MODEL_TABLE";
+
+fn required(var: &'static str, what: &'static str) -> Result<String, ConfigError> {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or(ConfigError::Missing(var, what))
+}
+
+impl ResourceNames {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(ResourceNames {
+            event_stream: required(EVENT_STREAM_NAME, "Kinesis event stream")?,
+            write_model_table: required(WRITE_MODEL_TABLE, "DynamoDB write-model table")?,
+        })
+    }
+}
+
+/// Loads the shared SDK configuration (region, credentials, endpoint overrides).
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// Clients built once per process and shared by every request.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl Clients {
+    pub fn new(sdk: &SdkConfig) -> Self {
+        // Emulators serve buckets by path, not by virtual host.
+        let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let s3 = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(path_style)
+            .build();
+        Clients {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            kinesis: aws_sdk_kinesis::Client::new(sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+        }
+    }
+
+    pub async fn from_env() -> Self {
+        Clients::new(&load_sdk_config().await)
+    }
+}
