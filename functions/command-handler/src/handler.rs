@@ -105,12 +105,26 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
         });
         match route.domain {
             Domain::Ride => {
-                self.run::<RideAggregate>(route, id, envelope.body, envelope.expected_version, idempotency, context)
-                    .await
+                self.run::<RideAggregate>(
+                    route,
+                    id,
+                    envelope.body,
+                    envelope.expected_version,
+                    idempotency,
+                    context,
+                )
+                .await
             }
             Domain::Video => {
-                self.run::<VideoAggregate>(route, id, envelope.body, envelope.expected_version, idempotency, context)
-                    .await
+                self.run::<VideoAggregate>(
+                    route,
+                    id,
+                    envelope.body,
+                    envelope.expected_version,
+                    idempotency,
+                    context,
+                )
+                .await
             }
         }
     }
@@ -164,7 +178,9 @@ fn accepted(route: CommandRoute, outcome: &CommandOutcome) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(
         header::ETAG,
-        format!("\"{}\"", outcome.version).parse().expect("valid header"),
+        format!("\"{}\"", outcome.version)
+            .parse()
+            .expect("valid header"),
     );
     if route.creates {
         let collection = match route.domain {
@@ -211,10 +227,12 @@ fn problem<E: DomainError>(error: CommandError<E>) -> Problem {
             "idempotency_key_reused",
             error.to_string(),
         ),
-        CommandError::OutboxFull { .. } => {
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "outbox_full", error.to_string())
-                .with_header(header::RETRY_AFTER, "5")
-        }
+        CommandError::OutboxFull { .. } => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outbox_full",
+            error.to_string(),
+        )
+        .with_header(header::RETRY_AFTER, "5"),
         CommandError::Store(StoreError::Unavailable(detail)) => {
             tracing::error!(%detail, "store unavailable");
             Problem::new(

@@ -16,5 +16,8 @@ async fn main() -> Result<(), Error> {
         SystemClock,
     );
     let api = &api;
-    run(service_fn(move |req: Request| async move { Ok::<_, Error>(api.handle(req).await) })).await
+    run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(api.handle(req).await)
+    }))
+    .await
 }

@@ -27,7 +27,9 @@ pub struct Envelope {
 pub fn check_id(id: &str) -> Result<(), Problem> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_CHARS
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -83,7 +85,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 
 /// Checks size, content type and JSON shape, and pulls out the concurrency and
 /// idempotency controls.
-pub fn parse(method: &str, path: &str, headers: &HeaderMap, body: &[u8]) -> Result<Envelope, Problem> {
+pub fn parse(
+    method: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Envelope, Problem> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,7 +100,12 @@ pub fn parse(method: &str, path: &str, headers: &HeaderMap, body: &[u8]) -> Resu
         .with("max_bytes", MAX_BODY_BYTES));
     }
     if let Some(ct) = header_str(headers, header::CONTENT_TYPE.as_str())? {
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if essence != "application/json" && !essence.ends_with("+json") {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -110,7 +122,10 @@ pub fn parse(method: &str, path: &str, headers: &HeaderMap, body: &[u8]) -> Resu
         })?
     };
     let Value::Object(mut body) = value else {
-        return Err(Problem::bad_request("invalid_body", "the body must be a JSON object"));
+        return Err(Problem::bad_request(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
     };
     let fingerprint = {
         let mut hash = Sha256::new();
@@ -125,7 +140,10 @@ pub fn parse(method: &str, path: &str, headers: &HeaderMap, body: &[u8]) -> Resu
     let from_body = match body.remove("expected_version") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or_else(|| {
-            Problem::bad_request("invalid_body", "expected_version must be a non-negative integer")
+            Problem::bad_request(
+                "invalid_body",
+                "expected_version must be a non-negative integer",
+            )
         })?),
     };
     let from_header = if_match(headers)?;
@@ -158,7 +176,10 @@ where
     let mut tagged = body.clone();
     tagged.insert("command".into(), route.command.into());
     let command: C = serde_json::from_value(Value::Object(tagged)).map_err(|e| {
-        Problem::bad_request("invalid_body", format!("the body does not fit this command: {e}"))
+        Problem::bad_request(
+            "invalid_body",
+            format!("the body does not fit this command: {e}"),
+        )
     })?;
     // Fields the command does not have (serde ignores them on field-less commands).
     let known = serde_json::to_value(&command).expect("commands serialize");

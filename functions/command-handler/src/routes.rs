@@ -22,16 +22,37 @@ pub struct CommandRoute {
 /// checked against this list.
 pub const ROUTES: &[(&str, CommandRoute)] = &[
     ("/rides", route(Domain::Ride, "book", true)),
-    ("/rides/{id}/assign-driver", route(Domain::Ride, "assign_driver", false)),
+    (
+        "/rides/{id}/assign-driver",
+        route(Domain::Ride, "assign_driver", false),
+    ),
     ("/rides/{id}/start", route(Domain::Ride, "start", false)),
-    ("/rides/{id}/change-destination", route(Domain::Ride, "change_destination", false)),
-    ("/rides/{id}/adjust-fare", route(Domain::Ride, "adjust_fare", false)),
-    ("/rides/{id}/complete", route(Domain::Ride, "complete", false)),
+    (
+        "/rides/{id}/change-destination",
+        route(Domain::Ride, "change_destination", false),
+    ),
+    (
+        "/rides/{id}/adjust-fare",
+        route(Domain::Ride, "adjust_fare", false),
+    ),
+    (
+        "/rides/{id}/complete",
+        route(Domain::Ride, "complete", false),
+    ),
     ("/rides/{id}/cancel", route(Domain::Ride, "cancel", false)),
     ("/videos", route(Domain::Video, "upload", true)),
-    ("/videos/{id}/start-processing", route(Domain::Video, "start_processing", false)),
-    ("/videos/{id}/progress", route(Domain::Video, "report_progress", false)),
-    ("/videos/{id}/succeed", route(Domain::Video, "succeed", false)),
+    (
+        "/videos/{id}/start-processing",
+        route(Domain::Video, "start_processing", false),
+    ),
+    (
+        "/videos/{id}/progress",
+        route(Domain::Video, "report_progress", false),
+    ),
+    (
+        "/videos/{id}/succeed",
+        route(Domain::Video, "succeed", false),
+    ),
     ("/videos/{id}/fail", route(Domain::Video, "fail", false)),
 ];
 
@@ -51,7 +72,9 @@ impl Default for Routes {
     fn default() -> Self {
         let mut router = Router::new();
         for (path, route) in ROUTES {
-            router.insert(*path, *route).expect("route templates are distinct");
+            router
+                .insert(*path, *route)
+                .expect("route templates are distinct");
         }
         Routes { router }
     }

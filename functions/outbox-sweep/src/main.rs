@@ -21,10 +21,17 @@ async fn main() -> Result<(), Error> {
         SystemClock,
     );
     let service = &service;
-    run(service_fn(move |_: LambdaEvent<CloudWatchEvent>| async move {
-        let report: SweepReport = service.sweep(BATCH).await?;
-        tracing::info!(examined = report.examined, published = report.published, failed = report.failed, "outbox sweep");
-        Ok::<_, Error>(report)
-    }))
+    run(service_fn(
+        move |_: LambdaEvent<CloudWatchEvent>| async move {
+            let report: SweepReport = service.sweep(BATCH).await?;
+            tracing::info!(
+                examined = report.examined,
+                published = report.published,
+                failed = report.failed,
+                "outbox sweep"
+            );
+            Ok::<_, Error>(report)
+        },
+    ))
     .await
 }

@@ -4,8 +4,8 @@
 
 use crate::config::ResourceNames;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 
 /// A DynamoDB table as this project uses it: string keys only.
@@ -116,10 +116,18 @@ pub async fn create_table(
     }
     match request.send().await {
         Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
             return Ok(())
         }
-        Err(e) => return Err(failed(name, aws_sdk_dynamodb::error::DisplayErrorContext(e))),
+        Err(e) => {
+            return Err(failed(
+                name,
+                aws_sdk_dynamodb::error::DisplayErrorContext(e),
+            ))
+        }
     }
     if let Some(ttl) = spec.ttl_attribute {
         client
@@ -153,7 +161,9 @@ pub async fn create_stream(
         .await
     {
         Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) => {}
         Err(e) => return Err(failed(name, aws_sdk_kinesis::error::DisplayErrorContext(e))),
     }
     for _ in 0..100 {
@@ -180,6 +190,11 @@ pub async fn bootstrap(
     names: &ResourceNames,
 ) -> Result<(), BootstrapError> {
     create_stream(&clients.kinesis, &names.event_stream, LOCAL_SHARDS).await?;
-    create_table(&clients.dynamodb, &names.write_model_table, &write_model_table()).await?;
+    create_table(
+        &clients.dynamodb,
+        &names.write_model_table,
+        &write_model_table(),
+    )
+    .await?;
     Ok(())
 }

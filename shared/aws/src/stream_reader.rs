@@ -68,16 +68,22 @@ pub async fn read_all(
                 .await
                 .map_err(|e| fail(&aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
             let caught_up = out.records().is_empty() || out.millis_behind_latest() == Some(0);
-            records.extend(out.records().iter().map(|r| StreamRecord {
-                shard_id: shard_id.clone(),
-                sequence_number: r.sequence_number().to_owned(),
-                partition_key: r.partition_key().unwrap_or_default().to_owned(),
-                data: r.data().as_ref().to_vec(),
-                approximate_arrival_millis: r
-                    .approximate_arrival_timestamp()
-                    .and_then(|t| t.to_millis().ok()),
+            records.extend(out.records().iter().map(|r| {
+                StreamRecord {
+                    shard_id: shard_id.clone(),
+                    sequence_number: r.sequence_number().to_owned(),
+                    partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                    data: r.data().as_ref().to_vec(),
+                    approximate_arrival_millis: r
+                        .approximate_arrival_timestamp()
+                        .and_then(|t| t.to_millis().ok()),
+                }
             }));
-            iterator = if caught_up { None } else { out.next_shard_iterator };
+            iterator = if caught_up {
+                None
+            } else {
+                out.next_shard_iterator
+            };
         }
     }
     Ok(records)

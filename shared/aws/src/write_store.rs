@@ -5,7 +5,9 @@
 //! of the sparse index the sweep reads; clearing the outbox removes both.
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use serde::{Deserialize, Serialize};
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
 use std::collections::HashMap;
@@ -73,10 +75,7 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 
 impl HeadItem {
     fn from_head(head: &Head) -> HeadItem {
-        let pending_since = head
-            .pending
-            .first()
-            .map(|e| e.recorded_at.to_string());
+        let pending_since = head.pending.first().map(|e| e.recorded_at.to_string());
         HeadItem {
             pk: head.key.partition_key(),
             aggregate_type: head.key.aggregate_type.clone(),
@@ -129,15 +128,20 @@ impl DynamoWriteStore {
         let put = if commit.expected_version == 0 {
             put.condition_expression("attribute_not_exists(pk)")
         } else {
-            put.condition_expression("version = :v").expression_attribute_values(
-                ":v",
-                AttributeValue::N(commit.expected_version.to_string()),
-            )
+            put.condition_expression("version = :v")
+                .expression_attribute_values(
+                    ":v",
+                    AttributeValue::N(commit.expected_version.to_string()),
+                )
         };
         put.build().map_err(corrupt)
     }
 
-    fn idempotency_put(&self, record: &IdempotencyRecord, now: Timestamp) -> Result<Put, StoreError> {
+    fn idempotency_put(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<Put, StoreError> {
         let item = to_item(IdempotencyItem {
             pk: format!("{IDEMPOTENCY_PREFIX}{}", record.key),
             fingerprint: record.fingerprint.clone(),
@@ -153,7 +157,10 @@ impl DynamoWriteStore {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-            .expression_attribute_values(":now", AttributeValue::N((now.as_millis() / 1000).to_string()))
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::N((now.as_millis() / 1000).to_string()),
+            )
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::None)
             .build()
             .map_err(corrupt)
@@ -171,7 +178,10 @@ impl DynamoWriteStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
                 Err(CommitError::HeadConflict)
             }
             Err(e) => Err(unavailable(e).into()),
@@ -221,7 +231,9 @@ impl DynamoWriteStore {
                 // Some emulators omit the reasons: the head condition is the likely one.
                 return Err(CommitError::HeadConflict);
             }
-            return Err(StoreError::Unavailable(format!("transaction cancelled: {codes:?}")).into());
+            return Err(
+                StoreError::Unavailable(format!("transaction cancelled: {codes:?}")).into(),
+            );
         }
     }
 }
@@ -239,7 +251,10 @@ impl WriteModelStore for DynamoWriteStore {
             .map_err(unavailable)?;
         match out.item {
             None => Ok(None),
-            Some(item) => from_item::<HeadItem>(item).map_err(corrupt)?.into_head().map(Some),
+            Some(item) => from_item::<HeadItem>(item)
+                .map_err(corrupt)?
+                .into_head()
+                .map(Some),
         }
     }
 
@@ -254,7 +269,12 @@ impl WriteModelStore for DynamoWriteStore {
         }
     }
 
-    async fn confirm_published(&self, key: &StreamKey, from: u64, through: u64) -> Result<(), StoreError> {
+    async fn confirm_published(
+        &self,
+        key: &StreamKey,
+        from: u64,
+        through: u64,
+    ) -> Result<(), StoreError> {
         let pk = AttributeValue::S(key.partition_key());
         let n = |v: u64| AttributeValue::N(v.to_string());
         // Usual case: nothing was committed since, so the whole outbox goes (and the head
@@ -272,7 +292,11 @@ impl WriteModelStore for DynamoWriteStore {
             .await;
         match whole {
             Ok(_) => return Ok(()),
-            Err(e) if !e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if !e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
                 return Err(unavailable(e));
             }
             Err(_) => {}
@@ -285,7 +309,10 @@ impl WriteModelStore for DynamoWriteStore {
             .update_item()
             .table_name(&self.table)
             .key("pk", pk)
-            .update_expression(format!("REMOVE {} SET pending_from = :next", removes.join(", ")))
+            .update_expression(format!(
+                "REMOVE {} SET pending_from = :next",
+                removes.join(", ")
+            ))
             .condition_expression("pending_from = :from AND version > :through")
             .expression_attribute_values(":from", n(from))
             .expression_attribute_values(":through", n(through))
@@ -295,22 +322,36 @@ impl WriteModelStore for DynamoWriteStore {
         match prefix {
             Ok(_) => Ok(()),
             // Someone else already confirmed these events: nothing left to do.
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(unavailable(e)),
         }
     }
 
-    async fn load_idempotency(&self, key: &str, now: Timestamp) -> Result<Option<IdempotencyRecord>, StoreError> {
+    async fn load_idempotency(
+        &self,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(format!("{IDEMPOTENCY_PREFIX}{key}")))
+            .key(
+                "pk",
+                AttributeValue::S(format!("{IDEMPOTENCY_PREFIX}{key}")),
+            )
             .consistent_read(true)
             .send()
             .await
             .map_err(unavailable)?;
-        let Some(item) = out.item else { return Ok(None) };
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
         let item: IdempotencyItem = from_item(item).map_err(corrupt)?;
         if item.expires_at * 1000 <= now.as_millis() {
             return Ok(None);

@@ -52,7 +52,10 @@ impl Problem {
 
     pub fn body(&self, instance: Option<&str>) -> Value {
         let mut body = Map::new();
-        body.insert("type".into(), format!("urn:problem:timeline:{}", self.code).into());
+        body.insert(
+            "type".into(),
+            format!("urn:problem:timeline:{}", self.code).into(),
+        );
         body.insert(
             "title".into(),
             self.status.canonical_reason().unwrap_or("Error").into(),
@@ -81,7 +84,11 @@ impl Problem {
     }
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: &impl Serialize) -> Response<Body> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &impl Serialize,
+) -> Response<Body> {
     let bytes = serde_json::to_string(body).expect("response bodies serialize");
     let mut response = Response::new(Body::Text(bytes));
     *response.status_mut() = status;

@@ -1,0 +1,234 @@
+//! Test support against a real emulator over HTTP (moto, started by `infra/test.sh`).
+//!
+//! Every test makes its own stream and tables with unique names, so tests run in parallel
+//! against one server without seeing each other.
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use timeline_aws::stream_reader::{read_all, StreamRecord};
+use timeline_aws::{Clients, DynamoWriteStore, KinesisEventLog, ResourceNames};
+use timeline_core::codec::decode_record;
+use timeline_core::EventEnvelope;
+
+/// Counts the HTTP requests the SDK sends, by operation (`X-Amz-Target`), retries included.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter {
+    counts: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl RequestCounter {
+    pub fn snapshot(&self) -> BTreeMap<String, usize> {
+        self.counts.lock().unwrap().clone()
+    }
+
+    pub fn total(&self) -> usize {
+        self.counts.lock().unwrap().values().sum()
+    }
+
+    pub fn reset(&self) {
+        self.counts.lock().unwrap().clear();
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .map(|t| t.rsplit('.').next().unwrap_or(t).to_owned())
+            .unwrap_or_else(|| "other".to_owned());
+        *self.counts.lock().unwrap().entry(target).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// A moto-backed environment with its own stream and write-model table.
+pub struct TestEnv {
+    pub clients: Clients,
+    pub names: ResourceNames,
+    pub counter: RequestCounter,
+}
+
+/// Fails loudly if the emulator is not configured: these tests never talk to real AWS.
+pub fn endpoint() -> String {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
+        "AWS_ENDPOINT_URL must point at a local emulator (run the tests with infra/test.sh), got {endpoint:?}"
+    );
+    endpoint
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+impl TestEnv {
+    /// Fresh resources, created by the same bootstrap the local runner uses.
+    pub async fn new() -> TestEnv {
+        endpoint();
+        let sdk = timeline_aws::config::load_sdk_config().await;
+        let counter = RequestCounter::default();
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .build(),
+        );
+        let kinesis = aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .build(),
+        );
+        let mut clients = Clients::new(&sdk);
+        clients.dynamodb = dynamodb;
+        clients.kinesis = kinesis;
+        let names = ResourceNames {
+            event_stream: unique("events"),
+            write_model_table: unique("write-model"),
+        };
+        timeline_aws::resources::bootstrap(&clients, &names)
+            .await
+            .expect("bootstrap resources in the emulator");
+        counter.reset();
+        TestEnv {
+            clients,
+            names,
+            counter,
+        }
+    }
+
+    pub fn store(&self) -> DynamoWriteStore {
+        DynamoWriteStore::new(self.clients.dynamodb.clone(), &self.names.write_model_table)
+    }
+
+    pub fn log(&self) -> KinesisEventLog {
+        KinesisEventLog::new(self.clients.kinesis.clone(), &self.names.event_stream)
+    }
+
+    /// A log whose stream does not exist: every publish fails for real.
+    pub fn broken_log(&self) -> KinesisEventLog {
+        KinesisEventLog::new(self.clients.kinesis.clone(), unique("missing-stream"))
+    }
+
+    pub async fn records(&self) -> Vec<StreamRecord> {
+        read_all(&self.clients.kinesis, &self.names.event_stream)
+            .await
+            .expect("read the stream back")
+    }
+
+    /// Every event on the stream, record by record, in shard order.
+    pub async fn events(&self) -> Vec<EventEnvelope> {
+        self.records()
+            .await
+            .iter()
+            .flat_map(|r| decode_record(&r.data).expect("records decode").events)
+            .collect()
+    }
+
+    /// Every item of the write-model table, for before/after comparisons.
+    pub async fn table_items(&self) -> Vec<String> {
+        let mut items: Vec<String> = self
+            .clients
+            .dynamodb
+            .scan()
+            .table_name(&self.names.write_model_table)
+            .send()
+            .await
+            .expect("scan")
+            .items()
+            .iter()
+            .map(|i| format!("{:?}", i.iter().collect::<BTreeMap<_, _>>()))
+            .collect();
+        items.sort();
+        items
+    }
+}
+
+/// An API Gateway REST (v1) proxy event, as API Gateway sends it, decoded by `lambda_http`
+/// exactly as in Lambda.
+pub fn api_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> lambda_http::Request {
+    let header_map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+        .collect();
+    let multi: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::json!([v])))
+        .collect();
+    let event = serde_json::json!({
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": header_map,
+        "multiValueHeaders": multi,
+        "queryStringParameters": null,
+        "multiValueQueryStringParameters": null,
+        "pathParameters": null,
+        "stageVariables": null,
+        "requestContext": {
+            "accountId": "123456789012",
+            "resourceId": "abc123",
+            "stage": "test",
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "identity": { "sourceIp": "127.0.0.1", "userAgent": "timeline-tests" },
+            "authorizer": { "claims": { "sub": "test-user" } },
+            "resourcePath": path,
+            "httpMethod": method,
+            "path": format!("/test{path}"),
+            "requestTimeEpoch": 0,
+            "protocol": "HTTP/1.1",
+            "apiId": "abc123"
+        },
+        "body": body,
+        "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&event.to_string()).expect("a valid API Gateway event")
+}
+
+/// A JSON POST as a client would send it.
+pub fn post(
+    path: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> lambda_http::Request {
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    api_request("POST", path, &all, Some(&body.to_string()))
+}
+
+/// Status and JSON body of a response.
+pub fn read(
+    response: lambda_http::Response<lambda_http::Body>,
+) -> (u16, serde_json::Value, lambda_http::http::HeaderMap) {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = match response.body() {
+        lambda_http::Body::Text(t) => serde_json::from_str(t).expect("JSON body"),
+        lambda_http::Body::Binary(b) => serde_json::from_slice(b).expect("JSON body"),
+        _ => serde_json::Value::Null,
+    };
+    (status, body, headers)
+}
