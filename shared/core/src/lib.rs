@@ -9,6 +9,7 @@ pub mod hydrate;
 pub mod memory;
 pub mod ports;
 pub mod ride;
+pub mod sequence;
 pub mod testkit;
 pub mod time;
 pub mod video;

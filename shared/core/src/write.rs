@@ -153,7 +153,12 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
             }
         }
         let command_id = match &request.idempotency {
-            Some(idem) => uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, idem.key.as_bytes()),
+            // Key and fingerprint: a retry gets the same ids, and a key reused for another
+            // request after its record expired does not.
+            Some(idem) => uuid::Uuid::new_v5(
+                &EVENT_ID_NAMESPACE,
+                format!("{}\n{}", idem.key, idem.fingerprint).as_bytes(),
+            ),
             None => uuid::Uuid::new_v4(),
         }
         .to_string();
@@ -214,7 +219,11 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
                 replayed: false,
             };
             if envelopes.is_empty() {
-                // Nothing happened: nothing to write.
+                // Nothing happened: nothing to write. Events an earlier publish left in the
+                // outbox still go out, so the answer is true about where they are.
+                if let Some(head) = head.as_ref() {
+                    outcome.published = self.publish_outbox(head).await;
+                }
                 return Ok(outcome);
             }
 
