@@ -14,6 +14,7 @@ use timeline_core::write::{
     WriteConfig,
 };
 use timeline_http::Problem;
+use tracing::Instrument;
 
 pub struct CommandApi<S, L, C> {
     service: CommandService<S, L, C>,
@@ -40,20 +41,26 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let request_id = timeline_http::request_id(&req);
         let path = timeline_http::path(&req).to_owned();
-        let span = tracing::info_span!("command", request_id = request_id.as_deref().unwrap_or("-"), %path);
-        let _guard = span.enter();
-        let response = match self.dispatch(&req, &path).await {
-            Ok(response) => response,
-            Err(problem) => {
-                if problem.status.is_server_error() {
-                    tracing::error!(status = problem.status.as_u16(), code = %problem.code, detail = %problem.detail, "command failed");
-                } else {
-                    tracing::info!(status = problem.status.as_u16(), code = %problem.code, "command refused");
+        let span = tracing::info_span!(
+            "command",
+            request_id = request_id.as_deref().unwrap_or("-"),
+            %path
+        );
+        async {
+            match self.dispatch(&req, &path).await {
+                Ok(response) => response,
+                Err(problem) => {
+                    if problem.status.is_server_error() {
+                        tracing::error!(status = problem.status.as_u16(), code = %problem.code, detail = %problem.detail, "command failed");
+                    } else {
+                        tracing::info!(status = problem.status.as_u16(), code = %problem.code, "command refused");
+                    }
+                    problem.into_response(Some(&path))
                 }
-                problem.into_response(Some(&path))
             }
-        };
-        response
+        }
+        .instrument(span)
+        .await
     }
 
     async fn dispatch(&self, req: &Request, path: &str) -> Result<Response<Body>, Problem> {

@@ -57,7 +57,11 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
     if raw == "*" {
         return Ok(None);
     }
-    let tag = raw.strip_prefix("W/").unwrap_or(raw).trim_matches('"');
+    let tag = raw.strip_prefix("W/").unwrap_or(raw);
+    let tag = match tag.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"').unwrap_or("not a version"),
+        None => tag,
+    };
     tag.parse().map(Some).map_err(|_| {
         Problem::bad_request(
             "invalid_if_match",
@@ -135,6 +139,13 @@ pub fn parse(
         hash.update(b"\n");
         // serde_json's maps are sorted, so this is canonical whatever the key order sent.
         hash.update(Value::Object(body.clone()).to_string().as_bytes());
+        // The version precondition is part of the request too.
+        hash.update(b"\n");
+        hash.update(
+            header_str(headers, header::IF_MATCH.as_str())?
+                .unwrap_or("")
+                .as_bytes(),
+        );
         format!("{:x}", hash.finalize())
     };
     let from_body = match body.remove("expected_version") {

@@ -57,47 +57,233 @@ async fn every_bad_request_gets_its_4xx_problem_and_writes_nothing() {
 
     let big = format!("{{\"driver_id\": \"{}\"}}", "x".repeat(20_000));
     let cases = vec![
-        case("malformed JSON", "/rides/r1/assign-driver", "{\"driver_id\": ", 400, "malformed_json"),
-        case("not an object", "/rides/r1/assign-driver", "[1, 2]", 400, "invalid_body"),
-        case("wrong type", "/rides/r1/adjust-fare", r#"{"fare_cents": "ten", "reason": "x"}"#, 400, "invalid_body"),
-        case("missing field", "/rides/r1/assign-driver", "{}", 400, "invalid_body"),
-        case("unknown field", "/rides/r1/start", r#"{"force": true}"#, 400, "invalid_body"),
-        case("unknown field on a command with fields", "/rides/r1/assign-driver", r#"{"driver_id": "d", "x": 1}"#, 400, "invalid_body"),
-        case("a command tag smuggled in", "/rides/r1/start", r#"{"command": "complete"}"#, 400, "invalid_body"),
-        case("unknown command", "/rides/r1/teleport", "{}", 404, "not_found"),
+        case(
+            "malformed JSON",
+            "/rides/r1/assign-driver",
+            "{\"driver_id\": ",
+            400,
+            "malformed_json",
+        ),
+        case(
+            "not an object",
+            "/rides/r1/assign-driver",
+            "[1, 2]",
+            400,
+            "invalid_body",
+        ),
+        case(
+            "wrong type",
+            "/rides/r1/adjust-fare",
+            r#"{"fare_cents": "ten", "reason": "x"}"#,
+            400,
+            "invalid_body",
+        ),
+        case(
+            "missing field",
+            "/rides/r1/assign-driver",
+            "{}",
+            400,
+            "invalid_body",
+        ),
+        case(
+            "unknown field",
+            "/rides/r1/start",
+            r#"{"force": true}"#,
+            400,
+            "invalid_body",
+        ),
+        case(
+            "unknown field on a command with fields",
+            "/rides/r1/assign-driver",
+            r#"{"driver_id": "d", "x": 1}"#,
+            400,
+            "invalid_body",
+        ),
+        case(
+            "a command tag smuggled in",
+            "/rides/r1/start",
+            r#"{"command": "complete"}"#,
+            400,
+            "invalid_body",
+        ),
+        case(
+            "unknown command",
+            "/rides/r1/teleport",
+            "{}",
+            404,
+            "not_found",
+        ),
         case("unknown collection", "/boats", "{}", 404, "not_found"),
-        case("oversized body", "/rides/r1/assign-driver", &big, 413, "body_too_large"),
-        case("invalid id in the path", "/rides/bad.id/start", "{}", 400, "invalid_id"),
-        case("invalid id in a create", "/rides", &json!({"id": "../etc", "rider_id": "r"}).to_string(), 400, "invalid_id"),
-        case("id of the wrong type", "/videos", r#"{"id": 7, "title": "t", "source_uri": "s"}"#, 400, "invalid_id"),
-        case("illegal transition", "/rides/r1/start", "{}", 422, "ride.driver_not_assigned"),
-        case("business rule: negative fare", "/rides/r1/adjust-fare", r#"{"fare_cents": -5, "reason": "x"}"#, 422, "ride.negative_fare"),
-        case("business rule: progress over 100", "/videos/v1/progress", r#"{"percent": 101}"#, 422, "video.progress_out_of_range"),
-        case("progress beyond its type", "/videos/v1/progress", r#"{"percent": 300}"#, 400, "invalid_body"),
-        case("unknown entity", "/rides/nope/start", "{}", 404, "ride.not_found"),
-        case("existing id", "/videos", &upload.to_string(), 409, "video.already_exists"),
-        case("stale If-Match", "/rides/r1/assign-driver", r#"{"driver_id": "d"}"#, 409, "version_conflict").header("If-Match", "\"5\""),
-        case("stale expected_version", "/rides/r1/assign-driver", r#"{"driver_id": "d", "expected_version": 0}"#, 409, "version_conflict"),
-        case("bad If-Match", "/rides/r1/assign-driver", r#"{"driver_id": "d"}"#, 400, "invalid_if_match").header("If-Match", "abc"),
-        case("negative expected_version", "/rides/r1/assign-driver", r#"{"driver_id": "d", "expected_version": -1}"#, 400, "invalid_body"),
-        case("If-Match and expected_version disagree", "/rides/r1/assign-driver", r#"{"driver_id": "d", "expected_version": 2}"#, 400, "conflicting_versions").header("If-Match", "\"1\""),
-        case("Idempotency-Key too long", "/rides/r1/assign-driver", r#"{"driver_id": "d"}"#, 400, "invalid_idempotency_key").header("Idempotency-Key", &"k".repeat(300)),
-        case("not JSON", "/rides/r1/assign-driver", "driver_id=d", 415, "unsupported_media_type").header("Content-Type", "application/x-www-form-urlencoded"),
-        case("wrong method", "/rides/r1/start", "", 405, "method_not_allowed").method("GET"),
+        case(
+            "oversized body",
+            "/rides/r1/assign-driver",
+            &big,
+            413,
+            "body_too_large",
+        ),
+        case(
+            "invalid id in the path",
+            "/rides/bad.id/start",
+            "{}",
+            400,
+            "invalid_id",
+        ),
+        case(
+            "invalid id in a create",
+            "/rides",
+            &json!({"id": "../etc", "rider_id": "r"}).to_string(),
+            400,
+            "invalid_id",
+        ),
+        case(
+            "id of the wrong type",
+            "/videos",
+            r#"{"id": 7, "title": "t", "source_uri": "s"}"#,
+            400,
+            "invalid_id",
+        ),
+        case(
+            "illegal transition",
+            "/rides/r1/start",
+            "{}",
+            422,
+            "ride.driver_not_assigned",
+        ),
+        case(
+            "business rule: negative fare",
+            "/rides/r1/adjust-fare",
+            r#"{"fare_cents": -5, "reason": "x"}"#,
+            422,
+            "ride.negative_fare",
+        ),
+        case(
+            "business rule: progress over 100",
+            "/videos/v1/progress",
+            r#"{"percent": 101}"#,
+            422,
+            "video.progress_out_of_range",
+        ),
+        case(
+            "progress beyond its type",
+            "/videos/v1/progress",
+            r#"{"percent": 300}"#,
+            400,
+            "invalid_body",
+        ),
+        case(
+            "unknown entity",
+            "/rides/nope/start",
+            "{}",
+            404,
+            "ride.not_found",
+        ),
+        case(
+            "existing id",
+            "/videos",
+            &upload.to_string(),
+            409,
+            "video.already_exists",
+        ),
+        case(
+            "stale If-Match",
+            "/rides/r1/assign-driver",
+            r#"{"driver_id": "d"}"#,
+            409,
+            "version_conflict",
+        )
+        .header("If-Match", "\"5\""),
+        case(
+            "stale expected_version",
+            "/rides/r1/assign-driver",
+            r#"{"driver_id": "d", "expected_version": 0}"#,
+            409,
+            "version_conflict",
+        ),
+        case(
+            "bad If-Match",
+            "/rides/r1/assign-driver",
+            r#"{"driver_id": "d"}"#,
+            400,
+            "invalid_if_match",
+        )
+        .header("If-Match", "abc"),
+        case(
+            "negative expected_version",
+            "/rides/r1/assign-driver",
+            r#"{"driver_id": "d", "expected_version": -1}"#,
+            400,
+            "invalid_body",
+        ),
+        case(
+            "If-Match and expected_version disagree",
+            "/rides/r1/assign-driver",
+            r#"{"driver_id": "d", "expected_version": 2}"#,
+            400,
+            "conflicting_versions",
+        )
+        .header("If-Match", "\"1\""),
+        case(
+            "Idempotency-Key too long",
+            "/rides/r1/assign-driver",
+            r#"{"driver_id": "d"}"#,
+            400,
+            "invalid_idempotency_key",
+        )
+        .header("Idempotency-Key", &"k".repeat(300)),
+        case(
+            "not JSON",
+            "/rides/r1/assign-driver",
+            "driver_id=d",
+            415,
+            "unsupported_media_type",
+        )
+        .header("Content-Type", "application/x-www-form-urlencoded"),
+        case(
+            "wrong method",
+            "/rides/r1/start",
+            "",
+            405,
+            "method_not_allowed",
+        )
+        .method("GET"),
     ];
 
     for c in cases {
         let headers: Vec<(&str, &str)> = c.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let response = api.handle(api_request(c.method, &c.path, &headers, c.body.as_deref())).await;
+        let response = api
+            .handle(api_request(c.method, &c.path, &headers, c.body.as_deref()))
+            .await;
         let (status, problem, response_headers) = read(response);
         assert_eq!(status, c.status, "{}: {problem}", c.name);
-        assert_eq!(response_headers["content-type"], "application/problem+json", "{}", c.name);
+        assert_eq!(
+            response_headers["content-type"], "application/problem+json",
+            "{}",
+            c.name
+        );
         assert_eq!(problem["code"], c.code, "{}: {problem}", c.name);
         assert_eq!(problem["status"], c.status, "{}", c.name);
-        assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()), "{}", c.name);
-        assert!(problem["type"].as_str().is_some_and(|t| t.ends_with(c.code)), "{}", c.name);
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{}",
+            c.name
+        );
+        assert!(
+            problem["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with(c.code)),
+            "{}",
+            c.name
+        );
     }
 
-    assert_eq!(env.table_items().await, items_before, "no bad request changed a table");
-    assert_eq!(env.records().await.len(), records_before, "no bad request reached the stream");
+    assert_eq!(
+        env.table_items().await,
+        items_before,
+        "no bad request changed a table"
+    );
+    assert_eq!(
+        env.records().await.len(),
+        records_before,
+        "no bad request reached the stream"
+    );
 }

@@ -9,7 +9,9 @@ use timeline_core::ports::SystemClock;
 use timeline_testkit::api_request;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 proptest! {

@@ -156,3 +156,95 @@ pub fn path(req: &Request) -> &str {
         raw
     }
 }
+
+/// API Gateway REST (v1) proxy events, built the way API Gateway builds them, so local
+/// servers and tests drive the handlers with the same payloads Lambda receives.
+pub mod apigw {
+    use serde_json::{json, Map, Value};
+
+    /// What a proxy event is made of.
+    pub struct ProxyRequest<'a> {
+        pub method: &'a str,
+        pub path: &'a str,
+        pub query: Option<&'a str>,
+        pub headers: &'a [(&'a str, &'a str)],
+        pub body: Option<&'a str>,
+        pub request_id: &'a str,
+        pub stage: &'a str,
+        /// The authenticated caller, as a Cognito authorizer would put it in `claims.sub`.
+        pub subject: Option<&'a str>,
+    }
+
+    pub fn event(r: &ProxyRequest<'_>) -> Value {
+        let mut headers = Map::new();
+        let mut multi = Map::new();
+        for (k, v) in r.headers {
+            headers.insert((*k).to_owned(), Value::from(*v));
+            multi
+                .entry((*k).to_owned())
+                .or_insert_with(|| Value::Array(vec![]))
+                .as_array_mut()
+                .expect("array")
+                .push(Value::from(*v));
+        }
+        let (query, multi_query) = match r.query.filter(|q| !q.is_empty()) {
+            None => (Value::Null, Value::Null),
+            Some(q) => {
+                let mut single = Map::new();
+                let mut many = Map::new();
+                for (k, v) in url_pairs(q) {
+                    single.insert(k.clone(), Value::from(v.clone()));
+                    many.entry(k)
+                        .or_insert_with(|| Value::Array(vec![]))
+                        .as_array_mut()
+                        .expect("array")
+                        .push(Value::from(v));
+                }
+                (Value::Object(single), Value::Object(many))
+            }
+        };
+        let authorizer = match r.subject {
+            Some(sub) => json!({ "claims": { "sub": sub } }),
+            None => Value::Null,
+        };
+        json!({
+            "resource": r.path,
+            "path": r.path,
+            "httpMethod": r.method,
+            "headers": headers,
+            "multiValueHeaders": multi,
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": multi_query,
+            "pathParameters": null,
+            "stageVariables": null,
+            "requestContext": {
+                "accountId": "000000000000",
+                "resourceId": "local",
+                "stage": r.stage,
+                "requestId": r.request_id,
+                "identity": { "sourceIp": "127.0.0.1" },
+                "authorizer": authorizer,
+                "resourcePath": r.path,
+                "httpMethod": r.method,
+                "path": format!("/{}{}", r.stage, r.path),
+                "requestTimeEpoch": 0,
+                "protocol": "HTTP/1.1",
+                "apiId": "local"
+            },
+            "body": r.body,
+            "isBase64Encoded": false
+        })
+    }
+
+    /// Decodes `a=1&b=x%20y` the way API Gateway does for `queryStringParameters`.
+    fn url_pairs(query: &str) -> Vec<(String, String)> {
+        form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    /// The proxy event decoded by `lambda_http`, exactly as in Lambda.
+    pub fn request(r: &ProxyRequest<'_>) -> Result<lambda_http::Request, serde_json::Error> {
+        lambda_http::request::from_str(&event(r).to_string())
+    }
+}

@@ -163,49 +163,29 @@ impl TestEnv {
 }
 
 /// An API Gateway REST (v1) proxy event, as API Gateway sends it, decoded by `lambda_http`
-/// exactly as in Lambda.
+/// exactly as in Lambda. The caller is `test-user` (a Cognito `sub`).
 pub fn api_request(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> lambda_http::Request {
-    let header_map: serde_json::Map<String, serde_json::Value> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
-        .collect();
-    let multi: serde_json::Map<String, serde_json::Value> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), serde_json::json!([v])))
-        .collect();
-    let event = serde_json::json!({
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": header_map,
-        "multiValueHeaders": multi,
-        "queryStringParameters": null,
-        "multiValueQueryStringParameters": null,
-        "pathParameters": null,
-        "stageVariables": null,
-        "requestContext": {
-            "accountId": "123456789012",
-            "resourceId": "abc123",
-            "stage": "test",
-            "requestId": uuid::Uuid::new_v4().to_string(),
-            "identity": { "sourceIp": "127.0.0.1", "userAgent": "timeline-tests" },
-            "authorizer": { "claims": { "sub": "test-user" } },
-            "resourcePath": path,
-            "httpMethod": method,
-            "path": format!("/test{path}"),
-            "requestTimeEpoch": 0,
-            "protocol": "HTTP/1.1",
-            "apiId": "abc123"
-        },
-        "body": body,
-        "isBase64Encoded": false
-    });
-    lambda_http::request::from_str(&event.to_string()).expect("a valid API Gateway event")
+    let (path, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let request_id = uuid::Uuid::new_v4().to_string();
+    timeline_http::apigw::request(&timeline_http::apigw::ProxyRequest {
+        method,
+        path,
+        query,
+        headers,
+        body,
+        request_id: &request_id,
+        stage: "test",
+        subject: Some("test-user"),
+    })
+    .expect("a valid API Gateway event")
 }
 
 /// A JSON POST as a client would send it.

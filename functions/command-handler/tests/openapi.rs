@@ -1,0 +1,138 @@
+//! The OpenAPI document (`shared/http/openapi.json`) against the routes and decoders the
+//! handler really has: same paths and methods, and every documented request example and
+//! required field means what the decoder says.
+
+use command_handler::request::{self, check_id};
+use command_handler::routes::{Domain, ROUTES};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use timeline_core::ride::RideCommand;
+use timeline_core::video::VideoCommand;
+
+fn document() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/http/openapi.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
+    match node.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let pointer = r.strip_prefix('#').expect("local refs only");
+            resolve(
+                doc,
+                doc.pointer(pointer)
+                    .unwrap_or_else(|| panic!("dangling {r}")),
+            )
+        }
+        None => node,
+    }
+}
+
+/// Decodes a body for a route the way the handler does (after `id` and
+/// `expected_version` are taken out).
+fn decode(route: usize, body: &Map<String, Value>) -> Result<(), String> {
+    let (_, r) = ROUTES[route];
+    let mut body = body.clone();
+    body.remove("expected_version");
+    if r.creates {
+        body.remove("id");
+    }
+    let result = match r.domain {
+        Domain::Ride => request::command::<RideCommand>(&r, body).map(|_| ()),
+        Domain::Video => request::command::<VideoCommand>(&r, body).map(|_| ()),
+    };
+    result.map_err(|p| p.detail)
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes_the_handler_serves() {
+    let doc = document();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| ["get", "put", "post", "patch", "delete"].contains(&k.as_str()))
+                .map(move |m| (path.clone(), m.clone()))
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(path, _)| ((*path).to_owned(), "post".to_owned()))
+        .collect();
+    assert_eq!(documented, served);
+}
+
+#[test]
+fn every_documented_example_is_accepted_and_every_required_field_is_needed() {
+    let doc = document();
+    for (index, (path, _)) in ROUTES.iter().enumerate() {
+        let op = &doc["paths"][*path]["post"];
+        let content = &resolve(&doc, &op["requestBody"])["content"]["application/json"];
+        let schema = resolve(&doc, &content["schema"]);
+        assert_eq!(
+            schema["additionalProperties"], false,
+            "{path}: unknown fields are refused"
+        );
+        let example = content["example"].as_object().cloned().unwrap_or_default();
+        decode(index, &example)
+            .unwrap_or_else(|e| panic!("{path}: documented example refused: {e}"));
+        for field in schema["required"].as_array().into_iter().flatten() {
+            let field = field.as_str().unwrap();
+            if field == "id" || field == "expected_version" {
+                continue;
+            }
+            let mut without = example.clone();
+            without.remove(field);
+            assert!(
+                decode(index, &without).is_err(),
+                "{path}: {field} is documented as required but is not"
+            );
+        }
+        let mut extra = example.clone();
+        extra.insert("surprise".into(), Value::Bool(true));
+        assert!(
+            decode(index, &extra).is_err(),
+            "{path}: an unknown field must be refused"
+        );
+    }
+}
+
+#[test]
+fn documented_statuses_and_the_id_pattern_match_the_handler() {
+    let doc = document();
+    let id_param = resolve(&doc, &doc["components"]["parameters"]["EntityId"]);
+    let pattern = resolve(&doc, &id_param["schema"])["pattern"]
+        .as_str()
+        .unwrap();
+    assert_eq!(pattern, "^[A-Za-z0-9_-]{1,64}$");
+    assert!(check_id(&"a".repeat(64)).is_ok() && check_id(&"a".repeat(65)).is_err());
+    assert!(check_id("a.b").is_err() && check_id("A_b-9").is_ok());
+    for (path, route) in ROUTES {
+        let responses = doc["paths"][*path]["post"]["responses"]
+            .as_object()
+            .unwrap();
+        let success = if route.creates { "201" } else { "200" };
+        for status in [success, "202", "400", "409", "413", "415", "422", "503"] {
+            assert!(
+                responses.contains_key(status),
+                "{path} documents no {status}"
+            );
+        }
+        if !route.creates {
+            assert!(responses.contains_key("404"), "{path} documents no 404");
+        }
+        let problem = resolve(&doc, &responses["422"]);
+        assert!(
+            problem["content"]["application/problem+json"].is_object(),
+            "{path}: errors are problem+json"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! A plain HTTP server on 127.0.0.1 that turns each request into the API Gateway proxy
+//! event Lambda would receive and hands it to the same handler code.
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::sync::Arc;
+use timeline_http::apigw::{self, ProxyRequest};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// API Gateway's own payload limit; the handlers apply their tighter limits themselves.
+const MAX_BODY: usize = 10 * 1024 * 1024;
+
+/// Something that answers API Gateway proxy requests (the Lambda handlers).
+pub trait Api: Send + Sync + 'static {
+    fn handle(
+        &self,
+        req: lambda_http::Request,
+    ) -> impl Future<Output = lambda_http::Response<lambda_http::Body>> + Send;
+}
+
+/// Serves until `shutdown` flips; in-flight requests finish first.
+pub async fn serve<A: Api>(
+    listener: TcpListener,
+    api: Arc<A>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let api = api.clone();
+                let mut stop = shutdown.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| {
+                        let api = api.clone();
+                        async move { Ok::<_, std::convert::Infallible>(answer(api.as_ref(), req).await) }
+                    });
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+async fn answer<A: Api>(api: &A, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body over 10 MB"),
+    };
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let header_refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let text = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+    let request_id = uuid::Uuid::new_v4().to_string();
+    // The local API has no authorizer: calls run as the local developer.
+    let subject = std::env::var("TIMELINE_LOCAL_USER").unwrap_or_else(|_| "local-developer".into());
+    let proxy = ProxyRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &header_refs,
+        body: text.as_deref(),
+        request_id: &request_id,
+        stage: "local",
+        subject: Some(&subject),
+    };
+    let request = match apigw::request(&proxy) {
+        Ok(r) => r,
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot form an API Gateway event: {e}"),
+            )
+        }
+    };
+    let response = api.handle(request).await;
+    let (parts, body) = response.into_parts();
+    let bytes = match body {
+        lambda_http::Body::Empty => Bytes::new(),
+        lambda_http::Body::Text(t) => Bytes::from(t),
+        lambda_http::Body::Binary(b) => Bytes::from(b),
+        _ => Bytes::new(),
+    };
+    let mut out = Response::new(Full::new(bytes));
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = parts.headers;
+    tracing::info!(method = %proxy.method, path = %proxy.path, status = out.status().as_u16(), "request");
+    out
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut out = Response::new(Full::new(Bytes::from(text.to_owned())));
+    *out.status_mut() = status;
+    out
+}

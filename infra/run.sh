@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The main job on one machine: starts a moto server on 127.0.0.1 (from a virtualenv this
+# script makes), creates the stream and tables, and serves the API on http://127.0.0.1:3000
+# through the real handler code. Ctrl-C stops both. Usage: infra/run.sh [--port N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+venv="$root/.venv"
+if ! "$venv/bin/python" -c 'import moto, flask' 2>/dev/null; then
+    echo "==> creating $venv with moto[server] (pinned)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        -r infra/requirements.txt -c infra/constraints.txt
+fi
+cargo build --quiet --locked -p timeline-local
+
+source infra/moto.sh
+moto_start "$venv" "$root/target/moto-run.log"
+trap moto_stop EXIT
+
+cat <<'TXT'
+Try it (in another terminal):
+  curl -s -XPOST localhost:3000/rides -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \
+    -d '{"id":"ride-1","rider_id":"rider-42","pickup":{"address":"1 Main St","lat":52.52,"lon":13.40},"dropoff":{"address":"9 Oak Ave","lat":52.50,"lon":13.45},"fare_estimate_cents":9000}'
+  curl -s -XPOST localhost:3000/rides/ride-1/assign-driver -H 'Content-Type: application/json' -H 'If-Match: "1"' -d '{"driver_id":"driver-7"}'
+  curl -s -XPOST localhost:3000/rides/ride-1/start -H 'Content-Type: application/json' -d '{}'
+TXT
+target/debug/timeline-local "$@"
