@@ -1,6 +1,7 @@
 //! The OpenAPI document (`shared/http/openapi.json`) against the routes and decoders the
-//! handler really has: same paths and methods, and every documented request example and
-//! required field means what the decoder says.
+//! functions really have: same paths and methods (POST: this handler, GET: the query
+//! function), and every documented request example and required field means what the
+//! decoder says.
 
 use command_handler::request::{self, check_id};
 use command_handler::routes::{Domain, ROUTES};
@@ -48,26 +49,41 @@ fn decode(route: usize, body: &Map<String, Value>) -> Result<(), String> {
 }
 
 #[test]
-fn the_document_lists_exactly_the_routes_the_handler_serves() {
+fn the_document_lists_exactly_the_routes_the_functions_serve() {
     let doc = document();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    let documented: BTreeSet<(String, String)> = doc["paths"]
+    let documented = |method: &str| -> BTreeSet<String> {
+        doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, item)| item.get(method).is_some())
+            .map(|(path, _)| path.clone())
+            .collect()
+    };
+    let methods: BTreeSet<&str> = doc["paths"]
         .as_object()
         .unwrap()
-        .iter()
-        .flat_map(|(path, item)| {
-            item.as_object()
-                .unwrap()
-                .keys()
-                .filter(|k| ["get", "put", "post", "patch", "delete"].contains(&k.as_str()))
-                .map(move |m| (path.clone(), m.clone()))
+        .values()
+        .flat_map(|item| item.as_object().unwrap().keys())
+        .map(String::as_str)
+        .filter(|k| {
+            [
+                "get", "put", "post", "patch", "delete", "head", "options", "trace",
+            ]
+            .contains(k)
         })
         .collect();
-    let served: BTreeSet<(String, String)> = ROUTES
-        .iter()
-        .map(|(path, _)| ((*path).to_owned(), "post".to_owned()))
-        .collect();
-    assert_eq!(documented, served);
+    assert_eq!(
+        methods,
+        BTreeSet::from(["get", "post"]),
+        "commands are POST, queries GET"
+    );
+    // POST: the command handler's routes; GET: the query function's.
+    let commands: BTreeSet<String> = ROUTES.iter().map(|(p, _)| (*p).to_owned()).collect();
+    let queries: BTreeSet<String> = query::ROUTES.iter().map(|p| (*p).to_owned()).collect();
+    assert_eq!(documented("post"), commands);
+    assert_eq!(documented("get"), queries);
 }
 
 #[test]

@@ -1,0 +1,210 @@
+//! The query handler: an API Gateway `GET` in, one or two read-model reads, a response out.
+//! Generic over [`ReadModelQueries`], so tests and the local runner pass other
+//! implementations.
+
+use crate::params::{self, Range};
+use crate::routes::{Domain, QueryRoute, Resource, Routes};
+use lambda_http::http::{header, Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{json, Value};
+use timeline_core::read_ports::{PageRequest, ReadModelError, ReadModelQueries};
+use timeline_core::StreamKey;
+use timeline_http::Problem;
+use tracing::Instrument;
+
+pub const MAX_ID_CHARS: usize = 64;
+
+pub struct QueryApi<Q> {
+    queries: Q,
+    routes: Routes,
+}
+
+/// Entity ids: 1 to 64 of `A-Z a-z 0-9 _ -`, exactly as the command side accepts them.
+pub fn check_id(id: &str) -> Result<(), Problem> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::bad_request(
+            "invalid_id",
+            format!("an id is 1 to {MAX_ID_CHARS} characters of A-Z, a-z, 0-9, '-' and '_'"),
+        ))
+    }
+}
+
+impl<Q: ReadModelQueries> QueryApi<Q> {
+    pub fn new(queries: Q) -> Self {
+        QueryApi {
+            queries,
+            routes: Routes::default(),
+        }
+    }
+
+    pub fn queries(&self) -> &Q {
+        &self.queries
+    }
+
+    /// Handles one request; never fails (errors are problem+json responses).
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let request_id = timeline_http::request_id(&req);
+        let path = timeline_http::path(&req).to_owned();
+        let span = tracing::info_span!(
+            "query",
+            request_id = request_id.as_deref().unwrap_or("-"),
+            method = %req.method(),
+            %path
+        );
+        async {
+            match self.dispatch(&req, &path).await {
+                Ok(response) => response,
+                Err(problem) => {
+                    if problem.status.is_server_error() {
+                        tracing::error!(status = problem.status.as_u16(), code = %problem.code, detail = %problem.detail, "query failed");
+                    } else {
+                        tracing::info!(status = problem.status.as_u16(), code = %problem.code, "query refused");
+                    }
+                    problem.into_response(Some(&path))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn dispatch(&self, req: &Request, path: &str) -> Result<Response<Body>, Problem> {
+        let (QueryRoute { domain, resource }, id) = self
+            .routes
+            .find(path)
+            .ok_or_else(|| Problem::not_found(format!("no route for {path}")))?;
+        if req.method() != Method::GET {
+            return Err(Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{path} accepts GET"),
+            )
+            .with_header(header::ALLOW, "GET"));
+        }
+        let query = req.query_string_parameters();
+        let key = match id {
+            Some(id) => {
+                check_id(id)?;
+                Some(StreamKey::new(domain.aggregate_type(), id))
+            }
+            None => None,
+        };
+        match (resource, key) {
+            (Resource::Collection, _) => {
+                let (lookup, page) = params::list(domain, query.iter())?;
+                let page = self.queries.list(&lookup, &page).await.map_err(problem)?;
+                tracing::info!(
+                    lookup = lookup.kind.name(),
+                    items = page.items.len(),
+                    more = page.next_cursor.is_some(),
+                    "list answered"
+                );
+                Ok(timeline_http::json(
+                    StatusCode::OK,
+                    &json!({ "items": page.items, "next_cursor": page.next_cursor }),
+                ))
+            }
+            (Resource::Entity, Some(key)) => {
+                params::none(query.iter())?;
+                self.view(domain, &key).await
+            }
+            (Resource::History, Some(key)) => {
+                let (range, page) = params::history(query.iter())?;
+                self.history(domain, &key, range, &page).await
+            }
+            (_, None) => unreachable!("entity routes have an id"),
+        }
+    }
+
+    async fn view(&self, domain: Domain, key: &StreamKey) -> Result<Response<Body>, Problem> {
+        let view = self
+            .queries
+            .view(key)
+            .await
+            .map_err(problem)?
+            .ok_or_else(|| not_found(domain))?;
+        let version = view.get("version").and_then(Value::as_u64).ok_or_else(|| {
+            problem(ReadModelError::Corrupt(format!(
+                "the view of {key} has no version"
+            )))
+        })?;
+        tracing::info!(stream = %key, version, "view answered");
+        let mut response = timeline_http::json(StatusCode::OK, &view);
+        response.headers_mut().insert(
+            header::ETAG,
+            format!("\"{version}\"").parse().expect("valid header"),
+        );
+        Ok(response)
+    }
+
+    /// The entity must exist (404 otherwise, even for an empty range); its view and the
+    /// history page are read concurrently.
+    async fn history(
+        &self,
+        domain: Domain,
+        key: &StreamKey,
+        range: Range,
+        page: &PageRequest,
+    ) -> Result<Response<Body>, Problem> {
+        let (view, history) = tokio::join!(
+            self.queries.view(key),
+            self.queries.history(key, range.from, range.to, page)
+        );
+        view.map_err(problem)?.ok_or_else(|| not_found(domain))?;
+        let history = history.map_err(problem)?;
+        tracing::info!(stream = %key, items = history.items.len(), more = history.next_cursor.is_some(), "history answered");
+        Ok(timeline_http::json(
+            StatusCode::OK,
+            &json!({ "items": history.items, "next_cursor": history.next_cursor }),
+        ))
+    }
+}
+
+fn not_found(domain: Domain) -> Problem {
+    let what = match domain {
+        Domain::Ride => "ride",
+        Domain::Video => "video",
+    };
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        domain.not_found_code(),
+        format!("no such {what}"),
+    )
+}
+
+/// The HTTP meaning of a failed read.
+fn problem(error: ReadModelError) -> Problem {
+    match error {
+        ReadModelError::InvalidCursor => params::invalid_cursor(),
+        ReadModelError::Unavailable(detail) => {
+            tracing::error!(%detail, "read models unavailable");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the read models are unavailable; retry later",
+            )
+            .with_header(header::RETRY_AFTER, "1")
+        }
+        ReadModelError::Corrupt(detail) => {
+            tracing::error!(%detail, "read model corrupt");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the read model for this request could not be read",
+            )
+        }
+        // Reads never write, so a conflict here is a bug in the adapter.
+        ReadModelError::Conflict => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the read model for this request could not be read",
+        ),
+    }
+}

@@ -1,0 +1,332 @@
+//! The GET operations of the OpenAPI document (`shared/http/openapi.json`) against what the
+//! handler really answers: every live answer validates against the documented schema of
+//! its status, and every route documents the statuses it can answer.
+
+mod support;
+
+use query::ROUTES;
+use serde_json::{json, Value};
+use support::*;
+use timeline_core::ride::{CancelledBy, RideEvent};
+use timeline_core::video::VideoEvent;
+
+fn document() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/http/openapi.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
+    match node.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let pointer = r.strip_prefix('#').expect("local refs only");
+            resolve(
+                doc,
+                doc.pointer(pointer)
+                    .unwrap_or_else(|| panic!("dangling {r}")),
+            )
+        }
+        None => node,
+    }
+}
+
+/// The subset of OpenAPI 3.0 schemas the document uses: type, nullable, enum, required,
+/// properties, additionalProperties, items, oneOf, allOf, minimum, maximum. Returns what
+/// does not fit, with where.
+fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    if value.is_null() && schema["nullable"] == true {
+        return;
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        for s in all {
+            check(doc, s, value, at, errors);
+        }
+    }
+    if let Some(any) = schema["oneOf"].as_array() {
+        let fits = any
+            .iter()
+            .filter(|s| {
+                let mut e = Vec::new();
+                check(doc, s, value, at, &mut e);
+                e.is_empty()
+            })
+            .count();
+        if fits != 1 {
+            errors.push(format!("{at}: fits {fits} of the oneOf schemas"));
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            errors.push(format!("{at}: {value} is not one of {allowed:?}"));
+        }
+    }
+    let fits_type = match schema["type"].as_str() {
+        None => true,
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        Some(other) => panic!("unknown type {other}"),
+    };
+    if !fits_type {
+        errors.push(format!("{at}: {value} is not of type {}", schema["type"]));
+        return;
+    }
+    if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), value.as_f64()) {
+        if n < min {
+            errors.push(format!("{at}: {n} is below {min}"));
+        }
+    }
+    if let (Some(max), Some(n)) = (schema["maximum"].as_f64(), value.as_f64()) {
+        if n > max {
+            errors.push(format!("{at}: {n} is above {max}"));
+        }
+    }
+    if let Some(items) = value.as_array() {
+        if let Some(item_schema) = schema.get("items") {
+            for (i, item) in items.iter().enumerate() {
+                check(doc, item_schema, item, &format!("{at}[{i}]"), errors);
+            }
+        }
+    }
+    if let Some(object) = value.as_object() {
+        for field in schema["required"].as_array().into_iter().flatten() {
+            let field = field.as_str().unwrap();
+            if !object.contains_key(field) {
+                errors.push(format!("{at}: {field} is required but missing"));
+            }
+        }
+        let properties = schema["properties"].as_object();
+        for (k, v) in object {
+            let at = format!("{at}.{k}");
+            match properties.and_then(|p| p.get(k)) {
+                Some(s) => check(doc, s, v, &at, errors),
+                None => match &schema["additionalProperties"] {
+                    Value::Bool(false) => errors.push(format!("{at}: not documented")),
+                    s @ Value::Object(_) => check(doc, s, v, &at, errors),
+                    _ => {}
+                },
+            }
+        }
+    }
+}
+
+/// Checks an answer against the documented response of `GET template` for its status.
+fn assert_documented(
+    doc: &Value,
+    template: &str,
+    answer: &(u16, Value, lambda_http::http::HeaderMap),
+) {
+    let (status, body, headers) = answer;
+    let op = &doc["paths"][template]["get"];
+    assert!(op.is_object(), "GET {template} is not documented");
+    let response = resolve(doc, &op["responses"][status.to_string()]);
+    assert!(response.is_object(), "GET {template} documents no {status}");
+    let content_type = headers["content-type"].to_str().unwrap();
+    let schema = &response["content"][content_type]["schema"];
+    assert!(
+        schema.is_object(),
+        "GET {template} {status} documents no {content_type}"
+    );
+    let mut errors = Vec::new();
+    check(doc, schema, body, "$", &mut errors);
+    assert!(
+        errors.is_empty(),
+        "GET {template} {status}: {errors:#?}\n{body:#}"
+    );
+    for name in response["headers"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+    {
+        assert!(
+            headers.contains_key(name.as_str()),
+            "GET {template} {status}: no {name} header"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_answer_fits_its_documented_schema() {
+    let doc = document();
+    let (env, api) = env().await;
+    let models = read_models(&env);
+    seed_ride(&models, "ride-1").await;
+    ride(
+        &models,
+        "ride-2",
+        &[
+            ("11:00:00", booked("rider-seed", 1000)),
+            (
+                "11:01:00",
+                RideEvent::RideCancelled {
+                    by: CancelledBy::Rider,
+                    reason: "plans changed".into(),
+                },
+            ),
+        ],
+    )
+    .await;
+    ride(
+        &models,
+        "ride-3",
+        &[
+            ("12:00:00", booked("rider-seed", 1000)),
+            ("12:01:00", assigned("driver-seed")),
+            ("12:02:00", started("driver-seed")),
+            (
+                "12:30:00",
+                RideEvent::RideCompleted {
+                    final_fare_cents: 2500,
+                    distance_km: 7.5,
+                },
+            ),
+        ],
+    )
+    .await;
+    seed_video(&models, "video-1").await;
+    video(
+        &models,
+        "video-2",
+        &[
+            (
+                "13:00:00",
+                VideoEvent::VideoUploaded {
+                    title: "Done".into(),
+                    source_uri: "s3://in/done.mp4".into(),
+                },
+            ),
+            ("13:01:00", VideoEvent::ProcessingStarted { attempt: 1 }),
+            (
+                "13:02:00",
+                VideoEvent::ProcessingSucceeded {
+                    output_uri: Some("s3://out/done.mp4".into()),
+                },
+            ),
+        ],
+    )
+    .await;
+
+    let cases = [
+        ("/rides", "/rides?rider_id=rider-seed", 200),
+        ("/rides", "/rides?rider_id=rider-seed&limit=1", 200),
+        ("/rides", "/rides?driver_id=driver-seed", 200),
+        ("/rides", "/rides?status=cancelled", 200),
+        ("/rides", "/rides", 400),
+        ("/rides", "/rides?status=booked&cursor=e30", 400),
+        ("/rides/{id}", "/rides/ride-1", 200),
+        ("/rides/{id}", "/rides/ride-2", 200),
+        ("/rides/{id}", "/rides/ride-3", 200),
+        ("/rides/{id}", "/rides/nobody", 404),
+        ("/rides/{id}", "/rides/a.b", 400),
+        ("/rides/{id}/history", "/rides/ride-3/history", 200),
+        ("/rides/{id}/history", "/rides/ride-1/history?limit=2", 200),
+        ("/rides/{id}/history", "/rides/ride-1/history?from=x", 400),
+        ("/rides/{id}/history", "/rides/nobody/history", 404),
+        ("/videos", "/videos?status=failed", 200),
+        ("/videos", "/videos?status=success", 200),
+        ("/videos", "/videos?status=nope", 400),
+        ("/videos/{id}", "/videos/video-1", 200),
+        ("/videos/{id}", "/videos/video-2", 200),
+        ("/videos/{id}", "/videos/nobody", 404),
+        ("/videos/{id}/history", "/videos/video-1/history", 200),
+        ("/videos/{id}/history", "/videos/nobody/history", 404),
+    ];
+    for (template, path, status) in cases {
+        let answer = get(&api, path).await;
+        assert_eq!(answer.0, status, "{path}: {}", answer.1);
+        if status == 200 {
+            let items = answer.1.get("items").and_then(Value::as_array);
+            assert!(
+                items.is_none_or(|i| !i.is_empty()),
+                "{path}: check a non-empty page"
+            );
+        }
+        assert_documented(&doc, template, &answer);
+    }
+    assert!(ROUTES.iter().all(|r| cases.iter().any(|(t, _, _)| t == r)));
+}
+
+#[test]
+fn every_route_documents_its_statuses_and_parameters() {
+    let doc = document();
+    for template in ROUTES {
+        let op = &doc["paths"][*template]["get"];
+        let responses = op["responses"].as_object().unwrap();
+        let mut statuses = vec!["200", "400", "500", "503"];
+        if template.contains("{id}") {
+            statuses.push("404");
+        }
+        for status in statuses {
+            assert!(
+                responses.contains_key(status),
+                "GET {template} documents no {status}"
+            );
+        }
+        let params: Vec<String> = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| resolve(&doc, p)["name"].as_str().unwrap().to_owned())
+            .collect();
+        let expected: &[&str] = match *template {
+            "/rides" => &["rider_id", "driver_id", "status", "limit", "cursor"],
+            "/videos" => &["status", "limit", "cursor"],
+            t if t.ends_with("/history") => &["id", "from", "to", "limit", "cursor"],
+            _ => &["id"],
+        };
+        assert_eq!(params, expected, "GET {template}");
+    }
+    // The documented status values are exactly the ones the handler accepts.
+    let statuses = |name: &str| {
+        resolve(&doc, &doc["components"]["parameters"][name])["schema"]["enum"].clone()
+    };
+    assert_eq!(
+        statuses("RideStatus"),
+        json!(query::routes::Domain::Ride.statuses())
+    );
+    assert_eq!(
+        statuses("VideoStatus"),
+        json!(query::routes::Domain::Video.statuses())
+    );
+}
+
+#[test]
+fn the_checker_catches_answers_that_do_not_fit() {
+    let doc = document();
+    let page = json!({ "$ref": "#/components/schemas/HistoryPage" });
+    let entry = json!({
+        "aggregate_type": "boat", "aggregate_id": "r1", "version": 0, "type": "X",
+        "occurred_at": "t", "recorded_at": "t", "actor": "a", "event_id": "e",
+        "data": {}, "status_after": "booked"
+    });
+    let mut errors = Vec::new();
+    check(
+        &doc,
+        &page,
+        &json!({ "items": [entry], "next_cursor": 3 }),
+        "$",
+        &mut errors,
+    );
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    let mut errors = Vec::new();
+    let view = json!({ "$ref": "#/components/schemas/ViewPage" });
+    check(
+        &doc,
+        &view,
+        &json!({ "items": [{ "aggregate_type": "ride" }] }),
+        "$",
+        &mut errors,
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("next_cursor is required")),
+        "{errors:#?}"
+    );
+    assert!(errors.iter().any(|e| e.contains("oneOf")), "{errors:#?}");
+}
