@@ -2,17 +2,19 @@
 
 use command_handler::CommandApi;
 use lambda_http::{run, service_fn, Error, Request};
-use timeline_aws::{Clients, DynamoWriteStore, KinesisEventLog, ResourceNames};
+use timeline_aws::config::{required, EVENT_STREAM_NAME, WRITE_MODEL_TABLE};
+use timeline_aws::{Clients, DynamoWriteStore, KinesisEventLog};
 use timeline_core::ports::SystemClock;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     timeline_http::init_logging();
-    let names = ResourceNames::from_env()?;
+    let stream = required(EVENT_STREAM_NAME, "Kinesis event stream")?;
+    let table = required(WRITE_MODEL_TABLE, "DynamoDB write-model table")?;
     let clients = Clients::from_env().await;
     let api = CommandApi::new(
-        DynamoWriteStore::new(clients.dynamodb, names.write_model_table),
-        KinesisEventLog::new(clients.kinesis, names.event_stream),
+        DynamoWriteStore::new(clients.dynamodb, table),
+        KinesisEventLog::new(clients.kinesis, stream),
         SystemClock,
     );
     let api = &api;

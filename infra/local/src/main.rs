@@ -49,6 +49,10 @@ fn names_with_local_defaults() -> ResourceNames {
             timeline_aws::config::WRITE_MODEL_TABLE,
             "timeline-write-model",
         ),
+        read_model_table: var(
+            timeline_aws::config::READ_MODEL_TABLE,
+            "timeline-read-models",
+        ),
     }
 }
 

@@ -15,12 +15,15 @@ pub enum ConfigError {
 pub struct ResourceNames {
     pub event_stream: String,
     pub write_model_table: String,
+    pub read_model_table: String,
 }
 
 pub const EVENT_STREAM_NAME: &str = "EVENT_STREAM_NAME";
 pub const WRITE_MODEL_TABLE: &str = "WRITE_MODEL_TABLE";
+pub const READ_MODEL_TABLE: &str = "READ_MODEL_TABLE";
 
-fn required(var: &'static str, what: &'static str) -> Result<String, ConfigError> {
+/// A resource name a function needs, from its environment.
+pub fn required(var: &'static str, what: &'static str) -> Result<String, ConfigError> {
     std::env::var(var)
         .ok()
         .filter(|v| !v.is_empty())
@@ -28,10 +31,13 @@ fn required(var: &'static str, what: &'static str) -> Result<String, ConfigError
 }
 
 impl ResourceNames {
+    /// Every name (the local runner and tools need them all; each function reads only the
+    /// ones it uses, with [`required`]).
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(ResourceNames {
             event_stream: required(EVENT_STREAM_NAME, "Kinesis event stream")?,
             write_model_table: required(WRITE_MODEL_TABLE, "DynamoDB write-model table")?,
+            read_model_table: required(READ_MODEL_TABLE, "DynamoDB read-model table")?,
         })
     }
 }

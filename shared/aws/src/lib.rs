@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod event_log;
+pub mod metrics;
+pub mod read_models;
 pub mod resources;
 pub mod stream_reader;
 pub mod write_store;

@@ -40,6 +40,27 @@ pub fn write_model_table() -> TableSpec {
     }
 }
 
+/// Views and history of every entity, with the lookup indexes.
+pub fn read_model_table() -> TableSpec {
+    use crate::read_models::{BY_DRIVER, BY_RIDER, BY_STATUS};
+    let index = |name, hash_key, range_key| IndexSpec {
+        name,
+        hash_key,
+        range_key: Some(range_key),
+        keys_only: false,
+    };
+    TableSpec {
+        hash_key: "pk",
+        range_key: Some("sk"),
+        indexes: vec![
+            index(BY_RIDER, "rider_key", "created_sk"),
+            index(BY_DRIVER, "driver_key", "created_sk"),
+            index(BY_STATUS, "status_key", "updated_sk"),
+        ],
+        ttl_attribute: None,
+    }
+}
+
 /// Shards of the local stream: more than one, so per-shard ordering is exercised.
 pub const LOCAL_SHARDS: i32 = 2;
 
@@ -194,6 +215,12 @@ pub async fn bootstrap(
         &clients.dynamodb,
         &names.write_model_table,
         &write_model_table(),
+    )
+    .await?;
+    create_table(
+        &clients.dynamodb,
+        &names.read_model_table,
+        &read_model_table(),
     )
     .await?;
     Ok(())

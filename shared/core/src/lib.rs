@@ -8,11 +8,14 @@ pub mod envelope;
 pub mod hydrate;
 pub mod memory;
 pub mod ports;
+pub mod processor;
+pub mod read_ports;
 pub mod ride;
 pub mod sequence;
 pub mod testkit;
 pub mod time;
 pub mod video;
+pub mod views;
 pub mod write;
 
 pub use aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};

@@ -7,8 +7,10 @@ use crate::ports::{
     Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError, Published, StoreError,
     WriteModelStore,
 };
+use crate::read_ports::{ReadModelError, ReadModelStore, StoredView, ViewWrite};
 use crate::time::Timestamp;
-use std::collections::BTreeMap;
+use crate::views::HistoryEntry;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -152,5 +154,80 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp::from_millis(self.millis.load(Ordering::SeqCst)).expect("clock in range")
+    }
+}
+
+/// Read models in memory: views and history, with the same conditional write and the same
+/// ordering (lists newest first, history oldest first) as the DynamoDB adapter.
+#[derive(Clone, Default)]
+pub struct MemoryReadModels {
+    inner: Arc<Mutex<ReadInner>>,
+}
+
+#[derive(Default)]
+struct ReadInner {
+    views: BTreeMap<StreamKey, ViewWrite>,
+    /// (stream, occurred_at, version) -> entry
+    history: BTreeMap<(StreamKey, Timestamp, u64), HistoryEntry>,
+}
+
+impl MemoryReadModels {
+    /// Every view as JSON, keyed by entity (for comparisons in tests).
+    pub fn views(&self) -> BTreeMap<StreamKey, serde_json::Value> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .views
+            .iter()
+            .map(|(k, w)| (k.clone(), w.view.clone()))
+            .collect()
+    }
+
+    pub fn history_of(&self, key: &StreamKey) -> Vec<HistoryEntry> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .history
+            .iter()
+            .filter(|((k, _, _), _)| k == key)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+}
+
+impl ReadModelStore for MemoryReadModels {
+    async fn load_views(
+        &self,
+        keys: &[StreamKey],
+    ) -> Result<HashMap<StreamKey, StoredView>, ReadModelError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(keys
+            .iter()
+            .filter_map(|k| {
+                inner.views.get(k).map(|w| {
+                    (
+                        k.clone(),
+                        StoredView {
+                            version: w.version,
+                            view: w.view.clone(),
+                        },
+                    )
+                })
+            })
+            .collect())
+    }
+
+    async fn write(&self, write: ViewWrite) -> Result<(), ReadModelError> {
+        let mut inner = self.inner.lock().unwrap();
+        for entry in &write.history {
+            inner.history.insert(
+                (write.key.clone(), entry.occurred_at, entry.version),
+                entry.clone(),
+            );
+        }
+        let current = inner.views.get(&write.key).map_or(0, |w| w.version);
+        if current != write.expected_version {
+            return Err(ReadModelError::Conflict);
+        }
+        inner.views.insert(write.key.clone(), write);
+        Ok(())
     }
 }

@@ -103,6 +103,7 @@ impl TestEnv {
         let names = ResourceNames {
             event_stream: unique("events"),
             write_model_table: unique("write-model"),
+            read_model_table: unique("read-models"),
         };
         timeline_aws::resources::bootstrap(&clients, &names)
             .await
@@ -113,6 +114,18 @@ impl TestEnv {
             names,
             counter,
         }
+    }
+
+    pub fn read_models(&self) -> timeline_aws::read_models::DynamoReadModels {
+        timeline_aws::read_models::DynamoReadModels::new(
+            self.clients.dynamodb.clone(),
+            &self.names.read_model_table,
+        )
+    }
+
+    /// Every item of the read-model table, canonically ordered, for byte-level comparisons.
+    pub async fn read_model_items(&self) -> Vec<String> {
+        scan_sorted(&self.clients.dynamodb, &self.names.read_model_table).await
     }
 
     pub fn store(&self) -> DynamoWriteStore {
@@ -145,21 +158,96 @@ impl TestEnv {
 
     /// Every item of the write-model table, for before/after comparisons.
     pub async fn table_items(&self) -> Vec<String> {
-        let mut items: Vec<String> = self
-            .clients
-            .dynamodb
+        scan_sorted(&self.clients.dynamodb, &self.names.write_model_table).await
+    }
+}
+
+/// All items of a table (every page), each with its attributes in a fixed order.
+pub async fn scan_sorted(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = client
             .scan()
-            .table_name(&self.names.write_model_table)
+            .table_name(table)
+            .set_exclusive_start_key(start)
             .send()
             .await
-            .expect("scan")
-            .items()
-            .iter()
-            .map(|i| format!("{:?}", i.iter().collect::<BTreeMap<_, _>>()))
-            .collect();
-        items.sort();
-        items
+            .expect("scan");
+        items.extend(out.items().iter().map(|i| {
+            let fields: Vec<String> = i
+                .iter()
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={}", canonical(v)))
+                .collect();
+            fields.join(" ")
+        }));
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
     }
+    items.sort();
+    items
+}
+
+/// An attribute value rendered with map keys sorted at every depth (so equal items render
+/// to equal strings) and numbers as DynamoDB holds them.
+pub fn canonical(v: &aws_sdk_dynamodb::types::AttributeValue) -> String {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::M(m) => {
+            let inner: Vec<String> = m
+                .iter()
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .map(|(k, v)| format!("{k}:{}", canonical(v)))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        A::L(l) => format!(
+            "[{}]",
+            l.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A Kinesis batch exactly as the event source mapping hands it to Lambda (base64 data,
+/// `eventID` = `<shard>:<sequence>`, the stream ARN), decoded by `aws_lambda_events`.
+pub fn kinesis_event(
+    records: &[StreamRecord],
+    stream_arn: &str,
+) -> aws_lambda_events::event::kinesis::KinesisEvent {
+    serde_json::from_value(kinesis_event_json(records, stream_arn)).expect("a valid Kinesis event")
+}
+
+pub fn kinesis_event_json(records: &[StreamRecord], stream_arn: &str) -> serde_json::Value {
+    use base64::Engine;
+    let region = stream_arn.split(':').nth(3).unwrap_or("us-east-1");
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r.partition_key,
+                    "sequenceNumber": r.sequence_number,
+                    "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+                    "approximateArrivalTimestamp": r.approximate_arrival_millis.unwrap_or(0) as f64 / 1000.0
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("{}:{}", r.shard_id, r.sequence_number),
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::000000000000:role/processor",
+                "awsRegion": region,
+                "eventSourceARN": stream_arn
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
 }
 
 /// An API Gateway REST (v1) proxy event, as API Gateway sends it, decoded by `lambda_http`
@@ -211,4 +299,18 @@ pub fn read(
         _ => serde_json::Value::Null,
     };
     (status, body, headers)
+}
+
+/// JSON with every number as a float: DynamoDB keeps numbers, not their spelling (13.0 comes
+/// back as 13), so views are compared by value.
+pub fn by_value(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n.as_f64().map_or(Value::Null, |f| serde_json::json!(f)),
+        Value::Array(a) => Value::Array(a.iter().map(by_value).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), by_value(v))).collect())
+        }
+        other => other.clone(),
+    }
 }

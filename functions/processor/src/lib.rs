@@ -1,0 +1,78 @@
+//! The processor Lambda: a Kinesis batch in, read models updated, `batchItemFailures` out.
+//! The projection rules live in `timeline_core::processor`; this is the Lambda edge.
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use timeline_aws::metrics::{emit, Metric, Unit};
+use timeline_core::ports::Clock;
+use timeline_core::processor::{BatchOutcome, IncomingRecord, Processor};
+use timeline_core::read_ports::ReadModelStore;
+
+pub struct ProcessorHandler<R, C> {
+    processor: Processor<R>,
+    clock: C,
+}
+
+impl<R: ReadModelStore, C: Clock> ProcessorHandler<R, C> {
+    pub fn new(store: R, clock: C) -> Self {
+        ProcessorHandler {
+            processor: Processor::new(store),
+            clock,
+        }
+    }
+
+    pub fn processor(&self) -> &Processor<R> {
+        &self.processor
+    }
+
+    /// Applies a batch and says where Kinesis must resume: the first record that could not
+    /// be applied, or nothing when all were.
+    pub async fn handle(&self, event: KinesisEvent) -> KinesisEventResponse {
+        let records: Vec<IncomingRecord> = event
+            .records
+            .into_iter()
+            .map(|r| IncomingRecord {
+                sequence_number: r.kinesis.sequence_number,
+                partition_key: r.kinesis.partition_key,
+                data: r.kinesis.data.0,
+            })
+            .collect();
+        let outcome = self.processor.process(&records, self.clock.now()).await;
+        report(&outcome);
+        let mut response = KinesisEventResponse::default();
+        if let Some((_, sequence_number)) = outcome.first_failure {
+            let mut failure = KinesisBatchItemFailure::default();
+            failure.item_identifier = Some(sequence_number);
+            response.batch_item_failures.push(failure);
+        }
+        response
+    }
+}
+
+fn report(outcome: &BatchOutcome) {
+    let stats = &outcome.stats;
+    for (index, failure) in &outcome.failures {
+        tracing::error!(record = index, failure = %serde_json::to_string(failure).unwrap_or_default(), "record not applied");
+    }
+    tracing::info!(
+        records = stats.records,
+        applied = stats.events_applied,
+        duplicates = stats.duplicates_skipped,
+        failures = stats.failures,
+        entities = stats.entities_written,
+        "batch projected"
+    );
+    let mut metrics = vec![
+        Metric::new("EventsApplied", Unit::Count, stats.events_applied as f64),
+        Metric::new(
+            "DuplicatesSkipped",
+            Unit::Count,
+            stats.duplicates_skipped as f64,
+        ),
+        Metric::new("RecordFailures", Unit::Count, stats.failures as f64),
+    ];
+    if let Some(lag) = stats.max_lag_ms {
+        metrics.push(Metric::new("ProjectionLag", Unit::Milliseconds, lag as f64));
+    }
+    emit("Timeline/Processor", &metrics);
+}

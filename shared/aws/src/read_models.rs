@@ -1,0 +1,383 @@
+//! Read models in DynamoDB, one table keyed by `pk`/`sk`:
+//! - the view of an entity: `pk = <type>#<id>`, `sk = view`, the view as a native map, its
+//!   `version`, and the keys of the lookup indexes (`rider_key`, `driver_key`, `status_key`);
+//! - its history: `pk = <type>#<id>`, `sk = h#<occurred_at>#<version>`, one item per event,
+//!   so a time range is one `Query` on the sort key.
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
+use base64::Engine;
+use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_attribute_value, to_item};
+use std::collections::HashMap;
+use std::time::Duration;
+use timeline_core::read_ports::{
+    Lookup, LookupKind, Page, PageRequest, ReadModelError, ReadModelQueries, ReadModelStore,
+    StoredView, ViewWrite,
+};
+use timeline_core::views::HistoryEntry;
+use timeline_core::{StreamKey, Timestamp};
+
+pub const VIEW_SK: &str = "view";
+pub const BY_RIDER: &str = "by-rider";
+pub const BY_DRIVER: &str = "by-driver";
+pub const BY_STATUS: &str = "by-status";
+const MAX_ATTEMPTS: u32 = 8;
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Clone, Debug)]
+pub struct DynamoReadModels {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+fn unavailable<E, R>(e: SdkError<E, R>) -> ReadModelError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    ReadModelError::Unavailable(DisplayErrorContext(e).to_string())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> ReadModelError {
+    ReadModelError::Corrupt(e.to_string())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// `h#<occurred_at>#<version>`: fixed-width, so the sort key orders by time then version.
+pub fn history_sk(occurred_at: Timestamp, version: u64) -> String {
+    format!("h#{occurred_at}#{version:020}")
+}
+
+/// The index and partition value of a lookup.
+fn index_of(lookup: &Lookup) -> (&'static str, &'static str, String) {
+    let value = format!("{}#{}", lookup.aggregate_type, lookup.value);
+    match lookup.kind {
+        LookupKind::Rider => (BY_RIDER, "rider_key", value),
+        LookupKind::Driver => (BY_DRIVER, "driver_key", value),
+        LookupKind::Status => (BY_STATUS, "status_key", value),
+    }
+}
+
+/// Cursors are the last evaluated key, all of whose attributes are strings, as base64url
+/// JSON. Opaque to clients; anything else is refused.
+fn encode_cursor(key: Option<&Item>) -> Option<String> {
+    let key = key?;
+    let flat: std::collections::BTreeMap<&str, &str> = key
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.as_s().ok()?.as_str())))
+        .collect();
+    let json = serde_json::to_vec(&flat).expect("strings serialize");
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+}
+
+fn decode_cursor(cursor: Option<&str>, allowed: &[&str]) -> Result<Option<Item>, ReadModelError> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| ReadModelError::InvalidCursor)?;
+    let flat: HashMap<String, String> =
+        serde_json::from_slice(&bytes).map_err(|_| ReadModelError::InvalidCursor)?;
+    if flat.is_empty() || flat.keys().any(|k| !allowed.contains(&k.as_str())) {
+        return Err(ReadModelError::InvalidCursor);
+    }
+    Ok(Some(flat.into_iter().map(|(k, v)| (k, s(v))).collect()))
+}
+
+impl DynamoReadModels {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        DynamoReadModels {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn view_item(&self, write: &ViewWrite) -> Result<Item, ReadModelError> {
+        let id = &write.key.aggregate_id;
+        let kind = &write.key.aggregate_type;
+        let mut item: Item = HashMap::new();
+        item.insert("pk".into(), s(write.key.partition_key()));
+        item.insert("sk".into(), s(VIEW_SK));
+        item.insert(
+            "version".into(),
+            AttributeValue::N(write.version.to_string()),
+        );
+        item.insert(
+            "view".into(),
+            to_attribute_value(&write.view).map_err(corrupt)?,
+        );
+        item.insert(
+            "status_key".into(),
+            s(format!("{kind}#{}", write.status_family)),
+        );
+        item.insert("updated_sk".into(), s(format!("{}#{id}", write.updated_at)));
+        item.insert("created_sk".into(), s(format!("{}#{id}", write.created_at)));
+        for (lookup, value) in &write.lookups {
+            item.insert(format!("{lookup}_key"), s(format!("{kind}#{value}")));
+        }
+        Ok(item)
+    }
+
+    fn history_item(key: &StreamKey, entry: &HistoryEntry) -> Result<Item, ReadModelError> {
+        let mut item: Item = to_item(entry).map_err(corrupt)?;
+        item.insert("pk".into(), s(key.partition_key()));
+        item.insert("sk".into(), s(history_sk(entry.occurred_at, entry.version)));
+        Ok(item)
+    }
+
+    /// BatchWriteItem in chunks of 25, retrying unprocessed items with backoff.
+    async fn put_all(&self, items: Vec<Item>) -> Result<(), ReadModelError> {
+        for chunk in items.chunks(25) {
+            let mut pending: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|item| {
+                    WriteRequest::builder()
+                        .put_request(
+                            PutRequest::builder()
+                                .set_item(Some(item.clone()))
+                                .build()
+                                .expect("item set"),
+                        )
+                        .build()
+                })
+                .collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                attempt += 1;
+                if attempt > MAX_ATTEMPTS {
+                    return Err(ReadModelError::Unavailable(format!(
+                        "{} history items still unprocessed after {MAX_ATTEMPTS} attempts",
+                        pending.len()
+                    )));
+                }
+                if attempt > 1 {
+                    tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+                }
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ReadModelStore for DynamoReadModels {
+    async fn load_views(
+        &self,
+        keys: &[StreamKey],
+    ) -> Result<HashMap<StreamKey, StoredView>, ReadModelError> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(100) {
+            let mut request: Vec<Item> = chunk
+                .iter()
+                .map(|k| {
+                    HashMap::from([
+                        ("pk".to_owned(), s(k.partition_key())),
+                        ("sk".to_owned(), s(VIEW_SK)),
+                    ])
+                })
+                .collect();
+            let mut attempt = 0;
+            while !request.is_empty() {
+                attempt += 1;
+                if attempt > MAX_ATTEMPTS {
+                    return Err(ReadModelError::Unavailable(
+                        "views still unprocessed after retries".into(),
+                    ));
+                }
+                if attempt > 1 {
+                    tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+                }
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(
+                        &self.table,
+                        KeysAndAttributes::builder()
+                            .set_keys(Some(request))
+                            .consistent_read(true)
+                            .build()
+                            .expect("keys set"),
+                    )
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    let pk = item
+                        .get("pk")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default();
+                    let key = StreamKey::parse_partition_key(&pk)
+                        .ok_or_else(|| corrupt(format!("bad pk {pk}")))?;
+                    let version = item
+                        .get("version")
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|n| n.parse().ok())
+                        .ok_or_else(|| corrupt(format!("view of {pk} has no version")))?;
+                    let view = item
+                        .get("view")
+                        .cloned()
+                        .ok_or_else(|| corrupt(format!("view of {pk} missing")))?;
+                    let view: serde_json::Value =
+                        serde_dynamo::aws_sdk_dynamodb_1::from_attribute_value(view)
+                            .map_err(corrupt)?;
+                    found.insert(key, StoredView { version, view });
+                }
+                request = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+        }
+        Ok(found)
+    }
+
+    async fn write(&self, write: ViewWrite) -> Result<(), ReadModelError> {
+        // History first: re-putting an entry is harmless, so a crash between the two
+        // writes is repaired by the redelivery.
+        let history = write
+            .history
+            .iter()
+            .map(|e| Self::history_item(&write.key, e))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.put_all(history).await?;
+        let item = self.view_item(&write)?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let put = if write.expected_version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("version = :v")
+                .expression_attribute_values(
+                    ":v",
+                    AttributeValue::N(write.expected_version.to_string()),
+                )
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(ReadModelError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+fn view_of(item: Item) -> Result<serde_json::Value, ReadModelError> {
+    let view = item
+        .get("view")
+        .cloned()
+        .ok_or_else(|| corrupt("view item without a view"))?;
+    serde_dynamo::aws_sdk_dynamodb_1::from_attribute_value(view).map_err(corrupt)
+}
+
+impl ReadModelQueries for DynamoReadModels {
+    async fn view(&self, key: &StreamKey) -> Result<Option<serde_json::Value>, ReadModelError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(key.partition_key()))
+            .key("sk", s(VIEW_SK))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item.map(view_of).transpose()
+    }
+
+    async fn list(
+        &self,
+        lookup: &Lookup,
+        page: &PageRequest,
+    ) -> Result<Page<serde_json::Value>, ReadModelError> {
+        let (index, attribute, value) = index_of(lookup);
+        let sort = if lookup.kind == LookupKind::Status {
+            "updated_sk"
+        } else {
+            "created_sk"
+        };
+        let start = decode_cursor(page.cursor.as_deref(), &["pk", "sk", attribute, sort])?;
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", attribute)
+            .expression_attribute_values(":v", s(value))
+            .scan_index_forward(false)
+            .limit(page.limit as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let next_cursor = encode_cursor(out.last_evaluated_key());
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(view_of)
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn history(
+        &self,
+        key: &StreamKey,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        page: &PageRequest,
+    ) -> Result<Page<HistoryEntry>, ReadModelError> {
+        let low = from.map_or("h#".to_owned(), |t| format!("h#{t}"));
+        // `~` sorts after every character of a version, so `to` is inclusive.
+        let high = to.map_or("h#~".to_owned(), |t| format!("h#{t}#~"));
+        let start = decode_cursor(page.cursor.as_deref(), &["pk", "sk"])?;
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":pk", s(key.partition_key()))
+            .expression_attribute_values(":low", s(low))
+            .expression_attribute_values(":high", s(high))
+            .limit(page.limit as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let next_cursor = encode_cursor(out.last_evaluated_key());
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| from_item::<HistoryEntry>(item).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next_cursor })
+    }
+}

@@ -1,0 +1,150 @@
+//! Read-model views: the current state of an entity as the read side shows it, built by
+//! folding the same `evolve` the write side uses, plus what readers need around it (the
+//! version, when each step happened, the last event id). One generic projection serves every
+//! aggregate; each aggregate only says its status and its lookups.
+
+use crate::aggregate::Aggregate;
+use crate::envelope::{EventEnvelope, StreamKey};
+use crate::ride::RideAggregate;
+use crate::time::Timestamp;
+use crate::video::VideoAggregate;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What an aggregate's read model needs to know beyond `evolve`.
+pub trait ReadModel: Aggregate {
+    /// The status users filter by (`in_progress`, `processing:50%`, ...).
+    fn status(state: &Self::State) -> Option<String>;
+    /// Secondary lookups this entity appears under, e.g. `("rider", "rider-42")`.
+    fn lookups(state: &Self::State) -> Vec<(&'static str, String)>;
+    /// The status family used by the by-status lookup (`processing:50%` lists under
+    /// `processing`).
+    fn status_family(status: &str) -> String {
+        status.split(':').next().unwrap_or(status).to_owned()
+    }
+}
+
+/// The current view of one entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "S: serde::de::DeserializeOwned"))]
+pub struct View<S> {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub version: u64,
+    pub status: String,
+    pub state: S,
+    /// When each kind of step last happened (event type -> `occurred_at`).
+    pub steps: BTreeMap<String, Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub last_event_id: String,
+}
+
+/// One history (audit trail) entry: the event and the status right after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub version: u64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub actor: String,
+    pub event_id: String,
+    pub data: serde_json::Value,
+    pub status_after: String,
+}
+
+/// Applies one decoded event to a view (None: the entity is not in the read model yet).
+/// The caller has checked the version is exactly the next one.
+pub fn project<A: ReadModel>(
+    view: Option<View<A::State>>,
+    envelope: &EventEnvelope,
+    event: &A::Event,
+) -> (View<A::State>, HistoryEntry) {
+    let (state, mut steps, created_at) = match view {
+        Some(v) => (v.state, v.steps, v.created_at),
+        None => (A::State::default(), BTreeMap::new(), envelope.occurred_at),
+    };
+    let state = A::evolve(state, event);
+    steps.insert(envelope.event_type.clone(), envelope.occurred_at);
+    let status = A::status(&state).unwrap_or_default();
+    let entry = HistoryEntry {
+        aggregate_type: envelope.aggregate_type.clone(),
+        aggregate_id: envelope.aggregate_id.clone(),
+        version: envelope.version,
+        event_type: envelope.event_type.clone(),
+        occurred_at: envelope.occurred_at,
+        recorded_at: envelope.recorded_at,
+        actor: envelope.metadata.actor.clone(),
+        event_id: envelope.event_id.clone(),
+        data: envelope.data.clone(),
+        status_after: status.clone(),
+    };
+    let view = View {
+        aggregate_type: envelope.aggregate_type.clone(),
+        aggregate_id: envelope.aggregate_id.clone(),
+        version: envelope.version,
+        status,
+        state,
+        steps,
+        created_at,
+        updated_at: envelope.occurred_at,
+        last_event_id: envelope.event_id.clone(),
+    };
+    (view, entry)
+}
+
+/// Folds a whole, ordered, gap-free stream into its view and history (the reference the
+/// processor's incremental result must always equal).
+pub fn fold<A: ReadModel>(
+    events: &[EventEnvelope],
+) -> Result<Option<(View<A::State>, Vec<HistoryEntry>)>, crate::hydrate::HydrateError> {
+    let mut view = None;
+    let mut history = Vec::with_capacity(events.len());
+    let mut expected = 1;
+    for envelope in events {
+        if envelope.version != expected {
+            return Err(crate::hydrate::HydrateError::Gap {
+                expected,
+                found: envelope.version,
+            });
+        }
+        let event = crate::codec::decode_event::<A>(envelope)?;
+        let (next, entry) = project::<A>(view, envelope, &event);
+        view = Some(next);
+        history.push(entry);
+        expected += 1;
+    }
+    Ok(view.map(|v| (v, history)))
+}
+
+impl<S> View<S> {
+    pub fn key(&self) -> StreamKey {
+        StreamKey::new(&self.aggregate_type, &self.aggregate_id)
+    }
+}
+
+impl ReadModel for RideAggregate {
+    fn status(state: &Self::State) -> Option<String> {
+        state.as_ref().map(|r| r.status.as_str().to_owned())
+    }
+
+    fn lookups(state: &Self::State) -> Vec<(&'static str, String)> {
+        let Some(ride) = state else { return vec![] };
+        let mut out = vec![("rider", ride.rider_id.clone())];
+        out.extend(ride.driver_id.clone().map(|d| ("driver", d)));
+        out
+    }
+}
+
+impl ReadModel for VideoAggregate {
+    fn status(state: &Self::State) -> Option<String> {
+        state.as_ref().map(|v| v.status())
+    }
+
+    fn lookups(_: &Self::State) -> Vec<(&'static str, String)> {
+        vec![]
+    }
+}
