@@ -228,12 +228,9 @@ async fn a_cursor_the_api_did_not_issue_is_invalid_cursor() {
     assert_eq!(ids(&body), ["r3", "r2"]);
 }
 
-/// A cursor is only valid for the query that issued it. The read-model adapter does not
-/// check that yet: DynamoDB answers such a start key with a ValidationException (a 503
-/// here) and moto with an empty page. Un-ignore once `decode_cursor` checks the key set
-/// and the partition value (reported with the query crate).
+/// A cursor is only valid for the query that issued it: the adapter checks its key set and
+/// values, so a foreign cursor is a 400, not a store error or a silently empty page.
 #[tokio::test]
-#[ignore = "needs the cursor check in timeline_aws::read_models::decode_cursor"]
 async fn a_cursor_from_another_query_is_invalid_cursor() {
     use base64::Engine;
     let (env, api) = env().await;

@@ -74,7 +74,15 @@ fn encode_cursor(key: Option<&Item>) -> Option<String> {
     Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
 }
 
-fn decode_cursor(cursor: Option<&str>, allowed: &[&str]) -> Result<Option<Item>, ReadModelError> {
+/// Decodes a cursor and checks it belongs to this very query: exactly the key attributes of
+/// its table or index, each equal to what the query fixes (`fixed`) or within its range
+/// (`sk_range`). Anything else is `InvalidCursor`, never a store error.
+fn decode_cursor(
+    cursor: Option<&str>,
+    fixed: &[(&str, &str)],
+    free: &[&str],
+    sk_range: Option<(&str, &str)>,
+) -> Result<Option<Item>, ReadModelError> {
     let Some(cursor) = cursor else {
         return Ok(None);
     };
@@ -83,10 +91,29 @@ fn decode_cursor(cursor: Option<&str>, allowed: &[&str]) -> Result<Option<Item>,
         .map_err(|_| ReadModelError::InvalidCursor)?;
     let flat: HashMap<String, String> =
         serde_json::from_slice(&bytes).map_err(|_| ReadModelError::InvalidCursor)?;
-    if flat.is_empty() || flat.keys().any(|k| !allowed.contains(&k.as_str())) {
+    let mut expected: Vec<&str> = fixed.iter().map(|(k, _)| *k).collect();
+    expected.extend_from_slice(free);
+    let mut keys: Vec<&str> = flat.keys().map(String::as_str).collect();
+    expected.sort_unstable();
+    expected.dedup();
+    keys.sort_unstable();
+    let fits = keys == expected
+        && fixed
+            .iter()
+            .all(|(k, v)| flat.get(*k).map(String::as_str) == Some(*v))
+        && sk_range.is_none_or(|(low, high)| {
+            flat.get("sk")
+                .is_some_and(|sk| low <= sk.as_str() && sk.as_str() <= high)
+        });
+    if !fits {
         return Err(ReadModelError::InvalidCursor);
     }
     Ok(Some(flat.into_iter().map(|(k, v)| (k, s(v))).collect()))
+}
+
+/// DynamoDB refuses a limit below 1; callers validate, this keeps the adapter total.
+fn limit(page: &PageRequest) -> i32 {
+    page.limit.clamp(1, 1000) as i32
 }
 
 impl DynamoReadModels {
@@ -322,7 +349,14 @@ impl ReadModelQueries for DynamoReadModels {
         } else {
             "created_sk"
         };
-        let start = decode_cursor(page.cursor.as_deref(), &["pk", "sk", attribute, sort])?;
+        // An index cursor holds the view item's key (pk varies, sk is `view`) and the index
+        // key (this lookup's value, and the sort attribute).
+        let start = decode_cursor(
+            page.cursor.as_deref(),
+            &[("sk", VIEW_SK), (attribute, value.as_str())],
+            &["pk", sort],
+            None,
+        )?;
         let out = self
             .client
             .query()
@@ -332,7 +366,7 @@ impl ReadModelQueries for DynamoReadModels {
             .expression_attribute_names("#k", attribute)
             .expression_attribute_values(":v", s(value))
             .scan_index_forward(false)
-            .limit(page.limit as i32)
+            .limit(limit(page))
             .set_exclusive_start_key(start)
             .send()
             .await
@@ -357,7 +391,13 @@ impl ReadModelQueries for DynamoReadModels {
         let low = from.map_or("h#".to_owned(), |t| format!("h#{t}"));
         // `~` sorts after every character of a version, so `to` is inclusive.
         let high = to.map_or("h#~".to_owned(), |t| format!("h#{t}#~"));
-        let start = decode_cursor(page.cursor.as_deref(), &["pk", "sk"])?;
+        let pk = key.partition_key();
+        let start = decode_cursor(
+            page.cursor.as_deref(),
+            &[("pk", pk.as_str())],
+            &["sk"],
+            Some((low.as_str(), high.as_str())),
+        )?;
         let out = self
             .client
             .query()
@@ -366,7 +406,7 @@ impl ReadModelQueries for DynamoReadModels {
             .expression_attribute_values(":pk", s(key.partition_key()))
             .expression_attribute_values(":low", s(low))
             .expression_attribute_values(":high", s(high))
-            .limit(page.limit as i32)
+            .limit(limit(page))
             .set_exclusive_start_key(start)
             .send()
             .await

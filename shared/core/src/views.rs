@@ -79,7 +79,8 @@ pub fn project<A: ReadModel>(
         recorded_at: envelope.recorded_at,
         actor: envelope.metadata.actor.clone(),
         event_id: envelope.event_id.clone(),
-        data: envelope.data.clone(),
+        // The payload at the current schema (upcast), as the view was built from it.
+        data: crate::codec::encode_event::<A>(event).2,
         status_after: status.clone(),
     };
     let view = View {
@@ -96,15 +97,17 @@ pub fn project<A: ReadModel>(
     (view, entry)
 }
 
+/// A view and the history that built it.
+pub type Folded<S> = Option<(View<S>, Vec<HistoryEntry>)>;
+
 /// Folds a whole, ordered, gap-free stream into its view and history (the reference the
 /// processor's incremental result must always equal).
 pub fn fold<A: ReadModel>(
     events: &[EventEnvelope],
-) -> Result<Option<(View<A::State>, Vec<HistoryEntry>)>, crate::hydrate::HydrateError> {
+) -> Result<Folded<A::State>, crate::hydrate::HydrateError> {
     let mut view = None;
     let mut history = Vec::with_capacity(events.len());
-    let mut expected = 1;
-    for envelope in events {
+    for (expected, envelope) in (1u64..).zip(events) {
         if envelope.version != expected {
             return Err(crate::hydrate::HydrateError::Gap {
                 expected,
@@ -115,7 +118,6 @@ pub fn fold<A: ReadModel>(
         let (next, entry) = project::<A>(view, envelope, &event);
         view = Some(next);
         history.push(entry);
-        expected += 1;
     }
     Ok(view.map(|v| (v, history)))
 }
@@ -146,5 +148,104 @@ impl ReadModel for VideoAggregate {
 
     fn lookups(_: &Self::State) -> Vec<(&'static str, String)> {
         vec![]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Metadata;
+
+    fn envelope(
+        version: u64,
+        event_type: &str,
+        schema_version: u32,
+        data: serde_json::Value,
+    ) -> EventEnvelope {
+        let at: Timestamp = format!("2026-11-28T10:0{version}:00Z").parse().unwrap();
+        EventEnvelope {
+            event_id: format!("e{version}"),
+            aggregate_type: "video".into(),
+            aggregate_id: "v1".into(),
+            version,
+            event_type: event_type.into(),
+            schema_version,
+            occurred_at: at,
+            recorded_at: at,
+            metadata: Metadata {
+                command_id: "c".into(),
+                correlation_id: None,
+                causation_id: None,
+                actor: "a".into(),
+            },
+            data,
+        }
+    }
+
+    #[test]
+    fn history_shows_each_status_and_payloads_at_the_current_schema() {
+        let events = [
+            envelope(
+                1,
+                "VideoUploaded",
+                1,
+                serde_json::json!({ "title": "t", "source_uri": "s3://x" }),
+            ),
+            envelope(
+                2,
+                "ProcessingStarted",
+                1,
+                serde_json::json!({ "attempt": 1 }),
+            ),
+            // Written by an older version: a fraction, not a percentage.
+            envelope(
+                3,
+                "ProcessingProgressed",
+                1,
+                serde_json::json!({ "progress": 0.5 }),
+            ),
+            envelope(
+                4,
+                "ProcessingFailed",
+                1,
+                serde_json::json!({ "error": "timeout" }),
+            ),
+        ];
+        let (view, history) = fold::<VideoAggregate>(&events).unwrap().unwrap();
+        let statuses: Vec<&str> = history.iter().map(|h| h.status_after.as_str()).collect();
+        assert_eq!(
+            statuses,
+            ["uploaded", "processing", "processing:50%", "failed"]
+        );
+        assert_eq!(history[2].data, serde_json::json!({ "percent": 50 }));
+        assert_eq!(view.status, "failed");
+        assert_eq!(view.version, 4);
+        assert_eq!(view.created_at.to_string(), "2026-11-28T10:01:00.000Z");
+        assert_eq!(view.steps.len(), 4);
+    }
+
+    #[test]
+    fn a_fold_refuses_a_gap() {
+        let events = [
+            envelope(
+                1,
+                "VideoUploaded",
+                1,
+                serde_json::json!({ "title": "t", "source_uri": "s3://x" }),
+            ),
+            envelope(
+                3,
+                "ProcessingStarted",
+                1,
+                serde_json::json!({ "attempt": 1 }),
+            ),
+        ];
+        assert!(matches!(
+            fold::<VideoAggregate>(&events),
+            Err(crate::hydrate::HydrateError::Gap {
+                expected: 2,
+                found: 3
+            })
+        ));
     }
 }
