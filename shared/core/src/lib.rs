@@ -14,6 +14,7 @@ pub mod ride;
 pub mod sequence;
 pub mod testkit;
 pub mod time;
+pub mod timetravel;
 pub mod video;
 pub mod views;
 pub mod write;
