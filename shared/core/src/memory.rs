@@ -166,12 +166,21 @@ pub struct MemoryReadModels {
 
 #[derive(Default)]
 struct ReadInner {
+    /// Views only (no history): memory grows with entities, not events.
+    views_only: bool,
     views: BTreeMap<StreamKey, ViewWrite>,
     /// (stream, occurred_at, version) -> entry
     history: BTreeMap<(StreamKey, Timestamp, u64), HistoryEntry>,
 }
 
 impl MemoryReadModels {
+    /// Keeps views and drops history entries.
+    pub fn views_only() -> Self {
+        let models = MemoryReadModels::default();
+        models.inner.lock().unwrap().views_only = true;
+        models
+    }
+
     /// Every view as JSON, keyed by entity (for comparisons in tests).
     pub fn views(&self) -> BTreeMap<StreamKey, serde_json::Value> {
         let inner = self.inner.lock().unwrap();
@@ -217,7 +226,8 @@ impl ReadModelStore for MemoryReadModels {
 
     async fn write(&self, write: ViewWrite) -> Result<(), ReadModelError> {
         let mut inner = self.inner.lock().unwrap();
-        for entry in &write.history {
+        let keep = !inner.views_only;
+        for entry in write.history.iter().filter(|_| keep) {
             inner.history.insert(
                 (write.key.clone(), entry.occurred_at, entry.version),
                 entry.clone(),
@@ -226,6 +236,10 @@ impl ReadModelStore for MemoryReadModels {
         let current = inner.views.get(&write.key).map_or(0, |w| w.version);
         if current != write.expected_version {
             return Err(ReadModelError::Conflict);
+        }
+        let mut write = write;
+        if !keep {
+            write.history.clear();
         }
         inner.views.insert(write.key.clone(), write);
         Ok(())
