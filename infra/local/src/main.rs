@@ -53,6 +53,7 @@ fn names_with_local_defaults() -> ResourceNames {
             timeline_aws::config::READ_MODEL_TABLE,
             "timeline-read-models",
         ),
+        archive_bucket: var(timeline_aws::config::ARCHIVE_BUCKET, "timeline-archive"),
     }
 }
 

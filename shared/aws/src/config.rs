@@ -16,11 +16,15 @@ pub struct ResourceNames {
     pub event_stream: String,
     pub write_model_table: String,
     pub read_model_table: String,
+    pub archive_bucket: String,
 }
 
 pub const EVENT_STREAM_NAME: &str = "EVENT_STREAM_NAME";
 pub const WRITE_MODEL_TABLE: &str = "WRITE_MODEL_TABLE";
 pub const READ_MODEL_TABLE: &str = "READ_MODEL_TABLE";
+pub const ARCHIVE_BUCKET: &str = "ARCHIVE_BUCKET";
+/// Where Firehose writes under the bucket (default `events/`).
+pub const ARCHIVE_PREFIX: &str = "ARCHIVE_PREFIX";
 
 /// A resource name a function needs, from its environment.
 pub fn required(var: &'static str, what: &'static str) -> Result<String, ConfigError> {
@@ -38,6 +42,7 @@ impl ResourceNames {
             event_stream: required(EVENT_STREAM_NAME, "Kinesis event stream")?,
             write_model_table: required(WRITE_MODEL_TABLE, "DynamoDB write-model table")?,
             read_model_table: required(READ_MODEL_TABLE, "DynamoDB read-model table")?,
+            archive_bucket: required(ARCHIVE_BUCKET, "S3 archive bucket")?,
         })
     }
 }

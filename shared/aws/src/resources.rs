@@ -223,5 +223,21 @@ pub async fn bootstrap(
         &read_model_table(),
     )
     .await?;
+    create_bucket(&clients.s3, &names.archive_bucket).await?;
     Ok(())
+}
+
+/// Creates the archive bucket; an existing one (ours) is left as it is.
+pub async fn create_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), BootstrapError> {
+    match client.create_bucket().bucket(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error().is_some_and(|s| {
+                s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
+            }) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(failed(name, aws_sdk_s3::error::DisplayErrorContext(e))),
+    }
 }

@@ -138,20 +138,37 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
     }
 
     /// Runs one command through the whole write protocol.
+    ///
+    /// An `Idempotency-Key` costs no extra request on the happy path: the commit's condition
+    /// on the key catches a repeat, and a refusal looks the key up before answering (the
+    /// original request may be why the command is now refused).
     pub async fn execute<A: Aggregate>(
         &self,
         request: CommandRequest<A::Command>,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
-        let key = StreamKey::new(A::TYPE, &request.aggregate_id);
-        if let Some(idem) = &request.idempotency {
-            if let Some(record) = self
-                .store
-                .load_idempotency(&idem.key, self.clock.now())
-                .await?
-            {
-                return self.replay(record, idem).await;
+        match self.run::<A>(&request).await {
+            Err(
+                refusal @ (CommandError::Domain(_)
+                | CommandError::VersionConflict { .. }
+                | CommandError::Contention { .. }),
+            ) => {
+                if let Some(idem) = &request.idempotency {
+                    let now = self.clock.now();
+                    if let Some(record) = self.store.load_idempotency(&idem.key, now).await? {
+                        return self.replay(record, idem).await;
+                    }
+                }
+                Err(refusal)
             }
+            other => other,
         }
+    }
+
+    async fn run<A: Aggregate>(
+        &self,
+        request: &CommandRequest<A::Command>,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        let key = StreamKey::new(A::TYPE, &request.aggregate_id);
         let command_id = match &request.idempotency {
             // Key and fingerprint: a retry gets the same ids, and a key reused for another
             // request after its record expired does not.

@@ -104,6 +104,7 @@ impl TestEnv {
             event_stream: unique("events"),
             write_model_table: unique("write-model"),
             read_model_table: unique("read-models"),
+            archive_bucket: unique("archive"),
         };
         timeline_aws::resources::bootstrap(&clients, &names)
             .await
