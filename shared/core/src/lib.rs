@@ -3,6 +3,7 @@
 //! No AWS, tokio or HTTP dependency.
 
 pub mod aggregate;
+pub mod archive;
 pub mod codec;
 pub mod envelope;
 pub mod hydrate;
@@ -10,6 +11,7 @@ pub mod memory;
 pub mod ports;
 pub mod processor;
 pub mod read_ports;
+pub mod replay;
 pub mod ride;
 pub mod sequence;
 pub mod testkit;

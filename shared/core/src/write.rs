@@ -220,7 +220,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
                 head.as_ref(),
                 &events,
                 &command_id,
-                &request,
+                request,
                 now,
             );
             // A command that decides no events leaves the entity at its current version.

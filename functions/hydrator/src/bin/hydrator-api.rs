@@ -1,0 +1,18 @@
+//! The time-travel routes behind API Gateway.
+// The replay futures nest deeply (source, archive stream, processor).
+#![recursion_limit = "256"]
+
+use hydrator::Hydrator;
+use lambda_http::{run, service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    timeline_http::init_logging();
+    let (source, stored, target) = hydrator::wiring::from_env().await?;
+    let hydrator = Hydrator::new(source, stored, target);
+    let hydrator = &hydrator;
+    run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(hydrator.handle_http(req).await)
+    }))
+    .await
+}

@@ -1,0 +1,213 @@
+//! The hydrator: answers from the log itself (archive + stream tail), not from the read
+//! models. Direct invocation (JSON request with a `mode`) for every mode; the API binary
+//! serves the time-travel routes only (rebuild and verify are operator-only).
+
+pub mod api;
+pub mod wiring;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use timeline_core::processor::Processor;
+use timeline_core::read_ports::ReadModelStore;
+use timeline_core::replay::{rebuild, verify, EventSource, Stored};
+use timeline_core::ride::RideAggregate;
+use timeline_core::timetravel::{history, merge, state_at, AsOf};
+use timeline_core::video::VideoAggregate;
+use timeline_core::views::ReadModel;
+use timeline_core::{StreamKey, Timestamp};
+
+/// A direct invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HydratorRequest {
+    /// The state now, as of a time (`occurred_at <= as_of`) or as of a version.
+    State {
+        aggregate_type: String,
+        aggregate_id: String,
+        #[serde(default)]
+        as_of: Option<Timestamp>,
+        #[serde(default)]
+        version: Option<u64>,
+    },
+    /// The steps between two times, with the state after each and the reasons.
+    History {
+        aggregate_type: String,
+        aggregate_id: String,
+        #[serde(default)]
+        from: Option<Timestamp>,
+        #[serde(default)]
+        to: Option<Timestamp>,
+    },
+    /// Replays the whole log into the read models (the live table, or `target_table`),
+    /// resumable from a previous report's `position`.
+    Rebuild {
+        #[serde(default)]
+        target_table: Option<String>,
+        #[serde(default)]
+        resume_after: Option<String>,
+    },
+    /// Replays the log and reports every drift from the heads and the views; writes nothing.
+    Verify {},
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HydratorError {
+    #[error("unknown aggregate type {0:?} (ride or video)")]
+    UnknownType(String),
+    #[error("give as_of or version, not both")]
+    BothPoints,
+    #[error("from is after to")]
+    EmptyRange,
+    #[error(transparent)]
+    Source(#[from] timeline_core::replay::SourceError),
+}
+
+pub struct Hydrator<S, T, F> {
+    source: S,
+    stored: T,
+    /// Read models to rebuild into: the live table (None) or a named one.
+    target: F,
+}
+
+impl<S, T, F, R> Hydrator<S, T, F>
+where
+    S: EventSource,
+    T: Stored,
+    F: Fn(Option<&str>) -> R + Send + Sync,
+    R: ReadModelStore,
+{
+    pub fn new(source: S, stored: T, target: F) -> Self {
+        Hydrator {
+            source,
+            stored,
+            target,
+        }
+    }
+
+    pub async fn handle(&self, request: HydratorRequest) -> Result<Value, HydratorError> {
+        match request {
+            HydratorRequest::State {
+                aggregate_type,
+                aggregate_id,
+                as_of,
+                version,
+            } => {
+                let point = match (as_of, version) {
+                    (Some(_), Some(_)) => return Err(HydratorError::BothPoints),
+                    (Some(t), None) => AsOf::Time(t),
+                    (None, Some(v)) => AsOf::Version(v),
+                    (None, None) => AsOf::Now,
+                };
+                self.state(&StreamKey::new(aggregate_type, aggregate_id), point)
+                    .await
+            }
+            HydratorRequest::History {
+                aggregate_type,
+                aggregate_id,
+                from,
+                to,
+            } => {
+                if let (Some(f), Some(t)) = (from, to) {
+                    if f > t {
+                        return Err(HydratorError::EmptyRange);
+                    }
+                }
+                self.history(&StreamKey::new(aggregate_type, aggregate_id), from, to)
+                    .await
+            }
+            HydratorRequest::Rebuild {
+                target_table,
+                resume_after,
+            } => {
+                let processor = Processor::new((self.target)(target_table.as_deref()));
+                let report = rebuild(
+                    &self.source,
+                    &processor,
+                    resume_after,
+                    &mut |r, done, total| {
+                        tracing::info!(
+                            done,
+                            total = total.unwrap_or(0),
+                            records = r.records,
+                            applied = r.events_applied,
+                            "rebuild progress"
+                        );
+                    },
+                )
+                .await?;
+                Ok(serde_json::to_value(report).expect("reports serialize"))
+            }
+            HydratorRequest::Verify {} => {
+                let report = verify(&self.source, &self.stored).await?;
+                Ok(serde_json::to_value(report).expect("reports serialize"))
+            }
+        }
+    }
+
+    /// The state of one entity at a point; `view` is null if it did not exist then.
+    pub async fn state(&self, key: &StreamKey, point: AsOf) -> Result<Value, HydratorError> {
+        match key.aggregate_type.as_str() {
+            "ride" => self.state_of::<RideAggregate>(key, point).await,
+            "video" => self.state_of::<VideoAggregate>(key, point).await,
+            other => Err(HydratorError::UnknownType(other.into())),
+        }
+    }
+
+    pub async fn history(
+        &self,
+        key: &StreamKey,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Value, HydratorError> {
+        match key.aggregate_type.as_str() {
+            "ride" => self.history_of::<RideAggregate>(key, from, to).await,
+            "video" => self.history_of::<VideoAggregate>(key, from, to).await,
+            other => Err(HydratorError::UnknownType(other.into())),
+        }
+    }
+
+    async fn state_of<A: ReadModel>(
+        &self,
+        key: &StreamKey,
+        point: AsOf,
+    ) -> Result<Value, HydratorError> {
+        let until = match point {
+            AsOf::Time(t) => Some(t),
+            _ => None,
+        };
+        let (events, problems) = self.source.entity_events(key, until).await?;
+        let log = merge(key.clone(), events);
+        let answer = state_at::<A>(&log, point);
+        Ok(json!({
+            "entity": key.to_string(),
+            "as_of": point,
+            "exists": answer.view.is_some(),
+            "view": answer.view,
+            "complete": answer.complete && problems.is_empty(),
+            "issues": answer.issues,
+            "problems": problems,
+        }))
+    }
+
+    async fn history_of<A: ReadModel>(
+        &self,
+        key: &StreamKey,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Value, HydratorError> {
+        let (events, problems) = self.source.entity_events(key, to).await?;
+        let log = merge(key.clone(), events);
+        let exists = !log.events.is_empty();
+        let (steps, issues) = history::<A>(&log, from, to);
+        Ok(json!({
+            "entity": key.to_string(),
+            "exists": exists,
+            "from": from,
+            "to": to,
+            "steps": steps,
+            "complete": issues.is_empty() && problems.is_empty(),
+            "issues": issues,
+            "problems": problems,
+        }))
+    }
+}

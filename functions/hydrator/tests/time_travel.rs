@@ -1,0 +1,460 @@
+//! The hydrator against moto over HTTP: commands through the real handler, the stream pumped
+//! into S3 in Firehose's layout, the read models filled by the real processor; then state,
+//! history, rebuild and verify from the log.
+
+use command_handler::CommandApi;
+use hydrator::wiring::AwsStored;
+use hydrator::{Hydrator, HydratorRequest};
+use processor::ProcessorHandler;
+use serde_json::{json, Value};
+use timeline_aws::archive::S3Archive;
+use timeline_aws::event_source::AwsEventSource;
+use timeline_aws::pump::{FirehosePump, PumpConfig};
+use timeline_aws::read_models::DynamoReadModels;
+use timeline_core::ports::SystemClock;
+use timeline_core::{EventEnvelope, StreamKey, Timestamp};
+use timeline_testkit::{kinesis_event, post, read, scan_sorted, unique, TestEnv};
+
+const PREFIX: &str = "events/";
+
+struct World {
+    env: TestEnv,
+    events: Vec<EventEnvelope>,
+}
+
+type Target = Box<dyn Fn(Option<&str>) -> DynamoReadModels + Send + Sync>;
+
+fn location(address: &str, lat: f64) -> Value {
+    json!({ "address": address, "lat": lat, "lon": -6.26 })
+}
+
+async fn world() -> World {
+    let env = TestEnv::new().await;
+    let api = CommandApi::new(env.store(), env.log(), SystemClock);
+    let mut steps = vec![
+        (
+            "/rides".to_owned(),
+            json!({ "id": "fare", "rider_id": "alice", "pickup": location("A", 53.34), "dropoff": location("B", 53.42), "fare_estimate_cents": 9000 }),
+        ),
+        (
+            "/rides/fare/adjust-fare".into(),
+            json!({ "fare_cents": 10000, "reason": "detour" }),
+        ),
+        (
+            "/rides/fare/adjust-fare".into(),
+            json!({ "fare_cents": 11000, "reason": "toll" }),
+        ),
+        (
+            "/videos".into(),
+            json!({ "id": "seed", "title": "Keynote", "source_uri": "s3://in/k.mp4" }),
+        ),
+        ("/videos/seed/start-processing".into(), json!({})),
+        ("/videos/seed/progress".into(), json!({ "percent": 50 })),
+        ("/videos/seed/fail".into(), json!({ "error": "timeout" })),
+    ];
+    for i in 0..6 {
+        steps.push(("/rides".into(), json!({ "id": format!("r{i}"), "rider_id": format!("rider-{i}"), "pickup": location("C", 53.3), "dropoff": location("D", 53.4) })));
+        steps.push((
+            format!("/rides/r{i}/assign-driver"),
+            json!({ "driver_id": "d1" }),
+        ));
+        if i % 2 == 0 {
+            steps.push((format!("/rides/r{i}/start"), json!({})));
+        }
+    }
+    for (path, body) in steps {
+        let (status, answer, _) = read(api.handle(post(&path, &body, &[])).await);
+        assert!(status == 200 || status == 201, "{path}: {status} {answer}");
+        // Distinct times, so "as of" probes land between steps.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    // Firehose: small buffers, so the archive has several gzip objects.
+    let mut config = PumpConfig::new("timeline-archive");
+    config.buffer_bytes = 1500;
+    let mut pump = FirehosePump::with_bucket(
+        env.clients.kinesis.clone(),
+        env.clients.s3.clone(),
+        &env.names.event_stream,
+        &env.names.archive_bucket,
+        config,
+    );
+    pump.poll().await.unwrap();
+    pump.flush().await.unwrap();
+    // The processor fills the read models (the hydrator's index of where events are).
+    let h = ProcessorHandler::new(env.read_models(), SystemClock);
+    let records = env.records().await;
+    let response = h
+        .handle(kinesis_event(
+            &records,
+            "arn:aws:kinesis:us-east-1:000000000000:stream/t",
+        ))
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    let events = env.events().await;
+    World { env, events }
+}
+
+impl World {
+    fn source(&self, stream: &str, prefix: &str) -> AwsEventSource {
+        AwsEventSource::new(
+            S3Archive::new(
+                self.env.clients.s3.clone(),
+                &self.env.names.archive_bucket,
+                prefix,
+            ),
+            self.env.clients.kinesis.clone(),
+            stream,
+            Some(self.env.read_models()),
+        )
+    }
+
+    fn hydrator(&self, source: AwsEventSource) -> Hydrator<AwsEventSource, AwsStored, Target> {
+        let dynamodb = self.env.clients.dynamodb.clone();
+        let live = self.env.names.read_model_table.clone();
+        let target: Target =
+            Box::new(move |t| DynamoReadModels::new(dynamodb.clone(), t.unwrap_or(&live)));
+        let stored = AwsStored {
+            heads: self.env.store(),
+            views: self.env.read_models(),
+        };
+        Hydrator::new(source, stored, target)
+    }
+
+    fn full(&self) -> Hydrator<AwsEventSource, AwsStored, Target> {
+        self.hydrator(self.source(&self.env.names.event_stream, PREFIX))
+    }
+
+    fn entities(&self) -> Vec<StreamKey> {
+        let mut keys: Vec<StreamKey> = self.events.iter().map(|e| e.stream_key()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+async fn state(
+    h: &Hydrator<AwsEventSource, AwsStored, Target>,
+    key: &StreamKey,
+    as_of: Option<Timestamp>,
+) -> Value {
+    h.handle(HydratorRequest::State {
+        aggregate_type: key.aggregate_type.clone(),
+        aggregate_id: key.aggregate_id.clone(),
+        as_of,
+        version: None,
+    })
+    .await
+    .unwrap()
+}
+
+async fn history(h: &Hydrator<AwsEventSource, AwsStored, Target>, key: &StreamKey) -> Value {
+    h.handle(HydratorRequest::History {
+        aggregate_type: key.aggregate_type.clone(),
+        aggregate_id: key.aggregate_id.clone(),
+        from: None,
+        to: None,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_only_stream_only_and_both_give_the_same_states_and_histories() {
+    let w = world().await;
+    let empty_stream = unique("empty");
+    timeline_aws::resources::create_stream(&w.env.clients.kinesis, &empty_stream, 1)
+        .await
+        .unwrap();
+    let archive_only = w.hydrator(w.source(&empty_stream, PREFIX));
+    let stream_only = w.hydrator(w.source(&w.env.names.event_stream, "nothing-here/"));
+    let both = w.full();
+    let keys = w.archive_objects().await;
+    assert!(keys.len() >= 3, "several archive objects: {keys:?}");
+    for key in w.entities() {
+        let reference = state(&both, &key, None).await;
+        assert_eq!(reference["complete"], true, "{key}: {reference}");
+        for (name, h) in [
+            ("archive only", &archive_only),
+            ("stream only", &stream_only),
+        ] {
+            assert_eq!(
+                state(h, &key, None).await["view"],
+                reference["view"],
+                "{key} from {name}"
+            );
+            assert_eq!(
+                history(h, &key).await["steps"],
+                history(&both, &key).await["steps"],
+                "{key} from {name}"
+            );
+        }
+    }
+}
+
+impl World {
+    async fn archive_objects(&self) -> Vec<String> {
+        S3Archive::new(
+            self.env.clients.s3.clone(),
+            &self.env.names.archive_bucket,
+            PREFIX,
+        )
+        .list_keys(None, None)
+        .await
+        .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_as_of_a_time_or_version_is_the_fold_of_exactly_those_events() {
+    let w = world().await;
+    let h = w.full();
+    let mut seed: u64 = 42;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let keys = w.entities();
+    let first = w.events.iter().map(|e| e.occurred_at).min().unwrap();
+    let last = w.events.iter().map(|e| e.occurred_at).max().unwrap();
+    let span = (last.as_millis() - first.as_millis()) as u64 + 20;
+    for _ in 0..12 {
+        let key = &keys[next(keys.len() as u64) as usize];
+        let t = first.plus_millis(next(span) as i64 - 10);
+        let mut mine: Vec<EventEnvelope> = w
+            .events
+            .iter()
+            .filter(|e| e.stream_key() == *key && e.occurred_at <= t)
+            .cloned()
+            .collect();
+        mine.sort_by_key(|e| e.version);
+        mine.dedup_by_key(|e| e.version);
+        let expected = match key.aggregate_type.as_str() {
+            "ride" => timeline_core::views::fold::<timeline_core::ride::RideAggregate>(&mine)
+                .unwrap()
+                .map(|(v, _)| serde_json::to_value(v).unwrap()),
+            _ => timeline_core::views::fold::<timeline_core::video::VideoAggregate>(&mine)
+                .unwrap()
+                .map(|(v, _)| serde_json::to_value(v).unwrap()),
+        };
+        let answer = state(&h, key, Some(t)).await;
+        assert_eq!(
+            answer["view"],
+            expected.clone().unwrap_or(Value::Null),
+            "{key} as of {t}"
+        );
+        if let Some(v) = expected {
+            let n = v["version"].as_u64().unwrap();
+            let by_version = h
+                .handle(HydratorRequest::State {
+                    aggregate_type: key.aggregate_type.clone(),
+                    aggregate_id: key.aggregate_id.clone(),
+                    as_of: None,
+                    version: Some(n),
+                })
+                .await
+                .unwrap();
+            assert_eq!(by_version["view"], v, "{key} as of version {n}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_examples_read_right_through_the_api() {
+    let w = world().await;
+    let h = w.full();
+    let get = |path: &str| timeline_testkit::api_request("GET", path, &[], None);
+    let (status, body, _) = read(h.handle_http(get("/videos/seed/timeline")).await);
+    assert_eq!(status, 200, "{body}");
+    let statuses: Vec<&str> = body["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status_after"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["uploaded", "processing", "processing:50%", "failed"]
+    );
+    assert_eq!(body["steps"][3]["reason"], "timeout");
+
+    let fares: Vec<&EventEnvelope> = w
+        .events
+        .iter()
+        .filter(|e| e.aggregate_id == "fare")
+        .collect();
+    for (i, expected) in [(0, 9000), (1, 10000), (2, 11000)] {
+        let t = fares[i].occurred_at;
+        let (status, body, _) = read(
+            h.handle_http(get(&format!("/rides/fare/state?as_of={t}")))
+                .await,
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["view"]["state"]["fare_cents"], expected, "as of {t}");
+        if i < 2 {
+            // Just before the next adjustment, still the old fare.
+            let before_next = fares[i + 1].occurred_at.plus_millis(-1);
+            let (_, body, _) = read(
+                h.handle_http(get(&format!("/rides/fare/state?as_of={before_next}")))
+                    .await,
+            );
+            assert_eq!(body["view"]["state"]["fare_cents"], expected);
+        }
+    }
+    let (status, body, _) = read(h.handle_http(get("/rides/fare/state?version=2")).await);
+    assert_eq!(
+        (status, body["view"]["state"]["fare_cents"].as_i64()),
+        (200, Some(10000))
+    );
+    let before = fares[0].occurred_at.plus_millis(-1);
+    let (status, body, _) = read(
+        h.handle_http(get(&format!("/rides/fare/state?as_of={before}")))
+            .await,
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("ride.not_found"))
+    );
+    let (status, body, _) = read(
+        h.handle_http(get("/rides/fare/state?as_of=yesterday"))
+            .await,
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_restores_deleted_read_models_byte_for_byte_and_verify_sees_drift() {
+    let w = world().await;
+    let h = w.full();
+    let table = &w.env.names.read_model_table;
+    let dynamodb = &w.env.clients.dynamodb;
+    let before = scan_sorted(dynamodb, table).await;
+
+    let healthy = h.handle(HydratorRequest::Verify {}).await.unwrap();
+    assert_eq!(healthy["drift"], json!([]), "{healthy}");
+    assert_eq!(healthy["entities"], w.entities().len());
+
+    // Delete every read-model item, then rebuild.
+    let out = dynamodb.scan().table_name(table).send().await.unwrap();
+    for item in out.items() {
+        dynamodb
+            .delete_item()
+            .table_name(table)
+            .key("pk", item["pk"].clone())
+            .key("sk", item["sk"].clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(scan_sorted(dynamodb, table).await.is_empty());
+    let report = h
+        .handle(HydratorRequest::Rebuild {
+            target_table: None,
+            resume_after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(report["problems"], json!([]), "{report}");
+    assert_eq!(
+        scan_sorted(dynamodb, table).await,
+        before,
+        "rebuilt byte for byte"
+    );
+
+    // Hand-corrupt one view and delete another: verify reports both, changes nothing.
+    dynamodb
+        .update_item()
+        .table_name(table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("ride#r1".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("view".into()),
+        )
+        .update_expression("SET #v.#s = :s")
+        .expression_attribute_names("#v", "view")
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_values(
+            ":s",
+            aws_sdk_dynamodb::types::AttributeValue::S("completed".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    dynamodb
+        .delete_item()
+        .table_name(table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("ride#r2".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("view".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let corrupted = scan_sorted(dynamodb, table).await;
+    let drift = h.handle(HydratorRequest::Verify {}).await.unwrap();
+    let kinds: Vec<(String, String)> = drift["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["entity"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("different_view".to_owned(), "ride#r1".to_owned()),
+            ("missing_view".to_owned(), "ride#r2".to_owned())
+        ]
+    );
+    assert_eq!(
+        scan_sorted(dynamodb, table).await,
+        corrupted,
+        "verify wrote nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_archive_object_is_reported_with_its_key_and_the_rest_still_answers() {
+    let w = world().await;
+    let keys = w.archive_objects().await;
+    let archive = S3Archive::new(
+        w.env.clients.s3.clone(),
+        &w.env.names.archive_bucket,
+        PREFIX,
+    );
+    // A truncated object next to the good ones, in the same hour folder.
+    let folder = &keys[0][..keys[0].rfind('/').unwrap() + 1];
+    let bad = format!("{folder}timeline-archive-1-2026-01-01-00-00-00-corrupt");
+    archive
+        .put_object(&bad, b"{\"events\":[{\"event_id\":".to_vec())
+        .await
+        .unwrap();
+    let empty_stream = unique("empty");
+    timeline_aws::resources::create_stream(&w.env.clients.kinesis, &empty_stream, 1)
+        .await
+        .unwrap();
+    let h = w.hydrator(w.source(&empty_stream, PREFIX));
+    let answer = state(&h, &StreamKey::new("video", "seed"), None).await;
+    assert_eq!(answer["view"]["status"], "failed");
+    assert_eq!(answer["complete"], false);
+    let problems = answer["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["location"] == bad.as_str()),
+        "{problems:?}"
+    );
+}
