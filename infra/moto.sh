@@ -1,6 +1,17 @@
 # Starts and stops a moto server on a free loopback port; sourced by the scripts here.
 # moto_start VENV LOGFILE exports AWS_ENDPOINT_URL and dummy credentials for the SDK.
 
+# ensure_venv VENV makes the virtualenv with the pinned moto server, once.
+ensure_venv() {
+    local venv=$1
+    if ! "$venv/bin/python" -c 'import moto, flask' 2>/dev/null; then
+        echo "==> creating $venv with moto[server] (pinned)"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check \
+            -r infra/requirements.txt -c infra/constraints.txt
+    fi
+}
+
 moto_start() {
     local venv=$1 log=$2
     mkdir -p "$(dirname "$log")"

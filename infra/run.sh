@@ -6,16 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+source infra/moto.sh
 venv="$root/.venv"
-if ! "$venv/bin/python" -c 'import moto, flask' 2>/dev/null; then
-    echo "==> creating $venv with moto[server] (pinned)"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        -r infra/requirements.txt -c infra/constraints.txt
-fi
+ensure_venv "$venv"
 cargo build --quiet --locked -p timeline-local
 
-source infra/moto.sh
 moto_start "$venv" "$root/target/moto-run.log"
 trap moto_stop EXIT
 

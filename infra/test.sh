@@ -6,15 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-venv="$root/.venv"
-if ! "$venv/bin/python" -c 'import moto, flask' 2>/dev/null; then
-    echo "==> creating $venv with moto[server] (pinned)"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        -r infra/requirements.txt -c infra/constraints.txt
-fi
-
 source infra/moto.sh
+venv="$root/.venv"
+ensure_venv "$venv"
+
 moto_start "$venv" "$root/target/moto.log"
 trap moto_stop EXIT
 

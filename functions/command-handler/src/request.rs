@@ -9,7 +9,7 @@ use timeline_http::Problem;
 
 /// Commands are small; anything larger is a mistake or an attack.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-pub const MAX_ID_CHARS: usize = 64;
+pub use timeline_http::MAX_ID_CHARS;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -23,22 +23,7 @@ pub struct Envelope {
     pub fingerprint: String,
 }
 
-/// Entity ids: 1 to 64 of `A-Z a-z 0-9 _ -`, so they are safe in keys, paths and logs.
-pub fn check_id(id: &str) -> Result<(), Problem> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID_CHARS
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Problem::bad_request(
-            "invalid_id",
-            format!("an id is 1 to {MAX_ID_CHARS} characters of A-Z, a-z, 0-9, '-' and '_'"),
-        ))
-    }
-}
+pub use timeline_http::check_id;
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Problem> {
     match headers.get(name) {

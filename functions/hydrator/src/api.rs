@@ -66,17 +66,7 @@ where
         }
         let template = *matched.value;
         let id = matched.params.get("id").unwrap_or_default();
-        let id_ok = !id.is_empty()
-            && id.len() <= 64
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !id_ok {
-            return Err(Problem::bad_request(
-                "invalid_id",
-                "an id is 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'",
-            ));
-        }
+        timeline_http::check_id(id)?;
         let kind = if template.starts_with("/rides") {
             "ride"
         } else {

@@ -12,29 +12,14 @@ use timeline_core::StreamKey;
 use timeline_http::Problem;
 use tracing::Instrument;
 
-pub const MAX_ID_CHARS: usize = 64;
+pub use timeline_http::MAX_ID_CHARS;
 
 pub struct QueryApi<Q> {
     queries: Q,
     routes: Routes,
 }
 
-/// Entity ids: 1 to 64 of `A-Z a-z 0-9 _ -`, exactly as the command side accepts them.
-pub fn check_id(id: &str) -> Result<(), Problem> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID_CHARS
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Problem::bad_request(
-            "invalid_id",
-            format!("an id is 1 to {MAX_ID_CHARS} characters of A-Z, a-z, 0-9, '-' and '_'"),
-        ))
-    }
-}
+pub use timeline_http::check_id;
 
 impl<Q: ReadModelQueries> QueryApi<Q> {
     pub fn new(queries: Q) -> Self {

@@ -147,6 +147,27 @@ pub fn init_logging() {
     lambda_http::tracing::init_default_subscriber();
 }
 
+/// Entity ids are at most this long.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// Entity ids: 1 to 64 of `A-Z a-z 0-9 _ -`, so they are safe in keys, paths and logs. Every
+/// route that takes an id checks it with this one function.
+pub fn check_id(id: &str) -> Result<(), Problem> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::bad_request(
+            "invalid_id",
+            format!("an id is 1 to {MAX_ID_CHARS} characters of A-Z, a-z, 0-9, '-' and '_'"),
+        ))
+    }
+}
+
 /// The resource path as the client sent it, without the stage prefix `lambda_http` adds.
 pub fn path(req: &Request) -> &str {
     let raw = req.raw_http_path();
