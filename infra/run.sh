@@ -12,7 +12,7 @@ ensure_venv "$venv"
 cargo build --quiet --locked -p timeline-local
 
 moto_start "$venv" "$root/target/moto-run.log"
-trap moto_stop EXIT
+trap moto_stop EXIT INT TERM
 
 cat <<'TXT'
 Try it (in another terminal):

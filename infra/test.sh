@@ -11,7 +11,7 @@ venv="$root/.venv"
 ensure_venv "$venv"
 
 moto_start "$venv" "$root/target/moto.log"
-trap moto_stop EXIT
+trap moto_stop EXIT INT TERM
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
