@@ -1,0 +1,335 @@
+//! The embedded, durable local backend (DESIGN section 7): the same ports as the AWS
+//! adapters, on one SQLite database in a directory the user chooses, so the local runner
+//! needs no emulator, no Docker and no account, and keeps its data across restarts.
+//!
+//! - [`WriteModelStore`](timeline_core::ports::WriteModelStore): heads and idempotency records,
+//!   committed in one transaction under the same conditions as DynamoDB (see `write_store`);
+//! - [`EventLog`](timeline_core::ports::EventLog) and
+//!   [`StreamReader`](timeline_core::ports::StreamReader): a durable log in shards, as Kinesis
+//!   keeps one (see `log`);
+//! - [`ReadModelStore`](timeline_core::read_ports::ReadModelStore) and
+//!   [`ReadModelQueries`](timeline_core::read_ports::ReadModelQueries): views, lookups and
+//!   history with DynamoDB's ordering and paging (see `read_models`);
+//! - [`LocalArchive`]: Firehose's object layout in a directory, as the S3 archive has it.
+//!
+//! One connection, behind a mutex, serves a handle and its clones; SQLite work runs on
+//! tokio's blocking pool when there is a runtime (inline otherwise), and the lock is never
+//! held across an `.await`. Other processes may open the same directory (WAL mode and a
+//! busy timeout make them wait for each other's writes, never corrupt them).
+
+mod archive;
+mod log;
+mod read_models;
+mod write_store;
+
+pub use archive::LocalArchive;
+pub use log::{shard_id, shard_of, MAX_RECORD_BYTES};
+
+use rusqlite::{Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "timeline.sqlite3";
+/// Where [`Embedded::archive`] keeps archive objects, inside the data directory.
+pub const ARCHIVE_DIR: &str = "archive";
+/// Shards of a new log unless told otherwise.
+pub const DEFAULT_SHARD_COUNT: u32 = 2;
+/// How long a write waits for another process's write before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bumped when the schema changes in a way older code cannot read.
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// The data directory cannot be created or written to.
+    #[error("the data directory {} is not writable: {source}", dir.display())]
+    Unwritable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite refused to open or set up the database.
+    #[error("the embedded database {} could not be opened: {source}", path.display())]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database is not in the shape this code writes.
+    #[error("the embedded database {} is unusable: {reason}", path.display())]
+    Unusable { path: PathBuf, reason: String },
+    /// The directory holds a log with another number of shards: an entity's records would
+    /// move to another shard and lose their order.
+    #[error("the embedded database {} was created with {stored} shards, not {requested}", path.display())]
+    ShardCountMismatch {
+        path: PathBuf,
+        stored: u32,
+        requested: u32,
+    },
+    /// The directory was written by a newer version of this code.
+    #[error("the embedded database {} has schema version {found}; this build knows up to {SCHEMA_VERSION}", path.display())]
+    NewerSchema { path: PathBuf, found: i64 },
+}
+
+/// How to open a data directory.
+#[derive(Debug, Clone, Default)]
+pub struct EmbeddedOptions {
+    /// Shards of the log. A new directory gets this many ([`DEFAULT_SHARD_COUNT`] if None);
+    /// an existing one keeps its own, and asking for another number is an error.
+    pub shard_count: Option<u32>,
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    dir: PathBuf,
+    shard_count: u32,
+}
+
+/// A handle on one data directory. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Embedded {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("dir", &self.inner.dir)
+            .field("shard_count", &self.inner.shard_count)
+            .finish()
+    }
+}
+
+impl Embedded {
+    /// Opens (creating it if needed) the data directory `dir`.
+    pub fn open(dir: &Path) -> Result<Embedded, EmbeddedError> {
+        Self::open_with(dir, EmbeddedOptions::default())
+    }
+
+    pub fn open_with(dir: &Path, options: EmbeddedOptions) -> Result<Embedded, EmbeddedError> {
+        let unwritable = |source| EmbeddedError::Unwritable {
+            dir: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(unwritable)?;
+        probe_writable(dir).map_err(unwritable)?;
+        let path = dir.join(DATABASE_FILE);
+        let db = |source| EmbeddedError::Database {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(db)?;
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(db)? {
+            return Err(unwritable(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{} is read-only", path.display()),
+            )));
+        }
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(db)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(EmbeddedError::Unusable {
+                path,
+                reason: format!("journal mode is {mode}, WAL was asked for"),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        let shard_count = setup_schema(&mut conn, options.shard_count, &path)?;
+        Ok(Embedded {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                dir: dir.to_owned(),
+                shard_count,
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.inner.dir.join(DATABASE_FILE)
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.inner.shard_count
+    }
+
+    /// The archive that lives in this data directory (`<dir>/archive`, Firehose's layout
+    /// under `prefix`).
+    pub fn archive(&self, prefix: impl Into<String>) -> LocalArchive {
+        LocalArchive::new(self.inner.dir.join(ARCHIVE_DIR), prefix)
+    }
+
+    /// Runs `work` with the connection: on tokio's blocking pool inside a runtime, inline
+    /// outside one. The lock is taken and released on that thread.
+    async fn with_conn<T, F>(&self, work: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> T + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let run = move || {
+            // A panic while holding the lock rolled its transaction back (a dropped
+            // `Transaction` rolls back), so the connection is still sound.
+            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut conn)
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return run();
+        }
+        match tokio::task::spawn_blocking(run).await {
+            Ok(value) => value,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only happens when the runtime shuts down under us.
+            Err(e) => panic!("embedded store task was cancelled: {e}"),
+        }
+    }
+}
+
+/// Creating and removing a file is the honest test: permission bits lie for root, and
+/// read-only mounts say nothing until written to.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".write-probe-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&probe, b"probe")?;
+    std::fs::remove_file(&probe)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Write model: one head per entity, as the DynamoDB item of write_store.rs.
+CREATE TABLE IF NOT EXISTS heads (
+    pk               TEXT PRIMARY KEY,
+    aggregate_type   TEXT NOT NULL,
+    aggregate_id     TEXT NOT NULL,
+    version          INTEGER NOT NULL,
+    state            TEXT NOT NULL,
+    pending          TEXT NOT NULL,  -- JSON array of envelopes, in version order
+    pending_from     INTEGER,        -- version of the first pending event; NULL when none
+    pending_since    INTEGER,        -- millis; NULL when none (the sparse index key)
+    last_occurred_at TEXT,
+    updated_at       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS heads_pending ON heads (pending_since, pk)
+    WHERE pending_since IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS idempotency (
+    key            TEXT PRIMARY KEY,
+    fingerprint    TEXT NOT NULL,
+    aggregate_type TEXT NOT NULL,
+    aggregate_id   TEXT NOT NULL,
+    version        INTEGER NOT NULL,
+    outcome        TEXT NOT NULL,
+    expires_at     INTEGER NOT NULL  -- millis
+) WITHOUT ROWID;
+
+-- The log: AUTOINCREMENT so a sequence number is never reused, even after deletes.
+CREATE TABLE IF NOT EXISTS log (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    shard         INTEGER NOT NULL,
+    partition_key TEXT NOT NULL,
+    data          BLOB NOT NULL,
+    arrival       INTEGER NOT NULL   -- millis
+);
+CREATE INDEX IF NOT EXISTS log_by_shard ON log (shard, seq);
+
+-- Read models, as the DynamoDB items of read_models.rs.
+CREATE TABLE IF NOT EXISTS views (
+    pk         TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    view       TEXT NOT NULL,
+    status_key TEXT NOT NULL,
+    rider_key  TEXT,
+    driver_key TEXT,
+    created_sk TEXT NOT NULL,
+    updated_sk TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS views_by_rider ON views (rider_key, created_sk, pk)
+    WHERE rider_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS views_by_driver ON views (driver_key, created_sk, pk)
+    WHERE driver_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS views_by_status ON views (status_key, updated_sk, pk);
+
+CREATE TABLE IF NOT EXISTS history (
+    pk    TEXT NOT NULL,
+    sk    TEXT NOT NULL,  -- h#<occurred_at>#<version, 20 digits>
+    entry TEXT NOT NULL,
+    PRIMARY KEY (pk, sk)
+) WITHOUT ROWID;
+";
+
+/// Creates the schema if needed and settles the shard count. Idempotent, and safe when
+/// several processes open the same directory at once (one immediate transaction).
+fn setup_schema(
+    conn: &mut Connection,
+    requested: Option<u32>,
+    path: &Path,
+) -> Result<u32, EmbeddedError> {
+    let db = |source| EmbeddedError::Database {
+        path: path.to_owned(),
+        source,
+    };
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let found: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(db)?;
+    if found > SCHEMA_VERSION {
+        return Err(EmbeddedError::NewerSchema {
+            path: path.to_owned(),
+            found,
+        });
+    }
+    tx.execute_batch(SCHEMA).map_err(db)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(db)?;
+    let stored: Option<String> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'shard_count'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    let shard_count = match stored {
+        Some(stored) => {
+            let stored: u32 = stored.parse().map_err(|_| EmbeddedError::Unusable {
+                path: path.to_owned(),
+                reason: format!("meta.shard_count is not a number: {stored:?}"),
+            })?;
+            if let Some(requested) = requested.filter(|r| *r != stored) {
+                return Err(EmbeddedError::ShardCountMismatch {
+                    path: path.to_owned(),
+                    stored,
+                    requested,
+                });
+            }
+            stored
+        }
+        None => {
+            let count = requested.unwrap_or(DEFAULT_SHARD_COUNT).max(1);
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('shard_count', ?1)",
+                [count.to_string()],
+            )
+            .map_err(db)?;
+            count
+        }
+    };
+    tx.commit().map_err(db)?;
+    Ok(shard_count)
+}

@@ -1,0 +1,243 @@
+//! The event log, kept as Kinesis keeps a stream: one record per commit under the partition
+//! key `<type>#<id>`, in a fixed number of shards. A record's shard comes from a hash of its
+//! partition key placed in equal ranges of the hash space, as Kinesis places the MD5 of the
+//! key among evenly split shards (here the first 64 bits of SHA-256), so all of an entity's
+//! records are on one shard, in the order they were published.
+//!
+//! Sequence numbers come from one `AUTOINCREMENT` counter for the whole log, rendered as
+//! 20-digit decimal strings: increasing within each shard (not contiguous), never reused,
+//! and opaque to readers, who compare them with [`timeline_core::sequence::compare`].
+
+use crate::Embedded;
+use rusqlite::{params, Connection};
+use sha2::{Digest, Sha256};
+use timeline_core::codec::encode_record;
+use timeline_core::ports::{EventLog, LogError, LogRecord, Published, StreamReader};
+use timeline_core::{CommitRecord, Timestamp};
+
+/// The largest record the log takes (data plus partition key), as Kinesis.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// The most records one read returns, as Kinesis `GetRecords`.
+const MAX_READ: usize = 10_000;
+
+fn unavailable(e: rusqlite::Error) -> LogError {
+    LogError::Unavailable(format!("sqlite: {e}"))
+}
+
+/// The first 64 bits of the SHA-256 of a partition key, big-endian: stable across builds,
+/// platforms and Rust versions (the shard of a key must never change while a data
+/// directory lives), and well mixed in its high bits, which pick the range.
+fn hash_key(partition_key: &str) -> u64 {
+    let digest = Sha256::digest(partition_key.as_bytes());
+    u64::from_be_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes"),
+    )
+}
+
+/// The shard (0-based) of a partition key in a log of `shard_count` shards: the hash space
+/// split into `shard_count` equal ranges, in order.
+pub fn shard_of(partition_key: &str, shard_count: u32) -> u32 {
+    let hash = u128::from(hash_key(partition_key));
+    ((hash * u128::from(shard_count.max(1))) >> 64) as u32
+}
+
+/// Kinesis's name for shard `index`: `shardId-000000000000`.
+pub fn shard_id(index: u32) -> String {
+    format!("shardId-{index:012}")
+}
+
+fn sequence_number(seq: i64) -> String {
+    format!("{seq:020}")
+}
+
+impl Embedded {
+    fn shard_index(&self, shard: &str) -> Result<u32, LogError> {
+        shard
+            .strip_prefix("shardId-")
+            .filter(|n| n.len() == 12 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|i| *i < self.shard_count())
+            .ok_or_else(|| LogError::Unavailable(format!("the log has no shard {shard:?}")))
+    }
+}
+
+/// Where a read starts.
+enum After {
+    Start,
+    Seq(i64),
+    /// Past every record this log can hold.
+    End,
+}
+
+fn position(after: Option<&str>) -> Result<After, LogError> {
+    let Some(after) = after else {
+        return Ok(After::Start);
+    };
+    if after.is_empty() || !after.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(LogError::Unavailable(format!(
+            "{after:?} is not a sequence number"
+        )));
+    }
+    // Sequence numbers are compared as numbers of any length: one longer than this log
+    // writes is after all of its records.
+    let digits = after.trim_start_matches('0');
+    match digits.parse::<i64>() {
+        Ok(seq) => Ok(After::Seq(seq)),
+        Err(_) if digits.is_empty() => Ok(After::Seq(0)),
+        Err(_) => Ok(After::End),
+    }
+}
+
+fn publish(
+    conn: &Connection,
+    shard_count: u32,
+    partition_key: &str,
+    data: &[u8],
+    arrival: Timestamp,
+) -> Result<Published, LogError> {
+    let shard = shard_of(partition_key, shard_count);
+    let mut statement = conn
+        .prepare_cached(
+            "INSERT INTO log (shard, partition_key, data, arrival) VALUES (?1, ?2, ?3, ?4)
+             RETURNING seq",
+        )
+        .map_err(unavailable)?;
+    let seq: i64 = statement
+        .query_row(
+            params![shard, partition_key, data, arrival.as_millis()],
+            |row| row.get(0),
+        )
+        .map_err(unavailable)?;
+    Ok(Published {
+        shard_id: shard_id(shard),
+        sequence_number: sequence_number(seq),
+    })
+}
+
+fn read(
+    conn: &Connection,
+    shard: u32,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<LogRecord>, LogError> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT seq, partition_key, data, arrival FROM log
+             WHERE shard = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map(params![shard, after, limit as i64], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    let mut records = Vec::new();
+    for row in rows {
+        let (seq, partition_key, data, arrival) = row.map_err(unavailable)?;
+        records.push(LogRecord {
+            shard_id: shard_id(shard),
+            sequence_number: sequence_number(seq),
+            partition_key,
+            data,
+            arrival: Timestamp::from_millis(arrival).ok_or_else(|| {
+                LogError::Unavailable(format!("record {seq} has an arrival out of range"))
+            })?,
+        });
+    }
+    Ok(records)
+}
+
+impl EventLog for Embedded {
+    async fn publish(&self, record: &CommitRecord) -> Result<Published, LogError> {
+        let partition_key = record
+            .partition_key()
+            .ok_or_else(|| LogError::Unavailable("empty commit record".into()))?;
+        let data = encode_record(record);
+        if data.len() + partition_key.len() > MAX_RECORD_BYTES {
+            return Err(LogError::TooLarge(data.len()));
+        }
+        let shard_count = self.shard_count();
+        let arrival = Timestamp::from_datetime(chrono::Utc::now());
+        self.with_conn(move |conn| publish(conn, shard_count, &partition_key, &data, arrival))
+            .await
+    }
+}
+
+impl StreamReader for Embedded {
+    async fn shards(&self) -> Result<Vec<String>, LogError> {
+        Ok((0..self.shard_count()).map(shard_id).collect())
+    }
+
+    /// Up to `limit` (clamped to 1..=10000, as `GetRecords`) records of `shard` after the
+    /// sequence number `after`, in order. An unknown shard or a position that is not a
+    /// sequence number is an error, as Kinesis refuses them.
+    async fn read(
+        &self,
+        shard: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let index = self.shard_index(shard)?;
+        let after = match position(after)? {
+            After::Start => 0,
+            After::Seq(seq) => seq,
+            After::End => return Ok(Vec::new()),
+        };
+        let limit = limit.clamp(1, MAX_READ);
+        self.with_conn(move |conn| read(conn, index, after, limit))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_is_sha256_and_never_changes() {
+        // SHA-256("abc") = ba7816bf8f01cfea 414140de5dae2223 ...
+        assert_eq!(hash_key("abc"), 0xba78_16bf_8f01_cfea);
+        // Pinned: a data directory's records stay where these say.
+        assert_eq!(shard_of("abc", 2), 1);
+        assert_eq!(shard_of("abc", 1), 0);
+    }
+
+    #[test]
+    fn keys_spread_over_every_shard() {
+        for count in [1, 2, 3, 4, 8] {
+            let mut seen = vec![0usize; count as usize];
+            for i in 0..1000 {
+                seen[shard_of(&format!("ride#{i}"), count) as usize] += 1;
+            }
+            assert!(
+                seen.iter().all(|n| *n > 1000 / count as usize / 2),
+                "{count}: {seen:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn positions_read_as_numbers_of_any_length() {
+        assert!(matches!(position(None), Ok(After::Start)));
+        assert!(matches!(
+            position(Some("00000000000000000007")),
+            Ok(After::Seq(7))
+        ));
+        assert!(matches!(position(Some("0")), Ok(After::Seq(0))));
+        assert!(matches!(
+            position(Some(
+                "49590338271490256608559692538361571095921575989136588898"
+            )),
+            Ok(After::End)
+        ));
+        assert!(position(Some("")).is_err());
+        assert!(position(Some("12a")).is_err());
+    }
+}

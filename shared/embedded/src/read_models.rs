@@ -1,0 +1,362 @@
+//! Read models with the keys, ordering and paging of the DynamoDB adapter (`timeline-aws`'s
+//! `read_models.rs`):
+//! - a view per entity with its version, `status_key = <type>#<family>`, the lookup keys
+//!   `rider_key` / `driver_key = <type>#<value>`, and the sort keys
+//!   `created_sk` / `updated_sk = <time>#<id>`;
+//! - lists by rider or driver newest first by `created_sk`, by status family newest first
+//!   by `updated_sk`;
+//! - history keyed by `h#<occurred_at>#<version, 20 digits>`, read oldest first between
+//!   `from` and `to`, both inclusive.
+//!
+//! Cursors are what DynamoDB's would be (the last item's key attributes as base64url JSON)
+//! and are checked the same way: a cursor from another query, or no cursor at all, is
+//! `InvalidCursor`. A page is full when it holds `limit` items (clamped to 1..=1000); unlike
+//! DynamoDB, which may end with an empty page, a cursor is only given when more items
+//! follow.
+
+use crate::Embedded;
+use base64::Engine;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::{BTreeMap, HashMap};
+use timeline_core::read_ports::{
+    Lookup, LookupKind, Page, PageRequest, ReadModelError, ReadModelQueries, ReadModelStore,
+    StoredView, ViewWrite,
+};
+use timeline_core::views::HistoryEntry;
+use timeline_core::{StreamKey, Timestamp};
+
+/// The sort key of a view item, as in DynamoDB.
+const VIEW_SK: &str = "view";
+
+fn unavailable(e: rusqlite::Error) -> ReadModelError {
+    ReadModelError::Unavailable(format!("sqlite: {e}"))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> ReadModelError {
+    ReadModelError::Corrupt(e.to_string())
+}
+
+/// `h#<occurred_at>#<version>`: fixed-width, so the key orders by time then version.
+pub fn history_sk(occurred_at: Timestamp, version: u64) -> String {
+    format!("h#{occurred_at}#{version:020}")
+}
+
+/// The column (and DynamoDB attribute) of a lookup, its sort key, and its value.
+fn index_of(lookup: &Lookup) -> (&'static str, &'static str, String) {
+    let value = format!("{}#{}", lookup.aggregate_type, lookup.value);
+    match lookup.kind {
+        LookupKind::Rider => ("rider_key", "created_sk", value),
+        LookupKind::Driver => ("driver_key", "created_sk", value),
+        LookupKind::Status => ("status_key", "updated_sk", value),
+    }
+}
+
+fn encode_cursor(key: &BTreeMap<&str, &str>) -> String {
+    let json = serde_json::to_vec(key).expect("strings serialize");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+/// Decodes a cursor and checks it belongs to this very query: exactly these attributes,
+/// the fixed ones equal to what the query fixes, `sk` within `sk_range` if given.
+fn decode_cursor(
+    cursor: Option<&str>,
+    fixed: &[(&str, &str)],
+    free: &[&str],
+    sk_range: Option<(&str, &str)>,
+) -> Result<Option<HashMap<String, String>>, ReadModelError> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| ReadModelError::InvalidCursor)?;
+    let flat: HashMap<String, String> =
+        serde_json::from_slice(&bytes).map_err(|_| ReadModelError::InvalidCursor)?;
+    let mut expected: Vec<&str> = fixed.iter().map(|(k, _)| *k).collect();
+    expected.extend_from_slice(free);
+    expected.sort_unstable();
+    expected.dedup();
+    let mut keys: Vec<&str> = flat.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let fits = keys == expected
+        && fixed
+            .iter()
+            .all(|(k, v)| flat.get(*k).map(String::as_str) == Some(*v))
+        && sk_range.is_none_or(|(low, high)| {
+            flat.get("sk")
+                .is_some_and(|sk| low <= sk.as_str() && sk.as_str() <= high)
+        });
+    if !fits {
+        return Err(ReadModelError::InvalidCursor);
+    }
+    Ok(Some(flat))
+}
+
+fn limit(page: &PageRequest) -> usize {
+    page.limit.clamp(1, 1000)
+}
+
+fn view_json(pk: &str, text: &str) -> Result<serde_json::Value, ReadModelError> {
+    serde_json::from_str(text).map_err(|e| corrupt(format!("view of {pk}: {e}")))
+}
+
+fn load_views(
+    conn: &Connection,
+    keys: &[StreamKey],
+) -> Result<HashMap<StreamKey, StoredView>, ReadModelError> {
+    let mut statement = conn
+        .prepare_cached("SELECT version, view FROM views WHERE pk = ?1")
+        .map_err(unavailable)?;
+    let mut found = HashMap::new();
+    for key in keys {
+        let pk = key.partition_key();
+        let row: Option<(i64, String)> = statement
+            .query_row([&pk], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+            .map_err(unavailable)?;
+        if let Some((version, view)) = row {
+            found.insert(
+                key.clone(),
+                StoredView {
+                    version: version as u64,
+                    view: view_json(&pk, &view)?,
+                },
+            );
+        }
+    }
+    Ok(found)
+}
+
+fn write(conn: &mut Connection, write: &ViewWrite) -> Result<(), ReadModelError> {
+    let pk = write.key.partition_key();
+    let kind = &write.key.aggregate_type;
+    let id = &write.key.aggregate_id;
+    let history = write
+        .history
+        .iter()
+        .map(|entry| {
+            Ok((
+                history_sk(entry.occurred_at, entry.version),
+                serde_json::to_string(entry).map_err(corrupt)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, ReadModelError>>()?;
+    let view = serde_json::to_string(&write.view).map_err(corrupt)?;
+    let lookup = |name: &str| {
+        write
+            .lookups
+            .iter()
+            .find(|(lookup, _)| *lookup == name)
+            .map(|(_, value)| format!("{kind}#{value}"))
+    };
+    let version = i64::try_from(write.version).map_err(corrupt)?;
+
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    // History first, and kept even if the view's condition fails: re-putting an entry is
+    // harmless, as with the DynamoDB adapter's separate writes.
+    {
+        let mut put = tx
+            .prepare_cached("INSERT OR REPLACE INTO history (pk, sk, entry) VALUES (?1, ?2, ?3)")
+            .map_err(unavailable)?;
+        for (sk, entry) in &history {
+            put.execute(params![pk, sk, entry]).map_err(unavailable)?;
+        }
+    }
+    let current: Option<i64> = tx
+        .query_row("SELECT version FROM views WHERE pk = ?1", [&pk], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(unavailable)?;
+    if current.map_or(0, |v| v as u64) != write.expected_version {
+        tx.commit().map_err(unavailable)?;
+        return Err(ReadModelError::Conflict);
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO views (pk, version, view, status_key, rider_key, driver_key,
+             created_sk, updated_sk)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            pk,
+            version,
+            view,
+            format!("{kind}#{}", write.status_family),
+            lookup("rider"),
+            lookup("driver"),
+            format!("{}#{id}", write.created_at),
+            format!("{}#{id}", write.updated_at),
+        ],
+    )
+    .map_err(unavailable)?;
+    tx.commit().map_err(unavailable)
+}
+
+fn view(conn: &Connection, key: &StreamKey) -> Result<Option<serde_json::Value>, ReadModelError> {
+    let pk = key.partition_key();
+    let text: Option<String> = conn
+        .query_row("SELECT view FROM views WHERE pk = ?1", [&pk], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(unavailable)?;
+    text.map(|t| view_json(&pk, &t)).transpose()
+}
+
+fn list(
+    conn: &Connection,
+    lookup: &Lookup,
+    page: &PageRequest,
+) -> Result<Page<serde_json::Value>, ReadModelError> {
+    let (column, sort, value) = index_of(lookup);
+    // As an index cursor in DynamoDB: the view item's key (pk varies, sk is `view`) and the
+    // index key (this lookup's value, and the sort attribute).
+    let start = decode_cursor(
+        page.cursor.as_deref(),
+        &[("sk", VIEW_SK), (column, value.as_str())],
+        &["pk", sort],
+        None,
+    )?;
+    let limit = limit(page);
+    // Newest first; the pk breaks ties so that the order, and so paging, is total.
+    let mut sql = format!("SELECT pk, {sort}, view FROM views WHERE {column} = ?1");
+    let mut args: Vec<SqlValue> = vec![SqlValue::Text(value.clone())];
+    if let Some(start) = &start {
+        sql.push_str(&format!(" AND ({sort} < ?2 OR ({sort} = ?2 AND pk < ?3))"));
+        args.push(SqlValue::Text(start[sort].clone()));
+        args.push(SqlValue::Text(start["pk"].clone()));
+    }
+    sql.push_str(&format!(
+        " ORDER BY {sort} DESC, pk DESC LIMIT {}",
+        limit + 1
+    ));
+    let mut statement = conn.prepare_cached(&sql).map_err(unavailable)?;
+    let mut rows = statement
+        .query_map(params_from_iter(args), |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = match rows.last() {
+        Some((pk, sort_value, _)) if more => Some(encode_cursor(&BTreeMap::from([
+            ("pk", pk.as_str()),
+            ("sk", VIEW_SK),
+            (column, value.as_str()),
+            (sort, sort_value.as_str()),
+        ]))),
+        _ => None,
+    };
+    let items = rows
+        .iter()
+        .map(|(pk, _, view)| view_json(pk, view))
+        .collect::<Result<_, _>>()?;
+    Ok(Page { items, next_cursor })
+}
+
+fn history(
+    conn: &Connection,
+    key: &StreamKey,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    page: &PageRequest,
+) -> Result<Page<HistoryEntry>, ReadModelError> {
+    let low = from.map_or("h#".to_owned(), |t| format!("h#{t}"));
+    // `~` sorts after every character of a version, so `to` is inclusive.
+    let high = to.map_or("h#~".to_owned(), |t| format!("h#{t}#~"));
+    let pk = key.partition_key();
+    let start = decode_cursor(
+        page.cursor.as_deref(),
+        &[("pk", pk.as_str())],
+        &["sk"],
+        Some((low.as_str(), high.as_str())),
+    )?;
+    let limit = limit(page);
+    // After the cursor's key, or from `low` inclusive.
+    let (after, inclusive) = match &start {
+        Some(start) => (start["sk"].clone(), false),
+        None => (low, true),
+    };
+    let sql = if inclusive {
+        "SELECT sk, entry FROM history WHERE pk = ?1 AND sk >= ?2 AND sk <= ?3
+         ORDER BY sk LIMIT ?4"
+    } else {
+        "SELECT sk, entry FROM history WHERE pk = ?1 AND sk > ?2 AND sk <= ?3
+         ORDER BY sk LIMIT ?4"
+    };
+    let mut statement = conn.prepare_cached(sql).map_err(unavailable)?;
+    let mut rows = statement
+        .query_map(params![pk, after, high, (limit + 1) as i64], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = match rows.last() {
+        Some((sk, _)) if more => Some(encode_cursor(&BTreeMap::from([
+            ("pk", pk.as_str()),
+            ("sk", sk.as_str()),
+        ]))),
+        _ => None,
+    };
+    let items = rows
+        .iter()
+        .map(|(sk, entry)| {
+            serde_json::from_str::<HistoryEntry>(entry)
+                .map_err(|e| corrupt(format!("history {pk} {sk}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Page { items, next_cursor })
+}
+
+impl ReadModelStore for Embedded {
+    async fn load_views(
+        &self,
+        keys: &[StreamKey],
+    ) -> Result<HashMap<StreamKey, StoredView>, ReadModelError> {
+        let keys = keys.to_vec();
+        self.with_conn(move |conn| load_views(conn, &keys)).await
+    }
+
+    async fn write(&self, w: ViewWrite) -> Result<(), ReadModelError> {
+        self.with_conn(move |conn| write(conn, &w)).await
+    }
+}
+
+impl ReadModelQueries for Embedded {
+    async fn view(&self, key: &StreamKey) -> Result<Option<serde_json::Value>, ReadModelError> {
+        let key = key.clone();
+        self.with_conn(move |conn| view(conn, &key)).await
+    }
+
+    async fn list(
+        &self,
+        lookup: &Lookup,
+        page: &PageRequest,
+    ) -> Result<Page<serde_json::Value>, ReadModelError> {
+        let (lookup, page) = (lookup.clone(), page.clone());
+        self.with_conn(move |conn| list(conn, &lookup, &page)).await
+    }
+
+    async fn history(
+        &self,
+        key: &StreamKey,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        page: &PageRequest,
+    ) -> Result<Page<HistoryEntry>, ReadModelError> {
+        let (key, page) = (key.clone(), page.clone());
+        self.with_conn(move |conn| history(conn, &key, from, to, &page))
+            .await
+    }
+}

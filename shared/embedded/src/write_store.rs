@@ -1,0 +1,334 @@
+//! The write model: one row per entity in `heads` (version, state snapshot, outbox) and one
+//! per key in `idempotency`, with the conditions of the DynamoDB store (`timeline-aws`'s
+//! `write_store.rs`) and of `timeline_core::memory::MemoryStore`:
+//!
+//! - a commit is one transaction: the head moves from the version read (absent counts as 0)
+//!   and the idempotency record goes in only if its key is unused or expired, else nothing
+//!   is written (`HeadConflict` / `IdempotencyConflict`; the key is checked first, as the
+//!   DynamoDB transaction reports it);
+//! - `confirm_published` drops the published prefix of the outbox only if the outbox still
+//!   starts at `from`;
+//! - `pending_since` (the recorded time of the oldest pending event, NULL when the outbox is
+//!   empty) is the key of the sparse index the sweep reads, oldest first.
+
+use crate::Embedded;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use timeline_core::ports::{
+    Commit, CommitError, Head, IdempotencyRecord, StoreError, WriteModelStore,
+};
+use timeline_core::read_ports::{ReadModelError, StoredView};
+use timeline_core::replay::Stored;
+use timeline_core::{EventEnvelope, StreamKey, Timestamp};
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn timestamp(text: &str, what: &str) -> Result<Timestamp, StoreError> {
+    text.parse()
+        .map_err(|_| corrupt(format!("{what} is not a timestamp: {text:?}")))
+}
+
+fn millis(at: i64, what: &str) -> Result<Timestamp, StoreError> {
+    Timestamp::from_millis(at).ok_or_else(|| corrupt(format!("{what} out of range: {at}")))
+}
+
+struct HeadRow {
+    pk: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    version: i64,
+    state: String,
+    pending: String,
+    last_occurred_at: Option<String>,
+    updated_at: String,
+}
+
+impl HeadRow {
+    fn into_head(self) -> Result<Head, StoreError> {
+        let pending: Vec<EventEnvelope> = serde_json::from_str(&self.pending)
+            .map_err(|e| corrupt(format!("outbox of {}: {e}", self.pk)))?;
+        Ok(Head {
+            key: StreamKey::new(self.aggregate_type, self.aggregate_id),
+            version: self.version as u64,
+            state: serde_json::from_str(&self.state)
+                .map_err(|e| corrupt(format!("state of {}: {e}", self.pk)))?,
+            pending,
+            last_occurred_at: self
+                .last_occurred_at
+                .as_deref()
+                .map(|t| timestamp(t, "last_occurred_at"))
+                .transpose()?,
+            updated_at: timestamp(&self.updated_at, "updated_at")?,
+        })
+    }
+}
+
+fn load_head(conn: &Connection, key: &StreamKey) -> Result<Option<Head>, StoreError> {
+    conn.query_row(
+        "SELECT pk, aggregate_type, aggregate_id, version, state, pending, last_occurred_at,
+                updated_at
+         FROM heads WHERE pk = ?1",
+        [key.partition_key()],
+        |row| {
+            Ok(HeadRow {
+                pk: row.get(0)?,
+                aggregate_type: row.get(1)?,
+                aggregate_id: row.get(2)?,
+                version: row.get(3)?,
+                state: row.get(4)?,
+                pending: row.get(5)?,
+                last_occurred_at: row.get(6)?,
+                updated_at: row.get(7)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(unavailable)?
+    .map(HeadRow::into_head)
+    .transpose()
+}
+
+fn version_param(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version).map_err(|_| corrupt(format!("version {version} is out of range")))
+}
+
+fn commit(conn: &mut Connection, commit: &Commit) -> Result<(), CommitError> {
+    let head = &commit.head;
+    let pk = head.key.partition_key();
+    let pending = serde_json::to_string(&head.pending).map_err(corrupt)?;
+    let state = serde_json::to_string(&head.state).map_err(corrupt)?;
+    let version = version_param(head.version)?;
+    let now = commit.now.as_millis();
+    // IMMEDIATE: take the write lock before reading, so another process cannot slip a
+    // write in between the checks and the writes.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    if let Some(record) = &commit.idempotency {
+        let live: Option<i64> = tx
+            .query_row(
+                "SELECT expires_at FROM idempotency WHERE key = ?1",
+                [&record.key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(unavailable)?;
+        // Expiry is lazy, as with a TTL: an expired record still here may be replaced.
+        if live.is_some_and(|expires_at| expires_at > now) {
+            return Err(CommitError::IdempotencyConflict);
+        }
+    }
+    let current: Option<i64> = tx
+        .query_row("SELECT version FROM heads WHERE pk = ?1", [&pk], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(unavailable)?;
+    if current.map_or(0, |v| v as u64) != commit.expected_version {
+        return Err(CommitError::HeadConflict);
+    }
+    let first = head.pending.first();
+    tx.execute(
+        "INSERT OR REPLACE INTO heads (pk, aggregate_type, aggregate_id, version, state, pending,
+             pending_from, pending_since, last_occurred_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            pk,
+            head.key.aggregate_type,
+            head.key.aggregate_id,
+            version,
+            state,
+            pending,
+            first.map(|e| version_param(e.version)).transpose()?,
+            first.map(|e| e.recorded_at.as_millis()),
+            head.last_occurred_at.map(|t| t.to_string()),
+            head.updated_at.to_string(),
+        ],
+    )
+    .map_err(unavailable)?;
+    if let Some(record) = &commit.idempotency {
+        tx.execute(
+            "INSERT OR REPLACE INTO idempotency (key, fingerprint, aggregate_type, aggregate_id,
+                 version, outcome, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                record.key,
+                record.fingerprint,
+                record.stream.aggregate_type,
+                record.stream.aggregate_id,
+                version_param(record.version)?,
+                serde_json::to_string(&record.outcome).map_err(corrupt)?,
+                record.expires_at.as_millis(),
+            ],
+        )
+        .map_err(unavailable)?;
+    }
+    tx.commit().map_err(unavailable)?;
+    Ok(())
+}
+
+fn confirm_published(
+    conn: &mut Connection,
+    key: &StreamKey,
+    from: u64,
+    through: u64,
+) -> Result<(), StoreError> {
+    let pk = key.partition_key();
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    let row: Option<(Option<i64>, String)> = tx
+        .query_row(
+            "SELECT pending_from, pending FROM heads WHERE pk = ?1",
+            [&pk],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    // Only if the outbox still starts where the published record started: otherwise
+    // someone else confirmed these events already (or the head is gone).
+    let Some((Some(pending_from), pending)) = row else {
+        return Ok(());
+    };
+    if pending_from as u64 != from {
+        return Ok(());
+    }
+    let mut pending: Vec<EventEnvelope> =
+        serde_json::from_str(&pending).map_err(|e| corrupt(format!("outbox of {pk}: {e}")))?;
+    pending.retain(|e| e.version > through);
+    match pending.first() {
+        // The whole outbox went: the head leaves the sparse index.
+        None => tx.execute(
+            "UPDATE heads SET pending = '[]', pending_from = NULL, pending_since = NULL
+             WHERE pk = ?1",
+            [&pk],
+        ),
+        // A later commit appended events: keep them, and the head stays pending since it
+        // was first pending (as the DynamoDB store leaves `pending_since` alone).
+        Some(first) => tx.execute(
+            "UPDATE heads SET pending = ?2, pending_from = ?3 WHERE pk = ?1",
+            params![
+                pk,
+                serde_json::to_string(&pending).map_err(corrupt)?,
+                version_param(first.version)?,
+            ],
+        ),
+    }
+    .map_err(unavailable)?;
+    tx.commit().map_err(unavailable)
+}
+
+fn load_idempotency(
+    conn: &Connection,
+    key: &str,
+    now: Timestamp,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    type Row = (String, String, String, i64, String, i64);
+    let row: Option<Row> = conn
+        .query_row(
+            "SELECT fingerprint, aggregate_type, aggregate_id, version, outcome, expires_at
+             FROM idempotency WHERE key = ?1 AND expires_at > ?2",
+            params![key, now.as_millis()],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let Some((fingerprint, aggregate_type, aggregate_id, version, outcome, expires_at)) = row
+    else {
+        return Ok(None);
+    };
+    Ok(Some(IdempotencyRecord {
+        key: key.to_owned(),
+        fingerprint,
+        stream: StreamKey::new(aggregate_type, aggregate_id),
+        version: version as u64,
+        outcome: serde_json::from_str(&outcome)
+            .map_err(|e| corrupt(format!("idempotency record {key}: {e}")))?,
+        expires_at: millis(expires_at, "expires_at")?,
+    }))
+}
+
+fn pending_heads(conn: &Connection, limit: usize) -> Result<Vec<StreamKey>, StoreError> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT pk FROM heads WHERE pending_since IS NOT NULL
+             ORDER BY pending_since, pk LIMIT ?1",
+        )
+        .map_err(unavailable)?;
+    let keys = statement
+        .query_map([limit.clamp(1, 1000) as i64], |row| row.get::<_, String>(0))
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    keys.iter()
+        .map(|pk| {
+            StreamKey::parse_partition_key(pk).ok_or_else(|| corrupt(format!("bad pk {pk:?}")))
+        })
+        .collect()
+}
+
+impl WriteModelStore for Embedded {
+    async fn load_head(&self, key: &StreamKey) -> Result<Option<Head>, StoreError> {
+        let key = key.clone();
+        self.with_conn(move |conn| load_head(conn, &key)).await
+    }
+
+    async fn commit(&self, c: Commit) -> Result<(), CommitError> {
+        self.with_conn(move |conn| commit(conn, &c)).await
+    }
+
+    async fn confirm_published(
+        &self,
+        key: &StreamKey,
+        from: u64,
+        through: u64,
+    ) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.with_conn(move |conn| confirm_published(conn, &key, from, through))
+            .await
+    }
+
+    async fn load_idempotency(
+        &self,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let key = key.to_owned();
+        self.with_conn(move |conn| load_idempotency(conn, &key, now))
+            .await
+    }
+
+    /// Heads with pending events, oldest pending first; `limit` is clamped to 1..=1000 as
+    /// the DynamoDB query's is.
+    async fn pending_heads(&self, limit: usize) -> Result<Vec<StreamKey>, StoreError> {
+        self.with_conn(move |conn| pending_heads(conn, limit)).await
+    }
+}
+
+/// What verify reads: the stored views and the heads.
+impl Stored for Embedded {
+    async fn views(
+        &self,
+        keys: &[StreamKey],
+    ) -> Result<std::collections::HashMap<StreamKey, StoredView>, ReadModelError> {
+        timeline_core::read_ports::ReadModelStore::load_views(self, keys).await
+    }
+
+    async fn head(&self, key: &StreamKey) -> Result<Option<Head>, StoreError> {
+        self.load_head(key).await
+    }
+}
