@@ -1,14 +1,20 @@
 # Starts and stops a moto server on a free loopback port; sourced by the scripts here.
 # moto_start VENV LOGFILE exports AWS_ENDPOINT_URL and dummy credentials for the SDK.
 
-# ensure_venv VENV makes the virtualenv with the pinned moto server, once.
+# ensure_venv VENV makes the virtualenv with the pinned tools of infra/requirements.txt
+# (moto server, cfn-lint, SAM CLI, pytest, cargo-lambda), and brings it up to date whenever
+# requirements.txt or constraints.txt change (a stamp in the venv records what it holds).
 ensure_venv() {
     local venv=$1
-    if ! "$venv/bin/python" -c 'import moto, flask' 2>/dev/null; then
-        echo "==> creating $venv with moto[server] (pinned)"
-        python3 -m venv "$venv"
+    local want have
+    want=$(cat infra/requirements.txt infra/constraints.txt | sha256sum | cut -d' ' -f1)
+    have=$(cat "$venv/.timeline-requirements" 2>/dev/null || true)
+    if [ "$want" != "$have" ] || ! "$venv/bin/python" -c 'import moto, flask' 2>/dev/null; then
+        echo "==> installing the pinned tools into $venv (infra/requirements.txt)"
+        [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
         "$venv/bin/pip" install --quiet --disable-pip-version-check \
             -r infra/requirements.txt -c infra/constraints.txt
+        echo "$want" >"$venv/.timeline-requirements"
     fi
 }
 

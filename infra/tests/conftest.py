@@ -1,0 +1,60 @@
+"""Fixtures of the infrastructure tests: the SAM template, its CloudFormation transform (done
+offline by samtranslator, as `sam deploy` has CloudFormation do it), and infra/resources.json.
+
+Run by infra/test.sh (`pytest infra/tests`), with the moto server it starts in AWS_ENDPOINT_URL.
+"""
+
+import copy
+import json
+import os
+import pathlib
+
+import boto3
+import pytest
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# A fake account: the transform never calls AWS (no managed policy is looked up by name, and
+# the region comes from this session, not from a profile).
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+
+
+@pytest.fixture(scope="session")
+def resources():
+    return json.loads((ROOT / "infra" / "resources.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def template():
+    """template.yaml as written (short-form intrinsics become {"Ref": ...} etc.)."""
+    return yaml_parse((ROOT / "template.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def transformed(template):
+    """The CloudFormation template that the SAM transform makes of template.yaml."""
+    sam = copy.deepcopy(template)
+    for name, resource in sam["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            # What `sam package` does: the built code is uploaded and CodeUri points at it.
+            resource["Properties"]["CodeUri"] = f"s3://artifacts/{name}.zip"
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    translator = Translator(
+        # Map of managed policy names to ARNs; empty: the template names none.
+        {},
+        Parser(),
+        boto_session=boto3.Session(region_name=REGION),
+    )
+    return translator.translate(
+        sam,
+        parameter_values={
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::StackName": "timeline",
+        },
+    )

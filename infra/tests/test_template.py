@@ -1,0 +1,447 @@
+"""Properties of the deployment that a template can silently lose: checked on the SAM template
+and on its CloudFormation transform, offline."""
+
+import re
+import tomllib
+
+import pytest
+
+from conftest import ROOT
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def of_type(resources, kind):
+    return {name: r for name, r in resources.items() if r["Type"] == kind}
+
+
+def functions(template):
+    return of_type(template["Resources"], "AWS::Serverless::Function")
+
+
+def listify(value):
+    return value if isinstance(value, list) else [value]
+
+
+def ref_target(value):
+    """The logical id a {"Ref": X} / {"Fn::GetAtt": [X, ...]} / "${X.Arn}" value points at."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return value["Ref"]
+        if "Fn::GetAtt" in value:
+            target = value["Fn::GetAtt"]
+            return target[0] if isinstance(target, list) else target.split(".")[0]
+        if "Fn::Sub" in value:
+            text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+            found = re.findall(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z]+)?\}", text)
+            return found[0] if found else None
+    return None
+
+
+def names_a_resource(value):
+    """An ARN, or an intrinsic that makes one of a resource of the template (a Sub that builds an
+    ARN by hand, such as a table name pattern, counts)."""
+    if isinstance(value, str):
+        return value.startswith("arn:")
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+        return text.startswith(("arn:", "${")) and text not in ("arn:*", "${AWS::Partition}:*")
+    return ref_target(value) is not None
+
+
+def policy_documents(transformed):
+    """(where, statement) for every statement of every policy in the transformed template."""
+    for name, r in transformed["Resources"].items():
+        props = r.get("Properties", {})
+        if r["Type"] == "AWS::IAM::Role":
+            for policy in props.get("Policies", []):
+                for s in listify(policy["PolicyDocument"]["Statement"]):
+                    yield f"{name}/{policy['PolicyName']}", s
+        elif r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            for s in listify(props["PolicyDocument"]["Statement"]):
+                yield name, s
+        elif r["Type"] in ("AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy", "AWS::SNS::TopicPolicy"):
+            for s in listify(props["PolicyDocument"]["Statement"]):
+                yield name, s
+
+
+def binaries():
+    """Every [[bin]] of the function crates: name -> crate directory."""
+    out = {}
+    for manifest in sorted((ROOT / "functions").glob("*/Cargo.toml")):
+        for b in tomllib.loads(manifest.read_text()).get("bin", []):
+            out[b["name"]] = manifest.parent
+    return out
+
+
+def env_constants():
+    """The variable names of shared/aws/src/config.rs: constant -> variable."""
+    text = (ROOT / "shared" / "aws" / "src" / "config.rs").read_text()
+    return dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', text))
+
+
+def required_variables(crate):
+    """The variables a function crate reads with `required(...)` (it stops at start-up without)."""
+    constants = env_constants()
+    names = set()
+    for source in (crate / "src").rglob("*.rs"):
+        for const in re.findall(r"required\(\s*(\w+)", source.read_text()):
+            names.add(constants[const])
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# functions
+
+
+def test_every_function_is_al2023_arm64_built_by_cargo_lambda_with_its_own_binary(template, transformed):
+    fns = functions(template)
+    assert len(fns) >= 6
+    known = binaries()
+    seen = set()
+    for name, fn in fns.items():
+        meta = fn.get("Metadata", {})
+        assert meta.get("BuildMethod") == "rust-cargolambda", name
+        binary = meta["BuildProperties"]["Binary"]
+        assert binary in known, f"{name}: no [[bin]] named {binary} under functions/"
+        assert binary not in seen, f"{name}: binary {binary} used twice"
+        seen.add(binary)
+        assert fn["Properties"]["CodeUri"] == ".", f"{name}: SAM builds from the workspace root"
+    assert seen == set(known), "every function binary is deployed"
+    for name, fn in of_type(transformed["Resources"], "AWS::Lambda::Function").items():
+        p = fn["Properties"]
+        assert p["Runtime"] == "provided.al2023", name
+        assert p["Architectures"] == ["arm64"], name
+        assert p["Handler"] == "bootstrap", name
+        assert p["LoggingConfig"]["LogFormat"] == "JSON", name
+        assert 128 <= p["MemorySize"] <= 3008, name
+        assert 1 <= p["Timeout"] <= 900, name
+
+
+def test_api_functions_answer_within_the_api_gateway_timeout(template):
+    for name, fn in functions(template).items():
+        events = fn["Properties"].get("Events", {}).values()
+        if any(e["Type"] == "Api" for e in events):
+            timeout = fn["Properties"].get("Timeout", template["Globals"]["Function"]["Timeout"])
+            assert timeout <= 29, f"{name}: API Gateway gives up after 29 s"
+
+
+def test_every_function_environment_names_resources_that_exist(template, transformed, resources):
+    by_env = {t["env"]: t["logical_id"] for t in resources["tables"]}
+    by_env[resources["stream"]["env"]] = resources["stream"]["logical_id"]
+    by_env[resources["bucket"]["env"]] = resources["bucket"]["logical_id"]
+    known = binaries()
+    all_resources = transformed["Resources"]
+    for name, fn in functions(template).items():
+        variables = fn["Properties"].get("Environment", {}).get("Variables", {})
+        for var, value in variables.items():
+            if var == resources["bucket"]["prefix_env"]:
+                assert value == resources["bucket"]["prefix"], f"{name}: {var}"
+                continue
+            target = ref_target(value)
+            assert target in all_resources, f"{name}: {var} names no resource of the template"
+            assert by_env.get(var) == target, f"{name}: {var} must name {by_env.get(var)}"
+        # And nothing the code requires at start-up is missing.
+        crate = known[fn["Metadata"]["BuildProperties"]["Binary"]]
+        missing = required_variables(crate) - set(variables)
+        assert not missing, f"{name} ({crate.name}) needs {sorted(missing)}"
+
+
+def test_the_hydrators_operator_modes_are_not_on_the_public_api(template, transformed):
+    assert not functions(template)["HydratorFunction"]["Properties"].get("Events")
+    body = str(transformed["Resources"]["Api"]["Properties"]["Body"])
+    assert "HydratorFunction.Arn" not in body
+
+
+# ---------------------------------------------------------------------------------------------
+# the processor's event source mapping
+
+
+def test_the_processors_mapping_reports_partial_failures_and_never_blocks_a_shard(transformed):
+    mappings = of_type(transformed["Resources"], "AWS::Lambda::EventSourceMapping")
+    (mapping,) = mappings.values()
+    p = mapping["Properties"]
+    assert p["FunctionName"] == {"Ref": "ProcessorFunction"}
+    assert ref_target(p["EventSourceArn"]) == "EventStream"
+    assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert p["BisectBatchOnFunctionError"] is True
+    # Bounded (-1, the default, means forever: one poison record blocks its shard).
+    assert 0 <= p["MaximumRetryAttempts"] <= 10
+    assert 60 <= p["MaximumRecordAgeInSeconds"] <= 6 * 3600
+    destination = p["DestinationConfig"]["OnFailure"]["Destination"]
+    assert ref_target(destination) == "ProcessorFailureQueue"
+    assert transformed["Resources"]["ProcessorFailureQueue"]["Type"] == "AWS::SQS::Queue"
+    assert p["ParallelizationFactor"] >= 1
+    assert p["StartingPosition"] == "TRIM_HORIZON"
+
+
+def test_the_outbox_sweep_runs_on_a_schedule(transformed):
+    rules = of_type(transformed["Resources"], "AWS::Events::Rule")
+    targets = [t for r in rules.values() for t in r["Properties"]["Targets"]]
+    assert any(ref_target(t["Arn"]) == "OutboxSweepFunction" for t in targets)
+    assert any(r["Properties"]["ScheduleExpression"].startswith("rate(") for r in rules.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# IAM
+
+# What SAM attaches by itself to the roles it makes: CloudWatch Logs writes (the function's
+# logs), X-Ray writes (for Tracing: Active; X-Ray has no resource-level permissions) and, for
+# the processor's Kinesis mapping, the read access Lambda's poller uses.
+SAM_MANAGED_POLICIES = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+KINESIS_POLLER_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaKinesisExecutionRole"
+
+
+def test_no_allow_statement_has_a_wildcard_action_or_an_unnamed_resource(transformed):
+    statements = list(policy_documents(transformed))
+    assert len(statements) >= 10
+    for where, s in statements:
+        if s["Effect"] == "Deny":
+            # A deny may be broad on purpose (the bucket's TLS-only policy denies s3:*).
+            continue
+        assert s["Effect"] == "Allow", where
+        assert "NotAction" not in s and "NotResource" not in s, where
+        for action in listify(s["Action"]):
+            assert "*" not in action, f"{where}: wildcard action {action}"
+        for resource in listify(s["Resource"]):
+            assert resource != "*", f"{where}: {s['Action']} on every resource"
+            assert names_a_resource(resource), f"{where}: {resource}"
+
+
+def test_roles_carry_only_the_managed_policies_sam_attaches(transformed):
+    roles = of_type(transformed["Resources"], "AWS::IAM::Role")
+    for name, role in roles.items():
+        managed = set(role["Properties"].get("ManagedPolicyArns", []))
+        allowed = SAM_MANAGED_POLICIES | ({KINESIS_POLLER_POLICY} if name == "ProcessorFunctionRole" else set())
+        assert managed <= allowed, f"{name}: {managed - allowed}"
+        for s in listify(role["Properties"]["AssumeRolePolicyDocument"]["Statement"]):
+            assert s["Action"] in ("sts:AssumeRole", ["sts:AssumeRole"]), name
+            assert set(s["Principal"]) == {"Service"}, name
+
+
+def test_each_function_may_touch_only_what_it_uses(transformed):
+    def grants(role):
+        out = {}
+        for policy in transformed["Resources"][role]["Properties"].get("Policies", []):
+            for s in listify(policy["PolicyDocument"]["Statement"]):
+                for action in listify(s["Action"]):
+                    out.setdefault(action.split(":")[0], set()).add(action)
+        return out
+
+    assert set(grants("CommandHandlerFunctionRole")) == {"dynamodb", "kinesis"}
+    assert grants("CommandHandlerFunctionRole")["kinesis"] == {"kinesis:PutRecord"}
+    assert set(grants("QueryFunctionRole")) == {"dynamodb"}
+    assert grants("QueryFunctionRole")["dynamodb"] == {"dynamodb:GetItem", "dynamodb:Query"}
+    assert set(grants("ProcessorFunctionRole")) == {"dynamodb", "sqs"}
+    assert set(grants("HydratorApiFunctionRole")) == {"dynamodb", "kinesis", "s3"}
+    # The time-travel API only reads.
+    for actions in grants("HydratorApiFunctionRole").values():
+        assert not any(a.split(":")[1].startswith(("Put", "BatchWrite", "Update", "Delete")) for a in actions)
+
+
+# ---------------------------------------------------------------------------------------------
+# archive
+
+
+def test_the_archive_bucket_is_private_encrypted_versioned_and_tls_only(template):
+    resources = template["Resources"]
+    bucket = resources["ArchiveBucket"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    p = bucket["Properties"]
+    assert p["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in (
+        "aws:kms",
+        "AES256",
+    )
+    assert p["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert p["LifecycleConfiguration"]["Rules"]
+    # Object lock is an option: on when the parameter says so, in GOVERNANCE mode.
+    assert p["ObjectLockEnabled"]["Fn::If"][0] == "ArchiveObjectLock"
+    lock = p["ObjectLockConfiguration"]["Fn::If"]
+    assert lock[0] == "ArchiveObjectLock"
+    assert lock[1]["Rule"]["DefaultRetention"]["Mode"] == "GOVERNANCE"
+    assert template["Conditions"]["ArchiveObjectLock"] == {"Fn::Equals": [{"Ref": "EnableObjectLock"}, "true"]}
+    policies = [r for r in resources.values() if r["Type"] == "AWS::S3::BucketPolicy"]
+    (policy,) = [r for r in policies if r["Properties"]["Bucket"] == {"Ref": "ArchiveBucket"}]
+    tls = [
+        s
+        for s in listify(policy["Properties"]["PolicyDocument"]["Statement"])
+        if s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+    ]
+    assert len(tls) == 1
+    covered = {str(r) for r in tls[0]["Resource"]}
+    assert str({"Fn::GetAtt": ["ArchiveBucket", "Arn"]}) in covered or str({"Fn::GetAtt": "ArchiveBucket.Arn"}) in covered
+    assert any("/*" in c for c in covered), "objects too"
+
+
+def test_firehose_archives_the_stream_as_gzip_ndjson_under_the_hydrators_prefix(template, resources):
+    (delivery,) = of_type(template["Resources"], "AWS::KinesisFirehose::DeliveryStream").values()
+    p = delivery["Properties"]
+    assert p["DeliveryStreamType"] == "KinesisStreamAsSource"
+    assert ref_target(p["KinesisStreamSourceConfiguration"]["KinesisStreamARN"]) == resources["stream"]["logical_id"]
+    s3 = p["ExtendedS3DestinationConfiguration"]
+    assert ref_target(s3["BucketARN"]) == resources["bucket"]["logical_id"]
+    assert s3["Prefix"] == resources["bucket"]["prefix"] == "events/"
+    assert s3["ErrorOutputPrefix"] and not s3["ErrorOutputPrefix"].startswith(s3["Prefix"])
+    assert s3["CompressionFormat"] == "GZIP"
+    assert s3["BufferingHints"] == {
+        "IntervalInSeconds": {"Ref": "FirehoseBufferSeconds"},
+        "SizeInMBs": {"Ref": "FirehoseBufferMiB"},
+    }
+    processors = s3["ProcessingConfiguration"]["Processors"]
+    assert s3["ProcessingConfiguration"]["Enabled"] is True
+    (delimiter,) = [x for x in processors if x["Type"] == "AppendDelimiterToRecord"]
+    assert {"ParameterName": "Delimiter", "ParameterValue": "\\n"} in delimiter["Parameters"]
+
+
+def test_the_stream_is_encrypted_and_on_demand_unless_shards_are_asked_for(template):
+    stream = template["Resources"]["EventStream"]["Properties"]
+    assert stream["StreamEncryption"]["EncryptionType"] == "KMS"
+    assert stream["RetentionPeriodHours"] == {"Ref": "StreamRetentionHours"}
+    assert stream["StreamModeDetails"]["StreamMode"] == {"Fn::If": ["StreamOnDemand", "ON_DEMAND", "PROVISIONED"]}
+    assert template["Conditions"]["StreamOnDemand"] == {"Fn::Equals": [{"Ref": "StreamShardCount"}, 0]}
+    assert template["Parameters"]["StreamShardCount"]["Default"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# tables: the same as infra/resources.json, which the local bootstrap creates
+
+
+def expected_key_schema(hash_key, range_key):
+    keys = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+    if range_key:
+        keys.append({"AttributeName": range_key, "KeyType": "RANGE"})
+    return keys
+
+
+def test_tables_match_the_one_resource_definition(template, resources):
+    tables = of_type(template["Resources"], "AWS::DynamoDB::Table")
+    assert set(tables) == {t["logical_id"] for t in resources["tables"]}
+    for spec in resources["tables"]:
+        p = tables[spec["logical_id"]]["Properties"]
+        name = spec["logical_id"]
+        assert p["KeySchema"] == expected_key_schema(spec["hash_key"], spec["range_key"]), name
+        indexes = {i["IndexName"]: i for i in p.get("GlobalSecondaryIndexes", [])}
+        assert set(indexes) == {i["name"] for i in spec["indexes"]}, name
+        for index in spec["indexes"]:
+            got = indexes[index["name"]]
+            assert got["KeySchema"] == expected_key_schema(index["hash_key"], index["range_key"]), index["name"]
+            assert got["Projection"] == {"ProjectionType": index["projection"]}, index["name"]
+        attributes = {spec["hash_key"], spec["range_key"]}
+        for index in spec["indexes"]:
+            attributes |= {index["hash_key"], index["range_key"]}
+        attributes.discard(None)
+        assert sorted(p["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
+            {"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)
+        ], name
+        if spec["ttl_attribute"]:
+            assert p["TimeToLiveSpecification"] == {"AttributeName": spec["ttl_attribute"], "Enabled": True}, name
+        else:
+            assert "TimeToLiveSpecification" not in p, name
+        assert p["BillingMode"] == "PAY_PER_REQUEST", name
+        assert p["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}, name
+        assert p["SSESpecification"]["SSEEnabled"] is True, name
+
+
+def test_the_queries_may_use_exactly_the_read_model_indexes(template, resources):
+    (read_model,) = [t for t in resources["tables"] if t["logical_id"] == "ReadModelTable"]
+    statements = functions(template)["QueryFunction"]["Properties"]["Policies"][0]["Statement"]
+    granted = {str(r) for s in statements for r in listify(s["Resource"])}
+    for index in read_model["indexes"]:
+        assert any(f"/index/{index['name']}" in g for g in granted), index["name"]
+    (write_model,) = [t for t in resources["tables"] if t["logical_id"] == "WriteModelTable"]
+    sweep = functions(template)["OutboxSweepFunction"]["Properties"]["Policies"][0]["Statement"]
+    granted = {str(r) for s in sweep for r in listify(s["Resource"])}
+    for index in write_model["indexes"]:
+        assert any(f"/index/{index['name']}" in g for g in granted), index["name"]
+
+
+# ---------------------------------------------------------------------------------------------
+# API
+
+
+def test_every_route_needs_the_cognito_authorizer(template, transformed):
+    api = template["Resources"]["Api"]["Properties"]
+    assert api["Auth"]["DefaultAuthorizer"] == "CognitoAuthorizer"
+    assert ref_target(api["Auth"]["Authorizers"]["CognitoAuthorizer"]["UserPoolArn"]) == "UserPool"
+    for name, fn in functions(template).items():
+        for event_name, event in fn["Properties"].get("Events", {}).items():
+            if event["Type"] == "Api":
+                assert "Auth" not in event["Properties"], f"{name}.{event_name} overrides the authorizer"
+    paths = transformed["Resources"]["Api"]["Properties"]["Body"]["paths"]
+    assert len(paths) >= 10
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            assert operation.get("security") == [{"CognitoAuthorizer": []}], f"{method.upper()} {path}"
+    throttle = api["MethodSettings"][0]
+    assert throttle["ThrottlingRateLimit"] > 0 and throttle["ThrottlingBurstLimit"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# alarms and outputs
+
+
+def test_alarms_watch_iterator_age_the_failure_queue_and_every_functions_errors_and_throttles(template):
+    alarms = of_type(template["Resources"], "AWS::CloudWatch::Alarm").values()
+    watched = set()
+    for alarm in alarms:
+        p = alarm["Properties"]
+        assert p["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        for d in p["Dimensions"]:
+            watched.add((p["MetricName"], ref_target(d["Value"])))
+    assert ("IteratorAge", "ProcessorFunction") in watched
+    assert ("ApproximateNumberOfMessagesVisible", "ProcessorFailureQueue") in watched
+    for name in functions(template):
+        assert ("Errors", name) in watched, name
+        assert ("Throttles", name) in watched, name
+    assert template["Resources"]["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    assert template["Resources"]["AlarmEmailSubscription"]["Condition"] == "HasAlarmEmail"
+
+
+def test_outputs_name_what_a_user_needs(template):
+    outputs = template["Outputs"]
+    for name in [
+        "ApiUrl",
+        "EventStreamName",
+        "ArchiveBucketName",
+        "WriteModelTableName",
+        "ReadModelTableName",
+        "ProcessorFailureQueueUrl",
+        "UserPoolId",
+        "UserPoolClientId",
+    ]:
+        assert name in outputs, name
+
+
+# ---------------------------------------------------------------------------------------------
+# build settings the deployment depends on
+
+
+def test_the_toolchain_has_the_lambda_target():
+    toolchain = tomllib.loads((ROOT / "rust-toolchain.toml").read_text())["toolchain"]
+    assert "aarch64-unknown-linux-gnu" in toolchain.get("targets", [])
+
+
+def test_samconfig_defaults():
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    deploy = config["default"]["deploy"]["parameters"]
+    assert deploy["stack_name"] == "timeline"
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["resolve_s3"] is True
+    assert deploy["confirm_changeset"] is True
+    assert "region" not in deploy, "the user's own region, not ours"
+
+
+@pytest.mark.parametrize("binary", sorted(binaries()))
+def test_each_binary_has_a_function(template, binary):
+    names = [fn["Metadata"]["BuildProperties"]["Binary"] for fn in functions(template).values()]
+    assert names.count(binary) == 1
