@@ -437,9 +437,12 @@ async fn a_corrupt_archive_object_is_reported_with_its_key_and_the_rest_still_an
         &w.env.names.archive_bucket,
         PREFIX,
     );
-    // A truncated object next to the good ones, in the same hour folder.
-    let folder = &keys[0][..keys[0].rfind('/').unwrap() + 1];
-    let bad = format!("{folder}timeline-archive-1-2026-01-01-00-00-00-corrupt");
+    // A truncated object next to the good ones, written at the same time.
+    let written = timeline_core::archive::parse_object_key(PREFIX, &keys[0])
+        .unwrap()
+        .written_at;
+    let bad =
+        timeline_core::archive::object_key(PREFIX, "timeline-archive", written, "corrupt", false);
     archive
         .put_object(&bad, b"{\"events\":[{\"event_id\":".to_vec())
         .await
@@ -501,4 +504,60 @@ async fn every_hydrator_request_in_the_events_folder_is_accepted() {
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert!(answer.is_object(), "{}: {answer}", file.display());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_archived_far_outside_its_window_is_still_found() {
+    let w = world().await;
+    let archive = S3Archive::new(
+        w.env.clients.s3.clone(),
+        &w.env.names.archive_bucket,
+        PREFIX,
+    );
+    // Move the object holding the seed video's last event to an hour far in the future, as a
+    // publish retried long after the fact would land; and read without the stream tail.
+    let keys = w.archive_objects().await;
+    let last = w
+        .events
+        .iter()
+        .filter(|e| e.aggregate_id == "seed")
+        .map(|e| e.version)
+        .max()
+        .unwrap();
+    let mut moved = None;
+    for key in keys.iter().rev() {
+        let records = archive.read_object(key).await.unwrap();
+        if records
+            .iter()
+            .flat_map(|r| &r.events)
+            .any(|e| e.aggregate_id == "seed" && e.version == last)
+        {
+            let bytes = timeline_core::archive::encode_object(&records, true);
+            let late: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+            let new_key =
+                timeline_core::archive::object_key(PREFIX, "timeline-archive", late, "late", true);
+            archive.put_object(&new_key, bytes).await.unwrap();
+            w.env
+                .clients
+                .s3
+                .delete_object()
+                .bucket(&w.env.names.archive_bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            moved = Some(new_key);
+            break;
+        }
+    }
+    assert!(moved.is_some());
+    let empty_stream = unique("empty");
+    timeline_aws::resources::create_stream(&w.env.clients.kinesis, &empty_stream, 1)
+        .await
+        .unwrap();
+    let h = w.hydrator(w.source(&empty_stream, PREFIX));
+    let answer = state(&h, &StreamKey::new("video", "seed"), None).await;
+    assert_eq!(answer["view"]["version"], last, "{answer}");
+    assert_eq!(answer["view"]["status"], "failed");
+    assert_eq!(answer["complete"], true);
 }

@@ -8,14 +8,16 @@ use crate::archive::S3Archive;
 use crate::read_models::DynamoReadModels;
 use crate::stream_reader::read_all;
 use futures::StreamExt;
+use timeline_core::archive::{parse_object_key, MAX_BUFFER_MILLIS};
 use timeline_core::codec::decode_record;
 use timeline_core::read_ports::{PageRequest, ReadModelQueries};
 use timeline_core::replay::{EventSource, ReplayChunk, SourceError, SourceProblem};
 use timeline_core::{CommitRecord, EventEnvelope, StreamKey, Timestamp};
 
-/// How long after being recorded an event can still be on its way to the archive (Firehose
-/// buffering, a publish retried by the outbox sweep). Beyond it, the stream tail has it.
-pub const ARCHIVE_SLACK_MS: i64 = 60 * 60 * 1000;
+/// How long after being recorded an event is normally on its way to the archive (Firehose
+/// buffers up to 15 minutes). A later one (a publish retried by the outbox sweep) is still on
+/// the stream tail, and if the index says versions are missing, the whole archive is read.
+pub const ARCHIVE_SLACK_MS: i64 = timeline_core::archive::MAX_BUFFER_MILLIS;
 /// Archive objects fetched and decoded at once.
 pub const PARALLELISM: usize = 4;
 const TAIL_POSITION: &str = "tail";
@@ -54,27 +56,50 @@ impl AwsEventSource {
         }
     }
 
-    /// The time window of archive objects that can hold the entity's events up to `until`.
+    /// The time window of archive objects that can hold the entity's events up to `until`,
+    /// and the highest version the index knows in it.
     async fn window(
         &self,
         key: &StreamKey,
         until: Option<Timestamp>,
-    ) -> Option<(Timestamp, Timestamp)> {
+    ) -> Option<(Timestamp, Timestamp, u64)> {
         let index = self.index.as_ref()?;
         let page = PageRequest {
             limit: 1000,
             cursor: None,
         };
         let history = index.history(key, None, until, &page).await.ok()?;
+        if history.next_cursor.is_some() {
+            // A very long history: no cheap window, read the archive whole.
+            return None;
+        }
         let first = history.items.first()?.recorded_at;
         let last = history.items.iter().map(|e| e.recorded_at).max()?;
-        let end = match (until, history.next_cursor.is_some()) {
-            // More history than one page: up to the requested time.
-            (Some(t), true) => t.max(last),
-            (None, true) => return Some((first, Timestamp::from_datetime(chrono::Utc::now()))),
-            _ => last,
-        };
-        Some((first, end.plus_millis(ARCHIVE_SLACK_MS)))
+        let highest = history.items.iter().map(|e| e.version).max()?;
+        let end = until.map_or(last, |t| t.max(last));
+        Some((first, end.plus_millis(ARCHIVE_SLACK_MS), highest))
+    }
+
+    /// The entity's events in these archive objects (and the problems met).
+    async fn read_archive(
+        &self,
+        keys: Vec<String>,
+        wanted: &(dyn Fn(&EventEnvelope) -> bool + Sync),
+        events: &mut Vec<EventEnvelope>,
+        problems: &mut Vec<SourceProblem>,
+    ) {
+        let mut objects = self.archive.read_objects(keys, PARALLELISM);
+        while let Some((object, result)) = objects.next().await {
+            match result {
+                Ok(records) => events.extend(
+                    records
+                        .into_iter()
+                        .flat_map(|r| r.events)
+                        .filter(|e| wanted(e)),
+                ),
+                Err(e) => problems.push(problem(object, e)),
+            }
+        }
     }
 
     /// Every record on the stream now (all shards), decoded; undecodable ones are reported.
@@ -106,32 +131,34 @@ impl EventSource for AwsEventSource {
         key: &StreamKey,
         until: Option<Timestamp>,
     ) -> Result<(Vec<EventEnvelope>, Vec<SourceProblem>), SourceError> {
-        let (from, to) = match self.window(key, until).await {
-            Some((from, to)) => (Some(from), Some(to)),
-            // Not in the index (yet): the whole archive.
-            None => (None, None),
-        };
-        let keys = self
-            .archive
-            .list_keys(from, to)
-            .await
-            .map_err(|e| SourceError(e.to_string()))?;
-        let mut events = Vec::new();
-        let mut problems = Vec::new();
+        let window = self.window(key, until).await;
+        let listed = match window {
+            Some((from, to, _)) => {
+                // Objects are named by the arrival of their first record and hold at most
+                // 15 minutes of arrivals: keep those that can overlap [from, to].
+                let keys = self.archive.list_keys(Some(from), Some(to)).await;
+                keys.map(|keys| {
+                    keys.into_iter()
+                        .filter(|k| match parse_object_key(&self.archive.prefix, k) {
+                            Some(p) => {
+                                p.written_at.as_millis() >= from.as_millis() - MAX_BUFFER_MILLIS
+                                    && p.written_at <= to
+                            }
+                            // Not in Firehose's layout: read it, so nothing is skipped in silence.
+                            None => true,
+                        })
+                        .collect::<Vec<_>>()
+                })
+            }
+            None => self.archive.list_keys(None, None).await,
+        }
+        .map_err(|e| SourceError(e.to_string()))?;
         let wanted =
             |e: &EventEnvelope| e.stream_key() == *key && until.is_none_or(|t| e.occurred_at <= t);
-        let mut objects = self.archive.read_objects(keys, PARALLELISM);
-        while let Some((object, result)) = objects.next().await {
-            match result {
-                Ok(records) => events.extend(
-                    records
-                        .into_iter()
-                        .flat_map(|r| r.events)
-                        .filter(|e| wanted(e)),
-                ),
-                Err(e) => problems.push(problem(object, e)),
-            }
-        }
+        let mut events = Vec::new();
+        let mut problems = Vec::new();
+        self.read_archive(listed.clone(), &wanted, &mut events, &mut problems)
+            .await;
         let (tail, tail_problems) = self.tail().await?;
         events.extend(
             tail.into_iter()
@@ -139,6 +166,21 @@ impl EventSource for AwsEventSource {
                 .filter(|e| wanted(e)),
         );
         problems.extend(tail_problems);
+        if let Some((_, _, highest)) = window {
+            let found = events.iter().map(|e| e.version).max().unwrap_or(0);
+            if found < highest {
+                // Published late and no longer on the stream: read the rest of the archive.
+                tracing::warn!(entity = %key, found, highest, "events outside the indexed window; reading the whole archive");
+                let all = self
+                    .archive
+                    .list_keys(None, None)
+                    .await
+                    .map_err(|e| SourceError(e.to_string()))?;
+                let rest: Vec<String> = all.into_iter().filter(|k| !listed.contains(k)).collect();
+                self.read_archive(rest, &wanted, &mut events, &mut problems)
+                    .await;
+            }
+        }
         Ok((events, problems))
     }
 

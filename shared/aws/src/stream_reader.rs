@@ -88,3 +88,84 @@ pub async fn read_all(
     }
     Ok(records)
 }
+
+/// The Kinesis stream as a [`timeline_core::ports::StreamReader`]: what the local runner's
+/// event source mapping and archive pump follow.
+#[derive(Clone, Debug)]
+pub struct KinesisReader {
+    pub client: aws_sdk_kinesis::Client,
+    pub stream: String,
+}
+
+impl timeline_core::ports::StreamReader for KinesisReader {
+    async fn shards(&self) -> Result<Vec<String>, timeline_core::ports::LogError> {
+        let out = self
+            .client
+            .list_shards()
+            .stream_name(&self.stream)
+            .send()
+            .await
+            .map_err(|e| {
+                timeline_core::ports::LogError::Unavailable(
+                    aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
+        Ok(out
+            .shards()
+            .iter()
+            .map(|s| s.shard_id().to_owned())
+            .collect())
+    }
+
+    async fn read(
+        &self,
+        shard: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<timeline_core::ports::LogRecord>, timeline_core::ports::LogError> {
+        let fail =
+            |e: &dyn std::fmt::Display| timeline_core::ports::LogError::Unavailable(e.to_string());
+        let request = self
+            .client
+            .get_shard_iterator()
+            .stream_name(&self.stream)
+            .shard_id(shard);
+        let request = match after {
+            Some(seq) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let iterator = request
+            .send()
+            .await
+            .map_err(|e| fail(&aws_sdk_kinesis::error::DisplayErrorContext(e)))?
+            .shard_iterator;
+        let Some(iterator) = iterator else {
+            return Ok(vec![]);
+        };
+        let out = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(limit.clamp(1, 10_000) as i32)
+            .send()
+            .await
+            .map_err(|e| fail(&aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
+        Ok(out
+            .records()
+            .iter()
+            .map(|r| timeline_core::ports::LogRecord {
+                shard_id: shard.to_owned(),
+                sequence_number: r.sequence_number().to_owned(),
+                partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                data: r.data().as_ref().to_vec(),
+                arrival: r
+                    .approximate_arrival_timestamp()
+                    .and_then(|t| t.to_millis().ok())
+                    .and_then(timeline_core::Timestamp::from_millis)
+                    .unwrap_or_else(|| timeline_core::Timestamp::from_datetime(chrono::Utc::now())),
+            })
+            .collect())
+    }
+}

@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod archive;
 pub mod codec;
 pub mod envelope;
+pub mod fold;
 pub mod hydrate;
 pub mod memory;
 pub mod ports;

@@ -129,3 +129,29 @@ impl Clock for SystemClock {
         Timestamp::from_datetime(chrono::Utc::now())
     }
 }
+
+/// One record as the log holds it, for readers that follow a shard (the event source
+/// mapping, the archive pump).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub shard_id: String,
+    /// Opaque; ordered within its shard as [`crate::sequence::compare`] says.
+    pub sequence_number: String,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+    /// When the log received it (Kinesis's approximate arrival timestamp).
+    pub arrival: Timestamp,
+}
+
+/// Reads the log shard by shard, after a position, as Kinesis consumers do.
+pub trait StreamReader: Send + Sync {
+    fn shards(&self) -> impl Future<Output = Result<Vec<String>, LogError>> + Send;
+
+    /// Up to `limit` records of `shard` after `after` (from the oldest if None), in order.
+    fn read(
+        &self,
+        shard: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<LogRecord>, LogError>> + Send;
+}

@@ -1,0 +1,385 @@
+//! The Lambda event source mapping for Kinesis, emulated for the local runner: it follows
+//! every shard of the log and hands batches to the processor with the semantics the
+//! template configures in AWS:
+//!
+//! - `ReportBatchItemFailures`: when the function names a failed record, the records before
+//!   it are done and the batch is retried from that record;
+//! - `BisectBatchOnFunctionError`: a batch that keeps failing at its first record is split in
+//!   two halves, each retried on its own, until the failing record stands alone;
+//! - `MaximumRetryAttempts`: a record that still fails after that many retries is sent to
+//!   the on-failure destination (here a sink the runner writes to a JSON-lines file) and the
+//!   shard moves on, so one poison record never blocks a shard;
+//! - a failure identifier that is not in the batch fails the whole batch, as in AWS.
+//!
+//! Not emulated: `MaximumRecordAgeInSeconds`, `ParallelizationFactor` (one batch per shard
+//! at a time, which keeps per-key order as AWS does), tumbling windows.
+
+use std::collections::HashMap;
+use std::future::Future;
+use timeline_core::ports::{LogError, LogRecord, StreamReader};
+
+#[derive(Debug, Clone)]
+pub struct MappingConfig {
+    pub batch_size: usize,
+    pub max_retries: u32,
+    pub bisect: bool,
+}
+
+impl Default for MappingConfig {
+    /// What `template.yaml` sets.
+    fn default() -> Self {
+        MappingConfig {
+            batch_size: 100,
+            max_retries: 5,
+            bisect: true,
+        }
+    }
+}
+
+/// The function: returns the sequence number of the first record it could not apply.
+pub trait BatchHandler: Send + Sync {
+    fn handle(&self, records: &[LogRecord]) -> impl Future<Output = Option<String>> + Send;
+}
+
+/// The on-failure destination.
+pub trait FailureSink: Send + Sync {
+    fn discard(&self, shard: &str, records: &[LogRecord], attempts: u32);
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappingReport {
+    pub batches: usize,
+    pub invocations: usize,
+    pub records_done: usize,
+    pub records_discarded: usize,
+}
+
+pub struct EventSourceMapping<R, H, S> {
+    reader: R,
+    handler: H,
+    sink: S,
+    config: MappingConfig,
+    /// The last sequence number done per shard (the mapping's checkpoint).
+    positions: HashMap<String, String>,
+}
+
+impl<R: StreamReader, H: BatchHandler, S: FailureSink> EventSourceMapping<R, H, S> {
+    pub fn new(reader: R, handler: H, sink: S, config: MappingConfig) -> Self {
+        EventSourceMapping {
+            reader,
+            handler,
+            sink,
+            config,
+            positions: HashMap::new(),
+        }
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Reads one batch per shard and delivers it; returns what happened.
+    pub async fn poll(&mut self) -> Result<MappingReport, LogError> {
+        let mut report = MappingReport::default();
+        for shard in self.reader.shards().await? {
+            let after = self.positions.get(&shard).cloned();
+            let batch = self
+                .reader
+                .read(&shard, after.as_deref(), self.config.batch_size)
+                .await?;
+            let Some(last) = batch.last().map(|r| r.sequence_number.clone()) else {
+                continue;
+            };
+            report.batches += 1;
+            self.deliver(&shard, batch, &mut report).await;
+            self.positions.insert(shard, last);
+        }
+        Ok(report)
+    }
+
+    /// Polls until every shard is drained.
+    pub async fn drain(&mut self) -> Result<MappingReport, LogError> {
+        let mut total = MappingReport::default();
+        loop {
+            let r = self.poll().await?;
+            if r.batches == 0 {
+                return Ok(total);
+            }
+            total.batches += r.batches;
+            total.invocations += r.invocations;
+            total.records_done += r.records_done;
+            total.records_discarded += r.records_discarded;
+        }
+    }
+
+    /// Delivers one batch until every record is done or discarded.
+    async fn deliver(&self, shard: &str, batch: Vec<LogRecord>, report: &mut MappingReport) {
+        // Work list of sub-batches, each with the retries it has used.
+        let mut work: Vec<(Vec<LogRecord>, u32)> = vec![(batch, 0)];
+        while let Some((records, attempts)) = work.pop() {
+            if records.is_empty() {
+                continue;
+            }
+            report.invocations += 1;
+            let failed = self.handler.handle(&records).await;
+            let Some(seq) = failed else {
+                report.records_done += records.len();
+                continue;
+            };
+            // Records before the failed one are done; an unknown id fails the whole batch.
+            let at = records
+                .iter()
+                .position(|r| r.sequence_number == seq)
+                .unwrap_or(0);
+            report.records_done += at;
+            let rest: Vec<LogRecord> = records[at..].to_vec();
+            if attempts < self.config.max_retries {
+                if at == 0 && self.config.bisect && rest.len() > 1 {
+                    // Failing at its first record again: split to isolate it. The second
+                    // half runs after the first, keeping the shard's order.
+                    let half = rest.len() / 2;
+                    work.push((rest[half..].to_vec(), 0));
+                    work.push((rest[..half].to_vec(), attempts + 1));
+                } else {
+                    work.push((rest, attempts + 1));
+                }
+                continue;
+            }
+            // Out of retries: the failing record goes to the on-failure destination, the
+            // rest of the batch is tried again.
+            let (poison, after) = rest.split_at(1);
+            tracing::error!(shard, sequence_number = %poison[0].sequence_number, attempts, "record sent to the on-failure destination");
+            self.sink.discard(shard, poison, attempts);
+            report.records_discarded += 1;
+            work.push((after.to_vec(), 0));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A shard in memory.
+    struct Log(Vec<LogRecord>);
+
+    impl StreamReader for Log {
+        async fn shards(&self) -> Result<Vec<String>, LogError> {
+            Ok(vec!["shardId-0".into()])
+        }
+        async fn read(
+            &self,
+            _: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<LogRecord>, LogError> {
+            let start = after.map_or(0, |a| {
+                self.0.iter().position(|r| r.sequence_number == a).unwrap() + 1
+            });
+            Ok(self.0.iter().skip(start).take(limit).cloned().collect())
+        }
+    }
+
+    /// Applies records in order; a record in `poison` always fails, one in `flaky` fails
+    /// once. Records every invocation.
+    #[derive(Default)]
+    struct Script {
+        poison: Vec<String>,
+        flaky: Mutex<Vec<String>>,
+        applied: Mutex<Vec<String>>,
+        calls: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl BatchHandler for Script {
+        async fn handle(&self, records: &[LogRecord]) -> Option<String> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(records.iter().map(|r| r.sequence_number.clone()).collect());
+            for r in records {
+                let mut flaky = self.flaky.lock().unwrap();
+                if self.poison.contains(&r.sequence_number) || flaky.contains(&r.sequence_number) {
+                    flaky.retain(|s| s != &r.sequence_number);
+                    return Some(r.sequence_number.clone());
+                }
+                let mut applied = self.applied.lock().unwrap();
+                if !applied.contains(&r.sequence_number) {
+                    applied.push(r.sequence_number.clone());
+                }
+            }
+            None
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<String>>);
+
+    impl FailureSink for Sink {
+        fn discard(&self, _: &str, records: &[LogRecord], _: u32) {
+            self.0
+                .lock()
+                .unwrap()
+                .extend(records.iter().map(|r| r.sequence_number.clone()));
+        }
+    }
+
+    fn log(n: usize) -> Log {
+        Log((1..=n)
+            .map(|i| LogRecord {
+                shard_id: "shardId-0".into(),
+                sequence_number: format!("{i:03}"),
+                partition_key: "ride#r".into(),
+                data: vec![],
+                arrival: timeline_core::Timestamp::from_millis(0).unwrap(),
+            })
+            .collect())
+    }
+
+    fn seqs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_partial_failure_retries_from_the_reported_record_not_the_whole_batch() {
+        let script = Script {
+            flaky: Mutex::new(seqs(&["003"])),
+            ..Default::default()
+        };
+        let mut esm = EventSourceMapping::new(
+            log(5),
+            script,
+            Sink::default(),
+            MappingConfig {
+                batch_size: 10,
+                max_retries: 5,
+                bisect: false,
+            },
+        );
+        let report = esm.drain().await.unwrap();
+        let calls = esm.handler().calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [
+                seqs(&["001", "002", "003", "004", "005"]),
+                seqs(&["003", "004", "005"])
+            ]
+        );
+        assert_eq!(
+            *esm.handler().applied.lock().unwrap(),
+            seqs(&["001", "002", "003", "004", "005"])
+        );
+        assert_eq!((report.records_done, report.records_discarded), (5, 0));
+    }
+
+    #[tokio::test]
+    async fn a_poison_record_is_retried_a_bounded_number_of_times_then_discarded_and_the_shard_moves_on(
+    ) {
+        let script = Script {
+            poison: seqs(&["002"]),
+            ..Default::default()
+        };
+        let sink = Sink::default();
+        let mut esm = EventSourceMapping::new(
+            log(4),
+            script,
+            sink,
+            MappingConfig {
+                batch_size: 10,
+                max_retries: 2,
+                bisect: false,
+            },
+        );
+        let report = esm.drain().await.unwrap();
+        assert_eq!(*esm.sink.0.lock().unwrap(), seqs(&["002"]));
+        assert_eq!(
+            *esm.handler().applied.lock().unwrap(),
+            seqs(&["001", "003", "004"])
+        );
+        // First call, 2 retries from 002, then the rest after the discard.
+        assert_eq!(esm.handler().calls.lock().unwrap().len(), 4);
+        assert_eq!((report.records_done, report.records_discarded), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn bisect_isolates_a_poison_record_in_the_middle_of_a_batch() {
+        let script = Script {
+            poison: seqs(&["005"]),
+            ..Default::default()
+        };
+        let mut esm = EventSourceMapping::new(
+            log(8),
+            script,
+            Sink::default(),
+            MappingConfig {
+                batch_size: 8,
+                max_retries: 3,
+                bisect: true,
+            },
+        );
+        let report = esm.drain().await.unwrap();
+        assert_eq!(*esm.sink.0.lock().unwrap(), seqs(&["005"]));
+        let applied = esm.handler().applied.lock().unwrap().clone();
+        assert_eq!(
+            applied,
+            seqs(&["001", "002", "003", "004", "006", "007", "008"]),
+            "order kept"
+        );
+        assert_eq!((report.records_done, report.records_discarded), (7, 1));
+        // Some invocation held the poison record alone before it was discarded.
+        assert!(esm
+            .handler()
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c == &seqs(&["005"])));
+    }
+
+    #[tokio::test]
+    async fn an_identifier_not_in_the_batch_fails_the_whole_batch() {
+        struct Liar(Mutex<u32>);
+        impl BatchHandler for Liar {
+            async fn handle(&self, _: &[LogRecord]) -> Option<String> {
+                let mut n = self.0.lock().unwrap();
+                *n += 1;
+                (*n == 1).then(|| "not-a-sequence-number".into())
+            }
+        }
+        let mut esm = EventSourceMapping::new(
+            log(3),
+            Liar(Mutex::new(0)),
+            Sink::default(),
+            MappingConfig {
+                batch_size: 10,
+                max_retries: 5,
+                bisect: false,
+            },
+        );
+        let report = esm.drain().await.unwrap();
+        assert_eq!(report.invocations, 2, "the whole batch again");
+        assert_eq!(report.records_done, 3);
+    }
+
+    #[tokio::test]
+    async fn batches_follow_the_shard_and_its_checkpoint() {
+        let script = Script::default();
+        let mut esm = EventSourceMapping::new(
+            log(5),
+            script,
+            Sink::default(),
+            MappingConfig {
+                batch_size: 2,
+                max_retries: 1,
+                bisect: true,
+            },
+        );
+        let report = esm.drain().await.unwrap();
+        assert_eq!(report.batches, 3);
+        let calls = esm.handler().calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [seqs(&["001", "002"]), seqs(&["003", "004"]), seqs(&["005"])]
+        );
+    }
+}

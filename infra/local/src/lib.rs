@@ -1,0 +1,7 @@
+//! The local runner's pieces, as a library so tests drive them directly.
+
+pub mod demo;
+pub mod esm;
+pub mod runner;
+pub mod server;
+pub mod system;

@@ -1,0 +1,135 @@
+//! The whole system in one process, wired to AWS adapters (moto, LocalStack or AWS): the
+//! same handlers as the Lambda functions behind one HTTP server, plus the parts AWS runs for
+//! us (the event source mapping into the processor, Firehose into the archive, the outbox
+//! sweep on a schedule).
+
+use crate::esm::{BatchHandler, FailureSink};
+use command_handler::CommandApi;
+use hydrator::wiring::AwsStored;
+use hydrator::Hydrator;
+use query::QueryApi;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use timeline_aws::archive::S3Archive;
+use timeline_aws::event_source::AwsEventSource;
+use timeline_aws::read_models::DynamoReadModels;
+use timeline_aws::{Clients, DynamoWriteStore, KinesisEventLog, ResourceNames};
+use timeline_core::ports::{Clock, LogRecord, SystemClock};
+use timeline_core::processor::{IncomingRecord, Processor};
+use timeline_core::read_ports::ReadModelStore;
+
+pub type Target = Box<dyn Fn(Option<&str>) -> DynamoReadModels + Send + Sync>;
+
+pub struct LocalSystem {
+    pub commands: CommandApi<DynamoWriteStore, KinesisEventLog, SystemClock>,
+    pub queries: QueryApi<DynamoReadModels>,
+    pub hydrator: Hydrator<AwsEventSource, AwsStored, Target>,
+}
+
+pub const ARCHIVE_PREFIX: &str = "events/";
+
+impl LocalSystem {
+    pub fn new(clients: &Clients, names: &ResourceNames) -> Self {
+        let views = DynamoReadModels::new(clients.dynamodb.clone(), &names.read_model_table);
+        let source = AwsEventSource::new(
+            S3Archive::new(clients.s3.clone(), &names.archive_bucket, ARCHIVE_PREFIX),
+            clients.kinesis.clone(),
+            &names.event_stream,
+            Some(views.clone()),
+        );
+        let dynamodb = clients.dynamodb.clone();
+        let live = names.read_model_table.clone();
+        let target: Target =
+            Box::new(move |t| DynamoReadModels::new(dynamodb.clone(), t.unwrap_or(&live)));
+        let stored = AwsStored {
+            heads: DynamoWriteStore::new(clients.dynamodb.clone(), &names.write_model_table),
+            views: views.clone(),
+        };
+        LocalSystem {
+            commands: CommandApi::new(
+                DynamoWriteStore::new(clients.dynamodb.clone(), &names.write_model_table),
+                KinesisEventLog::new(clients.kinesis.clone(), &names.event_stream),
+                SystemClock,
+            ),
+            queries: QueryApi::new(views),
+            hydrator: Hydrator::new(source, stored, target),
+        }
+    }
+}
+
+/// Routes as API Gateway does in `template.yaml`: commands (POST) to the command handler,
+/// time travel (`/state`, `/timeline`) to the hydrator, other reads to the query function.
+impl crate::server::Api for LocalSystem {
+    async fn handle(&self, req: lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
+        let path = timeline_http::path(&req).to_owned();
+        if req.method() == lambda_http::http::Method::POST {
+            self.commands.handle(req).await
+        } else if path.ends_with("/state") || path.ends_with("/timeline") {
+            self.hydrator.handle_http(req).await
+        } else {
+            self.queries.handle(req).await
+        }
+    }
+}
+
+/// The processor as the mapping invokes it.
+pub struct ProcessorFunction<R>(pub Processor<R>);
+
+impl<R: ReadModelStore> BatchHandler for ProcessorFunction<R> {
+    async fn handle(&self, records: &[LogRecord]) -> Option<String> {
+        let incoming: Vec<IncomingRecord> = records
+            .iter()
+            .map(|r| IncomingRecord {
+                sequence_number: r.sequence_number.clone(),
+                partition_key: r.partition_key.clone(),
+                data: r.data.clone(),
+            })
+            .collect();
+        let outcome = self.0.process(&incoming, SystemClock.now()).await;
+        for (index, failure) in &outcome.failures {
+            tracing::warn!(record = %records[*index].sequence_number, ?failure, "processor could not apply a record");
+        }
+        outcome.first_failure.map(|(_, seq)| seq)
+    }
+}
+
+/// The on-failure destination: one JSON line per discarded record.
+pub struct FailureFile {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl FailureFile {
+    pub fn new(path: PathBuf) -> Self {
+        FailureFile {
+            path,
+            lock: Mutex::new(()),
+        }
+    }
+}
+
+impl FailureSink for FailureFile {
+    fn discard(&self, shard: &str, records: &[LogRecord], attempts: u32) {
+        let _guard = self.lock.lock().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path);
+        let Ok(mut file) = file else {
+            tracing::error!(path = %self.path.display(), "cannot write the on-failure destination");
+            return;
+        };
+        for r in records {
+            let line = serde_json::json!({
+                "shard_id": shard,
+                "sequence_number": r.sequence_number,
+                "partition_key": r.partition_key,
+                "attempts": attempts,
+                "arrival": r.arrival,
+                "data": String::from_utf8_lossy(&r.data),
+            });
+            let _ = writeln!(file, "{line}");
+        }
+    }
+}
