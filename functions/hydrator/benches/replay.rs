@@ -80,7 +80,7 @@ fn envelope<A: Aggregate>(
 /// destination and fare and complete; videos upload, start, progress and succeed.
 fn event(e: u64, k: u64, per: u64, at: Timestamp) -> EventEnvelope {
     let version = k + 1;
-    if e % 2 == 0 {
+    if e.is_multiple_of(2) {
         let id = format!("ride-{e:06}");
         let ev = match k {
             0 => RideEvent::RideBooked {
