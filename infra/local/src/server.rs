@@ -108,7 +108,7 @@ async fn answer<A: Api>(api: &A, req: Request<Incoming>) -> Response<Full<Bytes>
     let mut out = Response::new(Full::new(bytes));
     *out.status_mut() = parts.status;
     *out.headers_mut() = parts.headers;
-    tracing::info!(method = %proxy.method, path = %proxy.path, status = out.status().as_u16(), "request");
+    tracing::debug!(method = %proxy.method, path = %proxy.path, status = out.status().as_u16(), "request");
     out
 }
 
