@@ -14,7 +14,11 @@ ensure_venv "$venv"
 cargo build --quiet --locked -p timeline-local
 
 moto_start "$venv" "$root/target/moto-run.log"
-trap moto_stop EXIT INT TERM
+trap moto_stop EXIT
 
-# Serves the API, plays the guided demo against it over HTTP, then keeps serving.
-target/debug/timeline-local serve --demo "$@"
+# Serves the API, plays the guided demo against it over HTTP, then keeps serving. The runner
+# runs in the background so a TERM to this script also reaches it (Ctrl-C reaches both).
+target/debug/timeline-local serve --demo "$@" &
+app=$!
+trap 'kill -INT "$app" 2>/dev/null; wait "$app"; moto_stop' INT TERM
+wait "$app"

@@ -71,18 +71,33 @@ bin_args=()
 for b in "${binaries[@]}"; do bin_args+=(--bin "$b"); done
 cargo lambda build --release --arm64 --locked "${bin_args[@]}"
 done_step
+# And SAM's own builder over the same target directory (each function's build is then a no-op):
+# proves that `sam build` finds every binary of the workspace; the artifacts are compared below.
+step "sam build (offline; .aws-sam/build)"
+sam build --template-file template.yaml
+done_step
 
 echo "==> Lambda artifacts (provided.al2023, arm64; target/lambda/<binary>/bootstrap and .zip)"
-python3 - "${binaries[@]}" <<'PY'
-import os, sys, zipfile
-print(f"{'binary':<16} {'bootstrap':>12} {'bootstrap.zip':>14}")
-for b in sys.argv[1:]:
+python3 - <<'PY'
+import filecmp, os, sys, zipfile
+from samtranslator.yaml_helper import yaml_parse
+
+template = yaml_parse(open("template.yaml").read())
+functions = {
+    name: r["Metadata"]["BuildProperties"]["Binary"]
+    for name, r in template["Resources"].items()
+    if r["Type"] == "AWS::Serverless::Function"
+}
+print(f"{'function':<24} {'binary':<16} {'bootstrap':>10} {'zip':>9}")
+for name, b in functions.items():
     path = f"target/lambda/{b}/bootstrap"
     with open(path, "rb") as f:
         head = f.read(20)
     # An ELF executable for machine 183 (EM_AARCH64): what Lambda's arm64 runtime runs.
     if head[:4] != b"\x7fELF" or int.from_bytes(head[18:20], "little") != 183:
         sys.exit(f"{path} is not an arm64 ELF executable")
+    if not filecmp.cmp(path, f".aws-sam/build/{name}/bootstrap", shallow=False):
+        sys.exit(f"sam build made another {name} than {path}")
     # The zip Lambda receives (what `sam deploy` uploads): bootstrap, executable, deflated.
     entry = zipfile.ZipInfo("bootstrap", date_time=(1980, 1, 1, 0, 0, 0))
     entry.external_attr = 0o100755 << 16
@@ -90,7 +105,7 @@ for b in sys.argv[1:]:
     with zipfile.ZipFile(path + ".zip", "w") as z, open(path, "rb") as f:
         z.writestr(entry, f.read())
     mb = lambda p: f"{os.path.getsize(p) / 1e6:.1f} MB"
-    print(f"{b:<16} {mb(path):>12} {mb(path + '.zip'):>14}")
+    print(f"{name:<24} {b:<16} {mb(path):>10} {mb(path + '.zip'):>9}")
 PY
 
 echo "==> step times"

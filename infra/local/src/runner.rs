@@ -75,7 +75,7 @@ pub async fn run(
         tasks.spawn(async move {
             loop {
                 match esm.poll().await {
-                    Ok(r) if r.batches > 0 => tracing::info!(
+                    Ok(r) if r.batches > 0 => tracing::debug!(
                         records = r.records_done,
                         discarded = r.records_discarded,
                         "projected"
