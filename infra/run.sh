@@ -20,5 +20,5 @@ trap moto_stop EXIT
 # runs in the background so a TERM to this script also reaches it (Ctrl-C reaches both).
 target/debug/timeline-local serve --demo "$@" &
 app=$!
-trap 'kill -INT "$app" 2>/dev/null; wait "$app"; moto_stop' INT TERM
+trap 'kill -TERM "$app" 2>/dev/null; wait "$app"; moto_stop' INT TERM
 wait "$app"

@@ -224,7 +224,21 @@ async fn serve(args: ServeArgs, clients: Clients, names: ResourceNames) -> anyho
         }
     };
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        // Ctrl-C, or a TERM from a supervisor (a script, a container runtime).
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {}
+        }
         println!("shutting down: finishing requests in flight, flushing the archive");
     };
     run(listener, clients, names, options, after_start, shutdown).await
