@@ -2,7 +2,8 @@
 # The test command: installs what the tests need (a virtualenv with pinned tools: moto server,
 # cfn-lint, SAM CLI, pytest, cargo-lambda), checks the deployment (cfn-lint, `sam validate
 # --lint`, the template's properties and the LocalStack bootstrap in pytest), starts moto on
-# 127.0.0.1, runs formatting, lint and every Rust test against it, then builds the Lambda
+# 127.0.0.1, runs formatting, lint and every Rust test against it, plays the README's first
+# command (the local runner and its demo) to its end, then builds the Lambda
 # artifacts the way `sam build` does (cargo-lambda, release, arm64) and prints their sizes.
 # Stops what it started. Nothing here calls AWS. Usage: infra/test.sh [extra cargo test args]
 set -euo pipefail
@@ -58,6 +59,14 @@ step "cargo test (moto at $AWS_ENDPOINT_URL)"
 cargo test --workspace --locked "$@"
 done_step
 moto_stop
+
+# The README's first command, exactly as a new user runs it (the embedded backend, no
+# emulator), on a fresh data directory and a free port; it stops once the demo has played.
+step "infra/run.sh (the README's first command, until the demo has played)"
+demo_dir=$(mktemp -d)
+(unset AWS_ENDPOINT_URL; infra/run.sh --exit-after-demo --port 0 --data-dir "$demo_dir/data")
+rm -rf "$demo_dir"
+done_step
 
 # The deployment artifacts, as `sam build` makes them: for each function of template.yaml,
 # `cargo lambda build --release --arm64 --bin <Binary>` from the workspace root (one cargo

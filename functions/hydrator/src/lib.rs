@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use timeline_core::processor::Processor;
 use timeline_core::read_ports::ReadModelStore;
-use timeline_core::replay::{rebuild, verify, EventSource, Stored};
+use timeline_core::replay::{rebuild, verify, EventSource, RebuildReport, Stored};
 use timeline_core::ride::RideAggregate;
 use timeline_core::timetravel::{history, merge, state_at, AsOf};
 use timeline_core::video::VideoAggregate;
@@ -119,22 +119,21 @@ where
                 target_table,
                 resume_after,
             } => {
-                let processor = Processor::new((self.target)(target_table.as_deref()));
-                let report = rebuild(
-                    &self.source,
-                    &processor,
-                    resume_after,
-                    &mut |r, done, total| {
-                        tracing::info!(
-                            done,
-                            total = total.unwrap_or(0),
-                            records = r.records,
-                            applied = r.events_applied,
-                            "rebuild progress"
-                        );
-                    },
-                )
-                .await?;
+                let report = self
+                    .rebuild(
+                        target_table.as_deref(),
+                        resume_after,
+                        &mut |r, done, total| {
+                            tracing::info!(
+                                done,
+                                total = total.unwrap_or(0),
+                                records = r.records,
+                                applied = r.events_applied,
+                                "rebuild progress"
+                            );
+                        },
+                    )
+                    .await?;
                 Ok(serde_json::to_value(report).expect("reports serialize"))
             }
             HydratorRequest::Verify {} => {
@@ -142,6 +141,18 @@ where
                 Ok(serde_json::to_value(report).expect("reports serialize"))
             }
         }
+    }
+
+    /// Replays the log into the read models (`target_table`, or the live ones), calling
+    /// `progress` after each chunk with the report so far and the chunks done of the total.
+    pub async fn rebuild(
+        &self,
+        target_table: Option<&str>,
+        resume_after: Option<String>,
+        progress: &mut (dyn FnMut(&RebuildReport, usize, Option<usize>) + Send),
+    ) -> Result<RebuildReport, HydratorError> {
+        let processor = Processor::new((self.target)(target_table));
+        Ok(rebuild(&self.source, &processor, resume_after, progress).await?)
     }
 
     /// The state of one entity at a point; `view` is null if it did not exist then.

@@ -42,7 +42,7 @@ pub async fn from_env(
     let prefix = std::env::var(ARCHIVE_PREFIX).unwrap_or_else(|_| "events/".into());
     let clients = Clients::from_env().await;
     let views = DynamoReadModels::new(clients.dynamodb.clone(), &read_table);
-    let source = AwsEventSource::new(
+    let source = timeline_aws::event_source::aws_event_source(
         S3Archive::new(clients.s3.clone(), bucket, prefix),
         clients.kinesis.clone(),
         stream,

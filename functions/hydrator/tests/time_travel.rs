@@ -96,7 +96,7 @@ async fn world() -> World {
 
 impl World {
     fn source(&self, stream: &str, prefix: &str) -> AwsEventSource {
-        AwsEventSource::new(
+        timeline_aws::event_source::aws_event_source(
             S3Archive::new(
                 self.env.clients.s3.clone(),
                 &self.env.names.archive_bucket,

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use timeline_core::ports::{LogError, LogRecord, StreamReader};
+use timeline_core::ports::{Checkpoints, LogError, LogRecord, NoCheckpoints, StreamReader};
 
 #[derive(Debug, Clone)]
 pub struct MappingConfig {
@@ -54,23 +54,43 @@ pub struct MappingReport {
     pub records_discarded: usize,
 }
 
-pub struct EventSourceMapping<R, H, S> {
+pub struct EventSourceMapping<R, H, S, P = NoCheckpoints> {
     reader: R,
     handler: H,
     sink: S,
     config: MappingConfig,
     /// The last sequence number done per shard (the mapping's checkpoint).
     positions: HashMap<String, String>,
+    /// Where the positions outlive the process (the embedded backend); loaded on the first
+    /// poll, saved after each poll that did something.
+    checkpoints: P,
+    resumed: bool,
 }
 
 impl<R: StreamReader, H: BatchHandler, S: FailureSink> EventSourceMapping<R, H, S> {
     pub fn new(reader: R, handler: H, sink: S, config: MappingConfig) -> Self {
+        EventSourceMapping::with_checkpoints(reader, handler, sink, config, NoCheckpoints)
+    }
+}
+
+impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
+    EventSourceMapping<R, H, S, P>
+{
+    pub fn with_checkpoints(
+        reader: R,
+        handler: H,
+        sink: S,
+        config: MappingConfig,
+        checkpoints: P,
+    ) -> Self {
         EventSourceMapping {
             reader,
             handler,
             sink,
             config,
             positions: HashMap::new(),
+            checkpoints,
+            resumed: false,
         }
     }
 
@@ -81,6 +101,10 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink> EventSourceMapping<R, H, 
     /// Reads one batch per shard and delivers it; returns what happened.
     pub async fn poll(&mut self) -> Result<MappingReport, LogError> {
         let mut report = MappingReport::default();
+        if !self.resumed {
+            self.positions = self.checkpoints.load().await?;
+            self.resumed = true;
+        }
         for shard in self.reader.shards().await? {
             let after = self.positions.get(&shard).cloned();
             let batch = self
@@ -93,6 +117,13 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink> EventSourceMapping<R, H, 
             report.batches += 1;
             self.deliver(&shard, batch, &mut report).await;
             self.positions.insert(shard, last);
+        }
+        if report.batches > 0 {
+            // Lost on a crash before this: the batch is delivered again, and the processor
+            // skips what it already applied.
+            if let Err(e) = self.checkpoints.save(&self.positions).await {
+                tracing::warn!(error = %e, "could not save the event source mapping's positions");
+            }
         }
         Ok(report)
     }

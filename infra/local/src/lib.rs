@@ -1,7 +1,9 @@
 //! The local runner's pieces, as a library so tests drive them directly.
 
+pub mod backend;
 pub mod demo;
 pub mod esm;
+pub mod operate;
 pub mod runner;
 pub mod server;
 pub mod system;

@@ -4,17 +4,25 @@
 //! API Gateway proxy events), with the event source mapping into the processor, the
 //! Firehose-style pump into the archive and the outbox sweep running alongside.
 //! `timeline-local demo` plays the guided demo against it. The operator commands (`state`,
-//! `history`, `rebuild`, `verify`) run the hydrator in-process against the same resources.
+//! `history`, `rebuild`, `verify`, `replay-archive`) run in-process against the same data.
+//!
+//! The data lives in the embedded backend (a directory) unless `AWS_ENDPOINT_URL` is set or
+//! `--backend aws` is given: then in the stream, tables and bucket of that endpoint.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use timeline_aws::{Clients, ResourceNames};
+use timeline_aws::Clients;
+use timeline_core::archive::ArchiveStore;
+use timeline_core::Timestamp;
+use timeline_embedded::LocalArchive;
+use timeline_local::backend::{AwsBackend, Backend, EmbeddedBackend};
 use timeline_local::demo::{self, Http};
+use timeline_local::operate::{operate, Operation, Output};
 use timeline_local::runner::{run, RunOptions};
-use timeline_local::system::LocalSystem;
+use timeline_local::system::ARCHIVE_PREFIX;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -27,6 +35,26 @@ struct Cli {
     /// Print machine-readable JSON instead of text (operator commands).
     #[arg(long, global = true)]
     json: bool,
+    /// Where the data lives: `embedded` (a directory, the default) or `aws` (the endpoint in
+    /// AWS_ENDPOINT_URL: moto, LocalStack, or AWS itself when unset). `auto` picks `aws` when
+    /// AWS_ENDPOINT_URL is set.
+    #[arg(long, global = true, value_enum, default_value_t = BackendKind::Auto, env = "TIMELINE_BACKEND")]
+    backend: BackendKind,
+    /// The embedded backend's data directory (created if missing; delete it to start over).
+    #[arg(
+        long,
+        global = true,
+        default_value = ".local/data",
+        env = "TIMELINE_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendKind {
+    Auto,
+    Embedded,
+    Aws,
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,29 +71,50 @@ enum Command {
         /// `ride` or `video`.
         kind: String,
         id: String,
-        #[arg(long)]
-        as_of: Option<String>,
+        /// An RFC 3339 time, e.g. 2026-11-28T10:02:00Z.
+        #[arg(long, value_parser = parse_time, conflicts_with = "version")]
+        as_of: Option<Timestamp>,
         #[arg(long)]
         version: Option<u64>,
     },
     /// An entity's history between two times, with the state after each step.
     History {
+        /// `ride` or `video`.
         kind: String,
         id: String,
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
+        #[arg(long, value_parser = parse_time)]
+        from: Option<Timestamp>,
+        #[arg(long, value_parser = parse_time)]
+        to: Option<Timestamp>,
     },
-    /// Rebuild the read models from the log (into the live table or `--into`).
+    /// Rebuild the read models from the log (archive + stream tail), into the live ones or
+    /// `--into` (another table on AWS, another data directory for the embedded backend).
     Rebuild {
         #[arg(long)]
         into: Option<String>,
+        /// Continue a stopped rebuild after this position (from its report).
         #[arg(long)]
         resume_after: Option<String>,
     },
     /// Compare the log with the heads and the read models; changes nothing.
     Verify,
+    /// Publish the archive's records into the stream again (a new or recreated stream gets
+    /// the timeline back; readers dedupe what the stream already holds).
+    ReplayArchive {
+        /// A directory in Firehose's layout (e.g. `aws s3 sync s3://<bucket> <dir>`);
+        /// the backend's own archive when omitted.
+        #[arg(long)]
+        from_dir: Option<PathBuf>,
+        /// The key prefix the archive was written under.
+        #[arg(long, default_value = ARCHIVE_PREFIX)]
+        prefix: String,
+        /// Only objects that can hold records that arrived at or after this time.
+        #[arg(long, value_parser = parse_time)]
+        since: Option<Timestamp>,
+        /// Only objects that can hold records that arrived at or before this time.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<Timestamp>,
+    },
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -76,34 +125,26 @@ struct ServeArgs {
     /// Seconds between outbox sweeps (0 turns the sweep off).
     #[arg(long, default_value_t = 5)]
     sweep_every: u64,
-    /// Create the stream, tables and bucket first (default when AWS_ENDPOINT_URL points at
-    /// an emulator; never needed against a deployed stack).
+    /// With the AWS backend, create the stream, tables and bucket first (the default when
+    /// AWS_ENDPOINT_URL points at an emulator; never needed against a deployed stack).
     #[arg(long)]
     bootstrap: Option<bool>,
     /// Play the guided demo once the server is up, then keep serving.
     #[arg(long)]
     demo: bool,
-    /// Where discarded records (the on-failure destination) are written.
-    #[arg(long, default_value = ".local/failed-records.jsonl")]
-    failures: PathBuf,
+    /// With --demo: shut down once the demo has played (exits non-zero if it failed); the
+    /// test command uses it to check the first step of the README.
+    #[arg(long, requires = "demo")]
+    exit_after_demo: bool,
+    /// Where discarded records (the on-failure destination) are written
+    /// [default: <data-dir>/failed-records.jsonl].
+    #[arg(long)]
+    failures: Option<PathBuf>,
 }
 
-/// The names `template.yaml` uses by default, unless the environment says otherwise.
-fn names_with_local_defaults() -> ResourceNames {
-    let var =
-        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-    ResourceNames {
-        event_stream: var(timeline_aws::config::EVENT_STREAM_NAME, "timeline-events"),
-        write_model_table: var(
-            timeline_aws::config::WRITE_MODEL_TABLE,
-            "timeline-write-model",
-        ),
-        read_model_table: var(
-            timeline_aws::config::READ_MODEL_TABLE,
-            "timeline-read-models",
-        ),
-        archive_bucket: var(timeline_aws::config::ARCHIVE_BUCKET, "timeline-archive"),
-    }
+fn parse_time(s: &str) -> Result<Timestamp, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time (e.g. 2026-11-28T10:02:00Z)"))
 }
 
 #[tokio::main]
@@ -116,114 +157,152 @@ async fn main() -> anyhow::Result<()> {
         .with_target(false)
         .init();
     let cli = Cli::parse();
-    let names = names_with_local_defaults();
-    let clients = Clients::from_env().await;
-    match cli
+    let command = cli
         .command
-        .unwrap_or(Command::Serve(ServeArgs::parse_from(["serve"])))
-    {
-        Command::Serve(args) => serve(args, clients, names).await,
-        Command::Demo { url } => {
-            let http = Http::new(url);
-            demo::run(&http, &suffix(), |line| println!("{line}"))
-                .await
-                .map(|_| ())
-        }
-        other => operate(other, cli.json, clients, names).await,
+        .unwrap_or_else(|| Command::Serve(ServeArgs::parse_from(["serve"])));
+    if let Command::Demo { url } = command {
+        let http = Http::new(url);
+        return demo::run(&http, &suffix(), |line| println!("{line}"))
+            .await
+            .map(|_| ());
     }
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
+    let use_aws = match cli.backend {
+        BackendKind::Auto => endpoint.is_some(),
+        BackendKind::Embedded => false,
+        BackendKind::Aws => true,
+    };
+    let output = if cli.json { Output::Json } else { Output::Text };
+    if use_aws {
+        let backend = AwsBackend {
+            clients: Clients::from_env().await,
+            names: timeline_aws::resources::definitions().names_from_env(),
+            endpoint,
+        };
+        if let Command::Serve(args) = &command {
+            if args.bootstrap.unwrap_or(backend.endpoint.is_some()) {
+                bootstrap(&backend).await?;
+            }
+        }
+        let archive = backend.archive();
+        go(backend, archive, command, &cli.data_dir, output).await
+    } else {
+        let backend = EmbeddedBackend::open(&cli.data_dir).with_context(|| {
+            format!(
+                "cannot use the data directory {} (choose another with --data-dir)",
+                cli.data_dir.display()
+            )
+        })?;
+        let archive = backend.archive();
+        go(backend, archive, command, &cli.data_dir, output).await
+    }
+}
+
+async fn bootstrap(backend: &AwsBackend) -> anyhow::Result<()> {
+    timeline_aws::resources::bootstrap(&backend.clients, &backend.names)
+        .await
+        .with_context(|| {
+            format!(
+                "could not create the resources at {} (is the endpoint reachable? is the emulator running?)",
+                backend.endpoint.as_deref().unwrap_or("AWS")
+            )
+        })
+}
+
+async fn go<B: Backend, A: ArchiveStore>(
+    backend: B,
+    own_archive: A,
+    command: Command,
+    data_dir: &std::path::Path,
+    output: Output,
+) -> anyhow::Result<()> {
+    let operation = match command {
+        Command::Serve(args) => return serve(args, backend, data_dir).await,
+        Command::Demo { .. } => unreachable!("played before a backend is opened"),
+        Command::State {
+            kind,
+            id,
+            as_of,
+            version,
+        } => Operation::State {
+            kind,
+            id,
+            as_of,
+            version,
+        },
+        Command::History { kind, id, from, to } => Operation::History { kind, id, from, to },
+        Command::Rebuild { into, resume_after } => Operation::Rebuild { into, resume_after },
+        Command::Verify => Operation::Verify,
+        Command::ReplayArchive {
+            from_dir,
+            prefix,
+            since,
+            until,
+        } => {
+            let operation = Operation::ReplayArchive { since, until };
+            if let Some(dir) = from_dir {
+                anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
+                let archive = LocalArchive::new(dir, prefix);
+                operate(&backend, operation, &archive, output).await?;
+                return Ok(());
+            }
+            operation
+        }
+    };
+    operate(&backend, operation, &own_archive, output).await?;
+    Ok(())
 }
 
 fn suffix() -> String {
     chrono::Utc::now().format("%H%M%S").to_string()
 }
 
-async fn operate(
-    command: Command,
-    json: bool,
-    clients: Clients,
-    names: ResourceNames,
+async fn serve<B: Backend>(
+    args: ServeArgs,
+    backend: B,
+    data_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
-    use hydrator::HydratorRequest as R;
-    let system = LocalSystem::new(&clients, &names);
-    let time = |s: Option<String>| -> anyhow::Result<Option<timeline_core::Timestamp>> {
-        s.map(|s| {
-            s.parse()
-                .with_context(|| format!("{s:?} is not an RFC 3339 time"))
-        })
-        .transpose()
-    };
-    let request = match command {
-        Command::State {
-            kind,
-            id,
-            as_of,
-            version,
-        } => R::State {
-            aggregate_type: kind,
-            aggregate_id: id,
-            as_of: time(as_of)?,
-            version,
-        },
-        Command::History { kind, id, from, to } => R::History {
-            aggregate_type: kind,
-            aggregate_id: id,
-            from: time(from)?,
-            to: time(to)?,
-        },
-        Command::Rebuild { into, resume_after } => R::Rebuild {
-            target_table: into,
-            resume_after,
-        },
-        Command::Verify => R::Verify {},
-        Command::Serve(_) | Command::Demo { .. } => unreachable!("handled by main"),
-    };
-    let spinner = (!json).then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_message("reading the log (archive + stream tail)...");
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    });
-    let answer = system.hydrator.handle(request).await;
-    if let Some(bar) = spinner {
-        bar.finish_and_clear();
-    }
-    let answer = answer?;
-    if json {
-        println!("{}", serde_json::to_string(&answer)?);
-    } else {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-    }
-    Ok(())
-}
-
-async fn serve(args: ServeArgs, clients: Clients, names: ResourceNames) -> anyhow::Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (is the port in use? try --port)"))?;
+    // Port 0 asks the system for a free port: use the one it gave.
+    let addr = listener.local_addr()?;
     let options = RunOptions {
         sweep_every: Duration::from_secs(args.sweep_every),
-        bootstrap: args.bootstrap,
-        failures: args.failures.clone(),
+        failures: args
+            .failures
+            .clone()
+            .unwrap_or_else(|| data_dir.join("failed-records.jsonl")),
     };
-    let port = args.port;
-    let demo = args.demo;
-    let after_start = async move {
-        if demo {
-            let http = Http::new(format!("http://{addr}"));
-            println!();
-            if let Err(e) = demo::run(&http, &suffix(), |line| println!("{line}")).await {
-                eprintln!("the demo failed: {e:#}");
-            }
-            println!("\nThe server keeps running. Try:");
-            println!("  curl -s 'localhost:{port}/rides?rider_id=rider-42'");
-            println!("  curl -s -XPOST localhost:{port}/rides -H 'Content-Type: application/json' -d '{{\"rider_id\":\"rider-1\",\"pickup\":{{\"address\":\"A\",\"lat\":53.34,\"lon\":-6.25}},\"dropoff\":{{\"address\":\"B\",\"lat\":53.42,\"lon\":-6.25}}}}'");
-            println!("  curl -s 'localhost:{port}/rides/<id>/history'");
-            println!("  curl -s 'localhost:{port}/rides/<id>/state?as_of=2026-11-28T10:02:00Z'");
-            println!("Ctrl-C stops it.");
+    let port = addr.port();
+    let (demo, exit_after_demo) = (args.demo, args.exit_after_demo);
+    let demo_failed = std::sync::atomic::AtomicBool::new(false);
+    let after_start = async {
+        if !demo {
+            return;
         }
+        let http = Http::new(format!("http://{addr}"));
+        println!();
+        if let Err(e) = demo::run(&http, &suffix(), |line| println!("{line}")).await {
+            eprintln!("the demo failed: {e:#}");
+            demo_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if exit_after_demo {
+            return;
+        }
+        println!("\nThe server keeps running. Try:");
+        println!("  curl -s 'localhost:{port}/rides?rider_id=rider-42'");
+        println!("  curl -s -XPOST localhost:{port}/rides -H 'Content-Type: application/json' -d '{{\"rider_id\":\"rider-1\",\"pickup\":{{\"address\":\"A\",\"lat\":53.34,\"lon\":-6.25}},\"dropoff\":{{\"address\":\"B\",\"lat\":53.42,\"lon\":-6.25}}}}'");
+        println!("  curl -s 'localhost:{port}/rides/<id>/history'");
+        println!("  curl -s 'localhost:{port}/rides/<id>/state?as_of=2026-11-28T10:02:00Z'");
+        println!("  target/debug/timeline-local state ride <id> --as-of 2026-11-28T10:02:00Z");
+        println!("Ctrl-C stops it.");
     };
     let shutdown = async {
+        if exit_after_demo {
+            return;
+        }
         // Ctrl-C, or a TERM from a supervisor (a script, a container runtime).
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -241,5 +320,10 @@ async fn serve(args: ServeArgs, clients: Clients, names: ResourceNames) -> anyho
         }
         println!("shutting down: finishing requests in flight, flushing the archive");
     };
-    run(listener, clients, names, options, after_start, shutdown).await
+    run(listener, backend, options, after_start, shutdown).await?;
+    anyhow::ensure!(
+        !demo_failed.load(std::sync::atomic::Ordering::SeqCst),
+        "the demo failed"
+    );
+    Ok(())
 }

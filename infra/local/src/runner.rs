@@ -3,73 +3,52 @@
 //! archive, the scheduled outbox sweep). Shutting down finishes requests in flight and
 //! flushes the archive pump, so nothing accepted is left behind.
 
+use crate::backend::Backend;
 use crate::esm::{EventSourceMapping, MappingConfig};
-use crate::system::{FailureFile, LocalSystem, ProcessorFunction, ARCHIVE_PREFIX};
+use crate::system::{FailureFile, LocalSystem, ProcessorFunction};
 use anyhow::Context;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use timeline_aws::archive::S3Archive;
-use timeline_aws::pump::{FirehosePump, PumpConfig};
-use timeline_aws::stream_reader::KinesisReader;
-use timeline_aws::{Clients, ResourceNames};
 use timeline_core::processor::Processor;
+use timeline_core::pump::Pump;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub sweep_every: Duration,
-    pub bootstrap: Option<bool>,
+    /// The on-failure destination of the event source mapping (a JSON-lines file).
     pub failures: PathBuf,
 }
 
-/// Runs the system until `shutdown` completes: the API on `listener`, the event source
-/// mapping, the archive pump and the sweep; `after_start` runs once everything is up.
-pub async fn run(
+/// Runs the system on `backend` until `shutdown` completes: the API on `listener`, the event
+/// source mapping, the archive pump and the sweep; `after_start` runs once everything is up.
+pub async fn run<B: Backend>(
     listener: tokio::net::TcpListener,
-    clients: Clients,
-    names: ResourceNames,
+    backend: B,
     args: RunOptions,
     after_start: impl Future<Output = ()>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
-    if args.bootstrap.unwrap_or(endpoint.is_some()) {
-        timeline_aws::resources::bootstrap(&clients, &names)
-            .await
-            .with_context(|| {
-                format!(
-                    "could not create the resources at {} (is the emulator running?)",
-                    endpoint.as_deref().unwrap_or("AWS")
-                )
-            })?;
-    }
     if let Some(dir) = args.failures.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot write to {}", dir.display()))?;
     }
     let addr = listener.local_addr()?;
-    let system = Arc::new(LocalSystem::new(&clients, &names));
+    let system = Arc::new(LocalSystem::new(&backend));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
     // The event source mapping: follows every shard into the processor.
     {
-        let reader = KinesisReader {
-            client: clients.kinesis.clone(),
-            stream: names.event_stream.clone(),
-        };
-        let processor = ProcessorFunction(Processor::new(
-            timeline_aws::read_models::DynamoReadModels::new(
-                clients.dynamodb.clone(),
-                &names.read_model_table,
-            ),
-        ));
-        let mut esm = EventSourceMapping::new(
+        let reader = backend.reader();
+        let processor = ProcessorFunction(Processor::new(backend.views()));
+        let mut esm = EventSourceMapping::with_checkpoints(
             reader,
             processor,
             FailureFile::new(args.failures.clone()),
             MappingConfig::default(),
+            backend.mapping_checkpoints(),
         );
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
@@ -92,14 +71,7 @@ pub async fn run(
     }
     // Firehose: the stream into the archive, buffered briefly so time travel sees it soon.
     {
-        let mut config = PumpConfig::new("timeline-archive");
-        config.buffer_interval = Duration::from_secs(5);
-        let mut pump = FirehosePump::new(
-            clients.kinesis.clone(),
-            &names.event_stream,
-            S3Archive::new(clients.s3.clone(), &names.archive_bucket, ARCHIVE_PREFIX),
-            config,
-        );
+        let mut pump = backend.pump();
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             loop {
@@ -143,23 +115,24 @@ pub async fn run(
         });
     }
 
-    println!(
-        "timeline API on http://{addr}\n  stream {}, tables {} and {}, archive s3://{}/{ARCHIVE_PREFIX}, endpoint {}",
-        names.event_stream,
-        names.write_model_table,
-        names.read_model_table,
-        names.archive_bucket,
-        endpoint.as_deref().unwrap_or("AWS")
-    );
+    println!("timeline API on http://{addr}\n  {}", backend.describe());
+    let (server_stop_tx, server_stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(crate::server::serve(
         listener,
         system.clone(),
-        stop_rx.clone(),
+        server_stop_rx,
     ));
     after_start.await;
     shutdown.await;
-    let _ = stop_tx.send(true);
+    // The API first, so every request accepted is on the log before the mapping and the
+    // pump take their last look at it.
+    let _ = server_stop_tx.send(true);
     server.await.context("server task")?;
+    // Publish what a failed publish left in an outbox, so it is on the stream as well.
+    if let Err(e) = system.commands.service().sweep(500).await {
+        tracing::warn!(error = %e, "final outbox sweep failed");
+    }
+    let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
 }

@@ -1,66 +1,46 @@
-//! The whole system in one process, wired to AWS adapters (moto, LocalStack or AWS): the
+//! The whole system in one process, on either backend (see `backend`): the
 //! same handlers as the Lambda functions behind one HTTP server, plus the parts AWS runs for
 //! us (the event source mapping into the processor, Firehose into the archive, the outbox
 //! sweep on a schedule).
 
+use crate::backend::Backend;
 use crate::esm::{BatchHandler, FailureSink};
 use command_handler::CommandApi;
-use hydrator::wiring::AwsStored;
 use hydrator::Hydrator;
 use query::QueryApi;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use timeline_aws::archive::S3Archive;
-use timeline_aws::event_source::AwsEventSource;
-use timeline_aws::read_models::DynamoReadModels;
-use timeline_aws::{Clients, DynamoWriteStore, KinesisEventLog, ResourceNames};
 use timeline_core::ports::{Clock, LogRecord, SystemClock};
 use timeline_core::processor::{IncomingRecord, Processor};
 use timeline_core::read_ports::ReadModelStore;
 
-pub type Target = Box<dyn Fn(Option<&str>) -> DynamoReadModels + Send + Sync>;
+/// Where rebuilds write: the live read models or the ones named.
+pub type Target<B> = Box<dyn Fn(Option<&str>) -> <B as Backend>::Rebuild + Send + Sync>;
 
-pub struct LocalSystem {
-    pub commands: CommandApi<DynamoWriteStore, KinesisEventLog, SystemClock>,
-    pub queries: QueryApi<DynamoReadModels>,
-    pub hydrator: Hydrator<AwsEventSource, AwsStored, Target>,
+pub struct LocalSystem<B: Backend> {
+    pub commands: CommandApi<B::Write, B::Log, SystemClock>,
+    pub queries: QueryApi<B::Views>,
+    pub hydrator: Hydrator<B::Source, B::Stored, Target<B>>,
 }
 
-pub const ARCHIVE_PREFIX: &str = "events/";
+pub const ARCHIVE_PREFIX: &str = timeline_core::archive::DEFAULT_PREFIX;
 
-impl LocalSystem {
-    pub fn new(clients: &Clients, names: &ResourceNames) -> Self {
-        let views = DynamoReadModels::new(clients.dynamodb.clone(), &names.read_model_table);
-        let source = AwsEventSource::new(
-            S3Archive::new(clients.s3.clone(), &names.archive_bucket, ARCHIVE_PREFIX),
-            clients.kinesis.clone(),
-            &names.event_stream,
-            Some(views.clone()),
-        );
-        let dynamodb = clients.dynamodb.clone();
-        let live = names.read_model_table.clone();
-        let target: Target =
-            Box::new(move |t| DynamoReadModels::new(dynamodb.clone(), t.unwrap_or(&live)));
-        let stored = AwsStored {
-            heads: DynamoWriteStore::new(clients.dynamodb.clone(), &names.write_model_table),
-            views: views.clone(),
-        };
+impl<B: Backend> LocalSystem<B> {
+    pub fn new(backend: &B) -> Self {
+        let for_target = backend.clone();
+        let target: Target<B> = Box::new(move |into| for_target.rebuild_target(into));
         LocalSystem {
-            commands: CommandApi::new(
-                DynamoWriteStore::new(clients.dynamodb.clone(), &names.write_model_table),
-                KinesisEventLog::new(clients.kinesis.clone(), &names.event_stream),
-                SystemClock,
-            ),
-            queries: QueryApi::new(views),
-            hydrator: Hydrator::new(source, stored, target),
+            commands: CommandApi::new(backend.write_store(), backend.event_log(), SystemClock),
+            queries: QueryApi::new(backend.views()),
+            hydrator: Hydrator::new(backend.source(), backend.stored(), target),
         }
     }
 }
 
 /// Routes as API Gateway does in `template.yaml`: commands (POST) to the command handler,
 /// time travel (`/state`, `/timeline`) to the hydrator, other reads to the query function.
-impl crate::server::Api for LocalSystem {
+impl<B: Backend> crate::server::Api for LocalSystem<B> {
     async fn handle(&self, req: lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
         let path = timeline_http::path(&req).to_owned();
         if req.method() == lambda_http::http::Method::POST {

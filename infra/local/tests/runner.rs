@@ -1,38 +1,57 @@
-//! The local runner end to end against moto over HTTP: the guided demo drives the real API
-//! (commands in, views and history out, time travel from the archive), exactly as the
-//! README's first command does.
+//! The local runner end to end over HTTP, on both backends: the guided demo drives the real
+//! API (commands in, views and history out, time travel from the log), exactly as the
+//! README's first command does; the embedded backend keeps everything across a restart; and
+//! the binary reports start-up problems clearly.
 
+use serde_json::json;
+use std::collections::BTreeSet;
 use std::time::Duration;
-use timeline_local::demo::{self, Http};
+use timeline_core::archive::ArchiveStore;
+use timeline_local::backend::{AwsBackend, Backend, EmbeddedBackend};
+use timeline_local::demo::{self, DemoOutcome, Http};
+use timeline_local::operate::{operate, Operation, Output};
 use timeline_local::runner::{run, RunOptions};
 use timeline_testkit::TestEnv;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_runs_against_the_runner_and_time_travel_answers() {
-    let env = TestEnv::new().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let failures =
-        std::env::temp_dir().join(format!("{}.jsonl", timeline_testkit::unique("failures")));
-    let options = RunOptions {
-        sweep_every: Duration::from_secs(1),
-        bootstrap: Some(false),
-        failures,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (clients, names) = (env.clients.clone(), env.names.clone());
-    let runner = tokio::spawn(async move {
-        run(listener, clients, names, options, async {}, async {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+/// A runner serving on a free port until `stop` is sent.
+struct Running {
+    http: Http,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
 
-    let http = Http::new(format!("http://{addr}"));
-    let mut lines = Vec::new();
-    let outcome = demo::run(&http, "t", |l| lines.push(l))
-        .await
-        .expect("the demo runs");
+impl Running {
+    async fn start<B: Backend>(backend: B, failures: std::path::PathBuf) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = RunOptions {
+            sweep_every: Duration::from_secs(1),
+            failures,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            run(listener, backend, options, async {}, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Running {
+            http: Http::new(format!("http://{addr}")),
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// What the demo must have shown, on any backend.
+fn check_demo(outcome: &DemoOutcome, lines: &[String]) {
     assert_eq!(outcome.steps, 13);
     assert_eq!(outcome.ride_view["status"], "completed");
     assert_eq!(outcome.ride_view["state"]["fare_cents"], 11000);
@@ -50,44 +69,243 @@ async fn the_demo_runs_against_the_runner_and_time_travel_answers() {
     // The state as of the first fare adjustment: 100.00, not 90.00 or 110.00.
     assert_eq!(outcome.fare_earlier["view"]["state"]["fare_cents"], 10000);
     assert!(lines.iter().any(|l| l.contains("processing:50%")));
+}
 
-    // Bad input through the runner is the same problem+json as in Lambda.
-    let (status, problem) = http
-        .post("/rides/ride-t/start", serde_json::json!({ "x": 1 }))
+async fn play_demo(http: &Http, suffix: &str) -> DemoOutcome {
+    let mut lines = Vec::new();
+    let outcome = demo::run(http, suffix, |l| lines.push(l))
+        .await
+        .expect("the demo runs");
+    check_demo(&outcome, &lines);
+    outcome
+}
+
+/// Every event in the archive, as (entity, version), with copies counted.
+async fn archived<A: ArchiveStore>(archive: &A) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for key in archive.list_keys(None, None).await.unwrap() {
+        for record in archive.read_object(&key).await.unwrap() {
+            out.extend(
+                record
+                    .events
+                    .into_iter()
+                    .map(|e| (e.stream_key().to_string(), e.version)),
+            );
+        }
+    }
+    out
+}
+
+/// Polls `path` until `check` holds (the read side is eventually consistent).
+async fn eventually(http: &Http, path: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    let mut last = json!(null);
+    for _ in 0..100 {
+        let (status, body) = http.get(path).await.unwrap();
+        if status == 200 && check(&body) {
+            return;
+        }
+        last = body;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} never matched; last answer {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_backend_runs_the_demo_and_keeps_everything_across_a_restart() {
+    let dir = tempdir("runner-embedded");
+    let backend = EmbeddedBackend::open(&dir).unwrap();
+    let runner = Running::start(backend.clone(), dir.join("failed.jsonl")).await;
+    play_demo(&runner.http, "e").await;
+    // Bad input through the runner is the same problem+json as in Lambda, and changes nothing.
+    let (status, problem) = runner
+        .http
+        .post("/rides/ride-e/start", json!({ "x": 1 }))
         .await
         .unwrap();
     assert_eq!(
         (status, problem["code"].as_str()),
         (400, Some("invalid_body"))
     );
+    runner.stop().await;
 
-    stop_tx.send(()).unwrap();
-    runner.await.unwrap().unwrap();
-    // After shutdown the archive holds every event that was accepted.
-    let archive = timeline_aws::archive::S3Archive::new(
-        env.clients.s3.clone(),
-        &env.names.archive_bucket,
-        "events/",
+    // After shutdown the archive holds every accepted event exactly once: the pump flushed
+    // on the way out.
+    let before = archived(&backend.archive()).await;
+    let distinct: BTreeSet<_> = before.iter().cloned().collect();
+    assert_eq!(distinct.len(), 13, "the demo's 13 events");
+    assert_eq!(before.len(), 13, "each once: {before:?}");
+    drop(backend);
+
+    // A new process on the same directory: the views, the history and time travel are there.
+    let backend = EmbeddedBackend::open(&dir).unwrap();
+    let runner = Running::start(backend.clone(), dir.join("failed.jsonl")).await;
+    let (status, view) = runner.http.get("/rides/ride-e").await.unwrap();
+    assert_eq!((status, view["version"].as_u64()), (200, Some(7)), "{view}");
+    let (_, history) = runner.http.get("/rides/ride-e/history").await.unwrap();
+    assert_eq!(
+        history["items"].as_array().map(Vec::len),
+        Some(7),
+        "{history}"
     );
-    let mut archived = 0;
-    for key in archive.list_keys(None, None).await.unwrap() {
-        archived += archive
-            .read_object(&key)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.events.len())
-            .sum::<usize>();
-    }
-    let distinct: std::collections::BTreeSet<(String, u64)> = env
+    let (_, at_v5) = runner
+        .http
+        .get("/rides/ride-e/state?version=5")
+        .await
+        .unwrap();
+    assert_eq!(at_v5["view"]["state"]["fare_cents"], 10000, "{at_v5}");
+
+    // New work continues the same timeline.
+    let (status, booked) = runner
+        .http
+        .post(
+            "/rides",
+            json!({ "id": "ride-after", "rider_id": "rider-42",
+                    "pickup": { "address": "A", "lat": 53.34, "lon": -6.25 },
+                    "dropoff": { "address": "B", "lat": 53.42, "lon": -6.25 } }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{booked}");
+    eventually(&runner.http, "/rides?rider_id=rider-42", |page| {
+        page["items"].as_array().map(Vec::len) == Some(3)
+    })
+    .await;
+    runner.stop().await;
+
+    // The restarted pump continued where it stopped: nothing archived twice, nothing missed.
+    let after = archived(&backend.archive()).await;
+    let distinct: BTreeSet<_> = after.iter().cloned().collect();
+    assert_eq!(after.len(), distinct.len(), "no copies: {after:?}");
+    assert_eq!(distinct.len(), 14);
+
+    // The operator commands see the same data: no drift between the log and the views.
+    let verified = operate(
+        &backend,
+        Operation::Verify,
+        &backend.archive(),
+        Output::Quiet,
+    )
+    .await
+    .unwrap();
+    assert_eq!(verified["drift"], json!([]), "{verified}");
+    assert_eq!(verified["entities"], 4, "{verified}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_backend_runs_the_demo_against_moto() {
+    let env = TestEnv::new().await;
+    let backend = AwsBackend {
+        clients: env.clients.clone(),
+        names: env.names.clone(),
+        endpoint: std::env::var("AWS_ENDPOINT_URL").ok(),
+    };
+    let failures = tempdir("runner-aws").join("failed.jsonl");
+    let runner = Running::start(backend.clone(), failures).await;
+    play_demo(&runner.http, "t").await;
+    runner.stop().await;
+
+    // After shutdown the archive holds every event that was accepted.
+    let archived: BTreeSet<_> = archived(&backend.archive()).await.into_iter().collect();
+    let accepted: BTreeSet<(String, u64)> = env
         .events()
         .await
         .iter()
-        .map(|e| (e.aggregate_id.clone(), e.version))
+        .map(|e| (e.stream_key().to_string(), e.version))
         .collect();
-    assert!(
-        archived >= distinct.len(),
-        "archived {archived} of {}",
-        distinct.len()
+    assert_eq!(archived, accepted);
+}
+
+fn tempdir(prefix: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(timeline_testkit::unique(prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the binary with `args` (the AWS endpoint variables cleared unless given) and returns
+/// its exit success and its stderr.
+fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_timeline-local"));
+    command.args(args).env_remove("AWS_ENDPOINT_URL");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn start_up_problems_are_reported_clearly() {
+    // The port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempdir("runner-cli");
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let (ok, err) = cli(&["serve", "--port", &port, "--data-dir", data], &[]);
+    assert!(!ok);
+    assert!(err.contains("is the port in use"), "{err}");
+
+    // The data directory cannot be written (a file stands where it should be).
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let (ok, err) = cli(
+        &["serve", "--port", "0", "--data-dir", file.to_str().unwrap()],
+        &[],
     );
+    assert!(!ok);
+    assert!(err.contains("cannot use the data directory"), "{err}");
+
+    // The endpoint does not answer.
+    let (ok, err) = cli(
+        &["serve", "--port", "0", "--data-dir", data],
+        &[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("could not create the resources at http://127.0.0.1:1"),
+        "{err}"
+    );
+
+    // Operator input is checked before anything is read.
+    let (ok, err) = cli(
+        &["--data-dir", data, "state", "ride", "r1", "--as-of", "noon"],
+        &[],
+    );
+    assert!(!ok);
+    assert!(err.contains("is not an RFC 3339 time"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in [
+        "serve",
+        "demo",
+        "state",
+        "history",
+        "rebuild",
+        "verify",
+        "replay-archive",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_timeline-local"))
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command}");
+        assert!(text.contains("Usage: timeline-local"), "{command}: {text}");
+        if command != "serve" && command != "demo" {
+            assert!(text.contains("--json"), "{command}: {text}");
+        }
+    }
 }

@@ -201,3 +201,22 @@ impl S3Archive {
         Ok(())
     }
 }
+
+impl timeline_core::archive::ArchiveStore for S3Archive {
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    async fn list_keys(
+        &self,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Vec<String>, ArchiveError> {
+        S3Archive::list_keys(self, from, to).await
+    }
+    async fn read_object(&self, key: &str) -> Result<Vec<CommitRecord>, ArchiveError> {
+        S3Archive::read_object(self, key).await
+    }
+    async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
+        S3Archive::put_object(self, key, bytes).await
+    }
+}

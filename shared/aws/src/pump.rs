@@ -28,66 +28,12 @@
 
 use crate::archive::S3Archive;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
-use timeline_core::archive::{object_key, pack_records, ArchiveError, DEFAULT_PREFIX};
+use std::collections::HashMap;
+use timeline_core::archive::DEFAULT_PREFIX;
+use timeline_core::pump::ObjectBuffer;
 use timeline_core::Timestamp;
 
-/// How the pump buffers and writes, as a Firehose delivery stream is configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PumpConfig {
-    /// The name in every object key (Firehose's delivery stream name).
-    pub delivery_stream: String,
-    pub gzip: bool,
-    pub newline_delimiter: bool,
-    /// Deliver once this many uncompressed bytes are buffered (Firehose: 1 to 128 MiB).
-    pub buffer_bytes: usize,
-    /// Deliver once the oldest buffered record has waited this long (Firehose: 0 to 900 s).
-    pub buffer_interval: Duration,
-}
-
-impl PumpConfig {
-    /// Firehose's defaults (5 MiB, 300 s), gzip, a newline after each record.
-    pub fn new(delivery_stream: impl Into<String>) -> Self {
-        PumpConfig {
-            delivery_stream: delivery_stream.into(),
-            gzip: true,
-            newline_delimiter: true,
-            buffer_bytes: 5 * 1024 * 1024,
-            buffer_interval: Duration::from_secs(300),
-        }
-    }
-}
-
-/// What one call did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PumpReport {
-    /// Records read from the stream.
-    pub records_read: usize,
-    pub objects_written: usize,
-    /// Bytes of the objects written (compressed when gzip).
-    pub bytes_written: usize,
-    /// The keys of the objects written, in the order they were written.
-    pub keys: Vec<String>,
-}
-
-impl PumpReport {
-    pub fn add(&mut self, other: PumpReport) {
-        self.records_read += other.records_read;
-        self.objects_written += other.objects_written;
-        self.bytes_written += other.bytes_written;
-        self.keys.extend(other.keys);
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PumpError {
-    #[error("reading stream {stream}: {message}")]
-    Stream { stream: String, message: String },
-    /// Delivery failed; the object is kept and retried on the next poll.
-    #[error("delivering to the archive: {0}")]
-    Archive(#[from] ArchiveError),
-}
+pub use timeline_core::pump::{PumpConfig, PumpError, PumpReport};
 
 #[derive(Debug, Default)]
 struct ShardState {
@@ -102,24 +48,13 @@ struct ShardInfo {
     parents: Vec<String>,
 }
 
-/// An object sealed for delivery (kept until `PutObject` succeeds).
-struct Sealed {
-    key: String,
-    body: Vec<u8>,
-}
-
 /// See the module documentation.
 pub struct FirehosePump {
     kinesis: aws_sdk_kinesis::Client,
     stream: String,
     archive: S3Archive,
-    config: PumpConfig,
     shards: HashMap<String, ShardState>,
-    buffer: Vec<Vec<u8>>,
-    buffered_bytes: usize,
-    /// Arrival of the oldest buffered record, and when the pump buffered it.
-    oldest: Option<(Timestamp, Instant)>,
-    undelivered: VecDeque<Sealed>,
+    buffer: ObjectBuffer,
 }
 
 /// Records asked for per `GetRecords` call (the Kinesis maximum).
@@ -137,12 +72,8 @@ impl FirehosePump {
             kinesis,
             stream: stream.into(),
             archive,
-            config,
             shards: HashMap::new(),
-            buffer: Vec::new(),
-            buffered_bytes: 0,
-            oldest: None,
-            undelivered: VecDeque::new(),
+            buffer: ObjectBuffer::new(config),
         }
     }
 
@@ -163,12 +94,12 @@ impl FirehosePump {
     }
 
     pub fn config(&self) -> &PumpConfig {
-        &self.config
+        self.buffer.config()
     }
 
     /// Records and bytes buffered and not yet sealed into an object.
     pub fn buffered(&self) -> (usize, usize) {
-        (self.buffer.len(), self.buffered_bytes)
+        self.buffer.buffered()
     }
 
     fn stream_error(&self, e: impl std::error::Error) -> PumpError {
@@ -194,10 +125,7 @@ impl FirehosePump {
             }
             self.read_shard(&shard.id, &mut report).await?;
         }
-        let interval_passed = self
-            .oldest
-            .is_some_and(|(_, since)| since.elapsed() >= self.config.buffer_interval);
-        if interval_passed {
+        if self.buffer.interval_passed() {
             self.seal();
             self.deliver(&mut report).await?;
         }
@@ -310,10 +238,10 @@ impl FirehosePump {
                     .approximate_arrival_timestamp()
                     .and_then(|t| t.to_millis().ok())
                     .and_then(Timestamp::from_millis);
-                self.buffer_record(record.data().as_ref().to_vec(), arrival);
+                let full = self.buffer.push(record.data().as_ref().to_vec(), arrival);
                 self.state(shard_id).last_sequence = Some(record.sequence_number().to_owned());
                 report.records_read += 1;
-                if self.buffered_bytes >= self.config.buffer_bytes {
+                if full {
                     self.seal();
                     // On failure the rest of this batch is read again, after the last
                     // sequence number kept above.
@@ -338,45 +266,20 @@ impl FirehosePump {
         self.shards.entry(shard_id.to_owned()).or_default()
     }
 
-    fn buffer_record(&mut self, data: Vec<u8>, arrival: Option<Timestamp>) {
-        if self.oldest.is_none() {
-            let arrival = arrival.unwrap_or_else(|| Timestamp::from_datetime(chrono::Utc::now()));
-            self.oldest = Some((arrival, Instant::now()));
-        }
-        self.buffered_bytes += data.len() + usize::from(self.config.newline_delimiter);
-        self.buffer.push(data);
-    }
-
-    /// Turns the buffer into an object waiting for delivery.
     fn seal(&mut self) {
-        let Some((arrival, _)) = self.oldest.take() else {
-            return;
-        };
-        let records = std::mem::take(&mut self.buffer);
-        self.buffered_bytes = 0;
-        let id = uuid::Uuid::new_v4().to_string();
-        let key = object_key(
-            &self.archive.prefix,
-            &self.config.delivery_stream,
-            arrival,
-            &id,
-            self.config.gzip,
-        );
-        let body = pack_records(&records, self.config.newline_delimiter, self.config.gzip);
-        self.undelivered.push_back(Sealed { key, body });
+        self.buffer.seal(&self.archive.prefix);
     }
 
-    /// Puts every sealed object, oldest first; stops at the first failure, keeping it.
     async fn deliver(&mut self, report: &mut PumpReport) -> Result<(), PumpError> {
-        while let Some(object) = self.undelivered.front() {
-            self.archive
-                .put_object(&object.key, object.body.clone())
-                .await?;
-            let object = self.undelivered.pop_front().expect("front exists");
-            report.objects_written += 1;
-            report.bytes_written += object.body.len();
-            report.keys.push(object.key);
-        }
-        Ok(())
+        self.buffer.deliver(&self.archive, report).await
+    }
+}
+
+impl timeline_core::pump::Pump for FirehosePump {
+    async fn poll(&mut self) -> Result<PumpReport, PumpError> {
+        FirehosePump::poll(self).await
+    }
+    async fn flush(&mut self) -> Result<PumpReport, PumpError> {
+        FirehosePump::flush(self).await
     }
 }

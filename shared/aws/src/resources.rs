@@ -166,6 +166,19 @@ impl Resources {
         }
     }
 
+    /// The names the environment gives (the variables `template.yaml` passes to the
+    /// functions), each falling back to its local name.
+    pub fn names_from_env(&self) -> ResourceNames {
+        let var = |name: &str, default: String| std::env::var(name).unwrap_or(default);
+        let local = self.local_names();
+        ResourceNames {
+            event_stream: var(self.stream.env, local.event_stream),
+            write_model_table: var(self.table_def(WRITE_MODEL).env, local.write_model_table),
+            read_model_table: var(self.table_def(READ_MODEL).env, local.read_model_table),
+            archive_bucket: var(self.bucket.env, local.archive_bucket),
+        }
+    }
+
     fn table_def(&self, logical_id: &str) -> &TableDef {
         self.table(logical_id)
             .unwrap_or_else(|| panic!("infra/resources.json defines no table {logical_id}"))

@@ -117,6 +117,26 @@ impl timeline_core::ports::StreamReader for KinesisReader {
             .collect())
     }
 
+    /// Follows each shard's iterators until Kinesis says it is caught up (an empty read
+    /// alone does not mean the end on Kinesis).
+    async fn read_all(
+        &self,
+    ) -> Result<Vec<timeline_core::ports::LogRecord>, timeline_core::ports::LogError> {
+        let records = read_all(&self.client, &self.stream)
+            .await
+            .map_err(|e| timeline_core::ports::LogError::Unavailable(e.to_string()))?;
+        Ok(records
+            .into_iter()
+            .map(|r| timeline_core::ports::LogRecord {
+                arrival: arrival(r.approximate_arrival_millis),
+                shard_id: r.shard_id,
+                sequence_number: r.sequence_number,
+                partition_key: r.partition_key,
+                data: r.data,
+            })
+            .collect())
+    }
+
     async fn read(
         &self,
         shard: &str,
@@ -160,12 +180,18 @@ impl timeline_core::ports::StreamReader for KinesisReader {
                 sequence_number: r.sequence_number().to_owned(),
                 partition_key: r.partition_key().unwrap_or_default().to_owned(),
                 data: r.data().as_ref().to_vec(),
-                arrival: r
-                    .approximate_arrival_timestamp()
-                    .and_then(|t| t.to_millis().ok())
-                    .and_then(timeline_core::Timestamp::from_millis)
-                    .unwrap_or_else(|| timeline_core::Timestamp::from_datetime(chrono::Utc::now())),
+                arrival: arrival(
+                    r.approximate_arrival_timestamp()
+                        .and_then(|t| t.to_millis().ok()),
+                ),
             })
             .collect())
     }
+}
+
+/// A record's arrival, or now when Kinesis gave none.
+fn arrival(millis: Option<i64>) -> timeline_core::Timestamp {
+    millis
+        .and_then(timeline_core::Timestamp::from_millis)
+        .unwrap_or_else(|| timeline_core::Timestamp::from_datetime(chrono::Utc::now()))
 }

@@ -342,6 +342,34 @@ pub fn decode_object_lenient(key: &str, bytes: &[u8]) -> DecodedObject {
     }
 }
 
+/// Where archive objects live (S3, or a directory for the local runner): the operations the
+/// archive pump and the log reader need, with S3's meaning.
+pub trait ArchiveStore: Send + Sync {
+    /// The prefix objects are written under (`events/` by default).
+    fn prefix(&self) -> &str;
+
+    /// The keys of the objects that can hold records that arrived between `from` and `to`
+    /// (either end open), sorted, so in the order their first records arrived.
+    fn list_keys(
+        &self,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> impl std::future::Future<Output = Result<Vec<String>, ArchiveError>> + Send;
+
+    /// Every record of one object, or why it could not be read.
+    fn read_object(
+        &self,
+        key: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<CommitRecord>, ArchiveError>> + Send;
+
+    /// Writes one object whole (a reader never sees part of it).
+    fn put_object(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<(), ArchiveError>> + Send;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

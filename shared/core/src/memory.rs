@@ -2,10 +2,11 @@
 //! conditions as the AWS adapters (conditional commit, conditional outbox clear, key expiry)
 //! and can be told to fail, to test the error paths of the write protocol.
 
+use crate::archive::{ArchiveError, ArchiveStore};
 use crate::envelope::{CommitRecord, StreamKey};
 use crate::ports::{
-    Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError, Published, StoreError,
-    WriteModelStore,
+    Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError, LogRecord, Published,
+    StoreError, StreamReader, WriteModelStore,
 };
 use crate::read_ports::{ReadModelError, ReadModelStore, StoredView, ViewWrite};
 use crate::time::Timestamp;
@@ -126,6 +127,106 @@ impl EventLog for MemoryLog {
             shard_id: "shardId-000000000000".into(),
             sequence_number: records.len().to_string(),
         })
+    }
+}
+
+/// The log as a reader sees it: one shard, sequence numbers counting from 1, arrival at
+/// the time of the read (this log keeps no arrival times).
+impl StreamReader for MemoryLog {
+    async fn shards(&self) -> Result<Vec<String>, LogError> {
+        Ok(vec![MEMORY_SHARD.into()])
+    }
+
+    async fn read(
+        &self,
+        shard: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        if shard != MEMORY_SHARD {
+            return Err(LogError::Unavailable(format!("no shard {shard}")));
+        }
+        let start = match after {
+            None => 0,
+            Some(seq) => seq
+                .parse::<usize>()
+                .map_err(|_| LogError::Unavailable(format!("bad sequence number {seq:?}")))?,
+        };
+        let now = Timestamp::from_datetime(chrono::Utc::now());
+        let records = self.records.lock().unwrap();
+        Ok(records
+            .iter()
+            .enumerate()
+            .skip(start)
+            .take(limit)
+            .map(|(i, r)| LogRecord {
+                shard_id: MEMORY_SHARD.into(),
+                sequence_number: (i + 1).to_string(),
+                partition_key: r.partition_key().unwrap_or_default(),
+                data: crate::codec::encode_record(r),
+                arrival: now,
+            })
+            .collect())
+    }
+}
+
+const MEMORY_SHARD: &str = "shardId-000000000000";
+
+/// An archive in memory: objects by key. `fail_next_puts(n)` makes the next n writes fail.
+#[derive(Clone, Default)]
+pub struct MemoryArchive {
+    objects: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    failures: Arc<AtomicUsize>,
+}
+
+impl MemoryArchive {
+    pub fn fail_next_puts(&self, n: usize) {
+        self.failures.store(n, Ordering::SeqCst);
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.objects.lock().unwrap().keys().cloned().collect()
+    }
+}
+
+impl ArchiveStore for MemoryArchive {
+    fn prefix(&self) -> &str {
+        crate::archive::DEFAULT_PREFIX
+    }
+
+    /// Every key (the range is not applied: a superset is what the contract allows).
+    async fn list_keys(
+        &self,
+        _from: Option<Timestamp>,
+        _to: Option<Timestamp>,
+    ) -> Result<Vec<String>, ArchiveError> {
+        Ok(self.keys())
+    }
+
+    async fn read_object(&self, key: &str) -> Result<Vec<CommitRecord>, ArchiveError> {
+        let bytes = self.objects.lock().unwrap().get(key).cloned();
+        match bytes {
+            Some(bytes) => crate::archive::decode_object(key, &bytes),
+            None => Err(ArchiveError::Unavailable {
+                target: key.into(),
+                message: "no such object".into(),
+            }),
+        }
+    }
+
+    async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
+        let should_fail = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if should_fail {
+            return Err(ArchiveError::Unavailable {
+                target: key.into(),
+                message: "injected failure".into(),
+            });
+        }
+        self.objects.lock().unwrap().insert(key.into(), bytes);
+        Ok(())
     }
 }
 

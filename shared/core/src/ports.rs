@@ -154,4 +154,54 @@ pub trait StreamReader: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<LogRecord>, LogError>> + Send;
+
+    /// Every record on the log now, shard after shard, each in its order. Readers with a
+    /// better way to tell they have caught up (Kinesis's `MillisBehindLatest`) override it.
+    fn read_all(&self) -> impl Future<Output = Result<Vec<LogRecord>, LogError>> + Send {
+        async move {
+            let mut records = Vec::new();
+            for shard in self.shards().await? {
+                let mut after: Option<String> = None;
+                loop {
+                    let batch = self.read(&shard, after.as_deref(), READ_ALL_LIMIT).await?;
+                    let Some(last) = batch.last() else { break };
+                    after = Some(last.sequence_number.clone());
+                    records.extend(batch);
+                }
+            }
+            Ok(records)
+        }
+    }
 }
+
+/// Where a follower of the log (the archive pump, the event source mapping) keeps the last
+/// sequence number it finished per shard, so a restart continues instead of starting over.
+pub trait Checkpoints: Send + Sync {
+    fn load(
+        &self,
+    ) -> impl Future<Output = Result<std::collections::HashMap<String, String>, LogError>> + Send;
+    fn save(
+        &self,
+        positions: &std::collections::HashMap<String, String>,
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
+}
+
+/// Positions kept in memory only: a restarted follower reads from the oldest record again
+/// (at least once; readers dedupe).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCheckpoints;
+
+impl Checkpoints for NoCheckpoints {
+    async fn load(&self) -> Result<std::collections::HashMap<String, String>, LogError> {
+        Ok(Default::default())
+    }
+    async fn save(
+        &self,
+        _positions: &std::collections::HashMap<String, String>,
+    ) -> Result<(), LogError> {
+        Ok(())
+    }
+}
+
+/// Records asked for per read by [`StreamReader::read_all`] (the `GetRecords` maximum).
+pub const READ_ALL_LIMIT: usize = 10_000;

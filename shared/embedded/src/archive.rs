@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use timeline_core::archive::{
-    decode_object, decode_object_lenient, hour_prefix, next_hour, ArchiveError, DecodedObject,
-    MAX_BUFFER_MILLIS,
+    decode_object, decode_object_lenient, hour_prefix, next_hour, ArchiveError, ArchiveStore,
+    DecodedObject, MAX_BUFFER_MILLIS,
 };
 use timeline_core::{CommitRecord, Timestamp};
 
@@ -191,6 +191,44 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// The archive for the pump and the log source. File work runs on tokio's blocking pool (a
+/// write syncs the file to disk).
+impl ArchiveStore for LocalArchive {
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn list_keys(
+        &self,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Vec<String>, ArchiveError> {
+        let archive = self.clone();
+        blocking(move || LocalArchive::list_keys(&archive, from, to)).await
+    }
+
+    async fn read_object(&self, key: &str) -> Result<Vec<CommitRecord>, ArchiveError> {
+        let (archive, key) = (self.clone(), key.to_owned());
+        blocking(move || LocalArchive::read_object(&archive, &key)).await
+    }
+
+    async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
+        let (archive, key) = (self.clone(), key.to_owned());
+        blocking(move || LocalArchive::put_object(&archive, &key, bytes)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
+) -> Result<T, ArchiveError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(ArchiveError::Unavailable {
+            target: "local archive".into(),
+            message: e.to_string(),
+        })
+    })
 }
 
 #[cfg(test)]

@@ -26,9 +26,11 @@ pub use archive::LocalArchive;
 pub use log::{shard_id, shard_of, MAX_RECORD_BYTES};
 
 use rusqlite::{Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use timeline_core::ports::{Checkpoints, LogError};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "timeline.sqlite3";
@@ -193,6 +195,64 @@ impl Embedded {
             // Only happens when the runtime shuts down under us.
             Err(e) => panic!("embedded store task was cancelled: {e}"),
         }
+    }
+}
+
+/// The positions of one follower of the log (the pump, the event source mapping), kept in
+/// the database so a restart continues where it stopped.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    db: Embedded,
+    key: String,
+}
+
+impl Embedded {
+    /// The checkpoint named `name` (one per follower).
+    pub fn checkpoint(&self, name: &str) -> Checkpoint {
+        Checkpoint {
+            db: self.clone(),
+            key: format!("checkpoint:{name}"),
+        }
+    }
+}
+
+impl Checkpoints for Checkpoint {
+    async fn load(&self) -> Result<HashMap<String, String>, LogError> {
+        let key = self.key.clone();
+        let stored: Option<String> = self
+            .db
+            .with_conn(move |conn| {
+                conn.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |row| {
+                    row.get(0)
+                })
+                .optional()
+            })
+            .await
+            .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        match stored {
+            None => Ok(HashMap::new()),
+            Some(json) => serde_json::from_str(&json).map_err(|e| {
+                LogError::Unavailable(format!("checkpoint {} is corrupt: {e}", self.key))
+            }),
+        }
+    }
+
+    async fn save(&self, positions: &HashMap<String, String>) -> Result<(), LogError> {
+        let (key, json) = (
+            self.key.clone(),
+            serde_json::to_string(positions).expect("a map of strings serializes"),
+        );
+        self.db
+            .with_conn(move |conn| {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [&key, &json],
+                )
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| LogError::Unavailable(e.to_string()))
     }
 }
 

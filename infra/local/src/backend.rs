@@ -1,0 +1,259 @@
+//! Where the runner keeps the system: the embedded backend (SQLite and a directory, the
+//! default: no emulator, no Docker, no account) or the AWS adapters (moto, LocalStack or
+//! AWS). Both give the same ports, so the runner and the operator commands are written once.
+
+use crate::system::ARCHIVE_PREFIX;
+use hydrator::wiring::AwsStored;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use timeline_aws::archive::S3Archive;
+use timeline_aws::event_source::{aws_event_source, AwsEventSource};
+use timeline_aws::pump::FirehosePump;
+use timeline_aws::read_models::DynamoReadModels;
+use timeline_aws::stream_reader::KinesisReader;
+use timeline_aws::{Clients, DynamoWriteStore, KinesisEventLog, ResourceNames};
+use timeline_core::log_source::LogSource;
+use timeline_core::ports::{Checkpoints, EventLog, NoCheckpoints, StreamReader, WriteModelStore};
+use timeline_core::pump::{Pump, PumpConfig, StreamPump};
+use timeline_core::read_ports::{
+    ReadModelError, ReadModelQueries, ReadModelStore, StoredView, ViewWrite,
+};
+use timeline_core::replay::{EventSource, Stored};
+use timeline_core::StreamKey;
+use timeline_embedded::{Checkpoint, Embedded, EmbeddedError, LocalArchive};
+
+/// Firehose's delivery stream name in archive object keys.
+pub const DELIVERY_STREAM: &str = "timeline-archive";
+/// The runner buffers briefly so time travel sees the archive fill soon.
+pub const PUMP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The stores one backend gives the system.
+pub trait Backend: Clone + Send + Sync + 'static {
+    type Write: WriteModelStore + 'static;
+    type Log: EventLog + 'static;
+    type Views: ReadModelStore + ReadModelQueries + Clone + 'static;
+    type Reader: StreamReader + 'static;
+    type Source: EventSource + 'static;
+    type Stored: Stored + 'static;
+    /// Read models a rebuild writes into.
+    type Rebuild: ReadModelStore + 'static;
+    type Pump: Pump + 'static;
+    /// Where the event source mapping keeps its positions.
+    type Checkpoints: Checkpoints + 'static;
+
+    fn write_store(&self) -> Self::Write;
+    fn event_log(&self) -> Self::Log;
+    fn views(&self) -> Self::Views;
+    fn reader(&self) -> Self::Reader;
+    fn source(&self) -> Self::Source;
+    fn stored(&self) -> Self::Stored;
+    /// The live read models (None) or the ones `into` names.
+    fn rebuild_target(&self, into: Option<&str>) -> Self::Rebuild;
+    fn pump(&self) -> Self::Pump;
+    fn mapping_checkpoints(&self) -> Self::Checkpoints;
+    /// Where the data lives, for people.
+    fn describe(&self) -> String;
+}
+
+fn pump_config() -> PumpConfig {
+    let mut config = PumpConfig::new(DELIVERY_STREAM);
+    config.buffer_interval = PUMP_INTERVAL;
+    config
+}
+
+/// The embedded backend: one data directory with the SQLite database and the archive.
+#[derive(Clone, Debug)]
+pub struct EmbeddedBackend {
+    pub db: Embedded,
+}
+
+impl EmbeddedBackend {
+    pub fn open(dir: &Path) -> Result<Self, EmbeddedError> {
+        Ok(EmbeddedBackend {
+            db: Embedded::open(dir)?,
+        })
+    }
+
+    pub fn archive(&self) -> LocalArchive {
+        self.db.archive(ARCHIVE_PREFIX)
+    }
+}
+
+impl Backend for EmbeddedBackend {
+    type Write = Embedded;
+    type Log = Embedded;
+    type Views = Embedded;
+    type Reader = Embedded;
+    type Source = LogSource<LocalArchive, Embedded, Embedded>;
+    type Stored = Embedded;
+    type Rebuild = EmbeddedTarget;
+    type Pump = StreamPump<Embedded, LocalArchive, Checkpoint>;
+    type Checkpoints = Checkpoint;
+
+    fn write_store(&self) -> Embedded {
+        self.db.clone()
+    }
+    fn event_log(&self) -> Embedded {
+        self.db.clone()
+    }
+    fn views(&self) -> Embedded {
+        self.db.clone()
+    }
+    fn reader(&self) -> Embedded {
+        self.db.clone()
+    }
+    fn source(&self) -> Self::Source {
+        LogSource::new(
+            self.archive(),
+            self.db.clone(),
+            self.db.database_path().display().to_string(),
+            Some(self.db.clone()),
+        )
+    }
+    fn stored(&self) -> Embedded {
+        self.db.clone()
+    }
+    /// `into` is another data directory (its read models are written; its log is not).
+    fn rebuild_target(&self, into: Option<&str>) -> EmbeddedTarget {
+        match into {
+            None => EmbeddedTarget(Ok(self.db.clone())),
+            Some(dir) => EmbeddedTarget(Embedded::open(Path::new(dir)).map_err(Arc::new)),
+        }
+    }
+    fn pump(&self) -> Self::Pump {
+        StreamPump::with_checkpoints(
+            self.db.clone(),
+            self.db.database_path().display().to_string(),
+            self.archive(),
+            pump_config(),
+            self.db.checkpoint("archive-pump"),
+        )
+    }
+    fn mapping_checkpoints(&self) -> Checkpoint {
+        self.db.checkpoint("processor-mapping")
+    }
+    fn describe(&self) -> String {
+        format!(
+            "embedded backend in {} (database {}, archive {}/{ARCHIVE_PREFIX})",
+            self.db.dir().display(),
+            self.db.database_path().display(),
+            self.archive().dir.display()
+        )
+    }
+}
+
+/// The read models of a rebuild into another data directory, or why it could not be opened
+/// (reported by every write, so the rebuild fails with the reason).
+pub struct EmbeddedTarget(Result<Embedded, Arc<EmbeddedError>>);
+
+impl EmbeddedTarget {
+    fn db(&self) -> Result<&Embedded, ReadModelError> {
+        self.0
+            .as_ref()
+            .map_err(|e| ReadModelError::Unavailable(e.to_string()))
+    }
+}
+
+impl ReadModelStore for EmbeddedTarget {
+    async fn load_views(
+        &self,
+        keys: &[StreamKey],
+    ) -> Result<std::collections::HashMap<StreamKey, StoredView>, ReadModelError> {
+        self.db()?.load_views(keys).await
+    }
+    async fn write(&self, write: ViewWrite) -> Result<(), ReadModelError> {
+        self.db()?.write(write).await
+    }
+}
+
+/// The AWS adapters, on the endpoint the SDK's standard settings name.
+#[derive(Clone, Debug)]
+pub struct AwsBackend {
+    pub clients: Clients,
+    pub names: ResourceNames,
+    /// `AWS_ENDPOINT_URL`, when set (an emulator); None is AWS itself.
+    pub endpoint: Option<String>,
+}
+
+impl AwsBackend {
+    pub fn archive(&self) -> S3Archive {
+        S3Archive::new(
+            self.clients.s3.clone(),
+            &self.names.archive_bucket,
+            ARCHIVE_PREFIX,
+        )
+    }
+}
+
+impl Backend for AwsBackend {
+    type Write = DynamoWriteStore;
+    type Log = KinesisEventLog;
+    type Views = DynamoReadModels;
+    type Reader = KinesisReader;
+    type Source = AwsEventSource;
+    type Stored = AwsStored;
+    type Rebuild = DynamoReadModels;
+    type Pump = FirehosePump;
+    /// A mapping restarted against a stream starts from its oldest record again: the
+    /// processor skips what the read models already hold.
+    type Checkpoints = NoCheckpoints;
+
+    fn write_store(&self) -> DynamoWriteStore {
+        DynamoWriteStore::new(self.clients.dynamodb.clone(), &self.names.write_model_table)
+    }
+    fn event_log(&self) -> KinesisEventLog {
+        KinesisEventLog::new(self.clients.kinesis.clone(), &self.names.event_stream)
+    }
+    fn views(&self) -> DynamoReadModels {
+        DynamoReadModels::new(self.clients.dynamodb.clone(), &self.names.read_model_table)
+    }
+    fn reader(&self) -> KinesisReader {
+        KinesisReader {
+            client: self.clients.kinesis.clone(),
+            stream: self.names.event_stream.clone(),
+        }
+    }
+    fn source(&self) -> AwsEventSource {
+        aws_event_source(
+            self.archive(),
+            self.clients.kinesis.clone(),
+            &self.names.event_stream,
+            Some(self.views()),
+        )
+    }
+    fn stored(&self) -> AwsStored {
+        AwsStored {
+            heads: self.write_store(),
+            views: self.views(),
+        }
+    }
+    /// `into` is another read-model table.
+    fn rebuild_target(&self, into: Option<&str>) -> DynamoReadModels {
+        DynamoReadModels::new(
+            self.clients.dynamodb.clone(),
+            into.unwrap_or(&self.names.read_model_table),
+        )
+    }
+    fn pump(&self) -> FirehosePump {
+        FirehosePump::new(
+            self.clients.kinesis.clone(),
+            &self.names.event_stream,
+            self.archive(),
+            pump_config(),
+        )
+    }
+    fn mapping_checkpoints(&self) -> NoCheckpoints {
+        NoCheckpoints
+    }
+    fn describe(&self) -> String {
+        format!(
+            "AWS adapters at {}: stream {}, tables {} and {}, archive s3://{}/{ARCHIVE_PREFIX}",
+            self.endpoint.as_deref().unwrap_or("AWS"),
+            self.names.event_stream,
+            self.names.write_model_table,
+            self.names.read_model_table,
+            self.names.archive_bucket,
+        )
+    }
+}

@@ -1,0 +1,263 @@
+//! The operator's commands, on either backend: an entity's state (now, at a time, at a
+//! version), its history, rebuilding the read models, verifying the log against the stored
+//! heads and views, and replaying an archive into the stream. Long work shows a progress
+//! bar on a terminal and ends with a summary; `--json` prints one JSON document instead.
+
+use crate::backend::Backend;
+use crate::system::LocalSystem;
+use hydrator::HydratorRequest;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::time::Duration;
+use timeline_core::archive::ArchiveStore;
+use timeline_core::ports::EventLog;
+use timeline_core::replay::SourceProblem;
+use timeline_core::Timestamp;
+
+/// One operator command, with its arguments parsed.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    State {
+        kind: String,
+        id: String,
+        as_of: Option<Timestamp>,
+        version: Option<u64>,
+    },
+    History {
+        kind: String,
+        id: String,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    },
+    Rebuild {
+        into: Option<String>,
+        resume_after: Option<String>,
+    },
+    Verify,
+    ReplayArchive {
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    },
+}
+
+/// Runs `operation` on `backend` (`ReplayArchive` reads `archive`), shows it as `output`
+/// says, and returns the answer.
+pub async fn operate<B: Backend, A: ArchiveStore>(
+    backend: &B,
+    operation: Operation,
+    archive: &A,
+    output: Output,
+) -> anyhow::Result<Value> {
+    let system = LocalSystem::new(backend);
+    let answer = match operation {
+        Operation::State {
+            kind,
+            id,
+            as_of,
+            version,
+        } => {
+            let spinner = output.spinner("reading the log (archive + stream tail)");
+            let answer = system
+                .hydrator
+                .handle(HydratorRequest::State {
+                    aggregate_type: kind,
+                    aggregate_id: id,
+                    as_of,
+                    version,
+                })
+                .await;
+            spinner.finish_and_clear();
+            answer?
+        }
+        Operation::History { kind, id, from, to } => {
+            let spinner = output.spinner("reading the log (archive + stream tail)");
+            let answer = system
+                .hydrator
+                .handle(HydratorRequest::History {
+                    aggregate_type: kind,
+                    aggregate_id: id,
+                    from,
+                    to,
+                })
+                .await;
+            spinner.finish_and_clear();
+            answer?
+        }
+        Operation::Rebuild { into, resume_after } => {
+            let bar = output.bar("rebuilding the read models", "parts of the log");
+            let report = system
+                .hydrator
+                .rebuild(into.as_deref(), resume_after, &mut |r, done, total| {
+                    if let Some(total) = total {
+                        bar.set_length(total as u64);
+                    }
+                    bar.set_position(done as u64);
+                    bar.set_message(format!(
+                        "{} records, {} events applied",
+                        r.records, r.events_applied
+                    ));
+                })
+                .await;
+            bar.finish_and_clear();
+            let report = report?;
+            output.summary(format_args!(
+                "rebuilt {}: {} records read, {} events applied, {} duplicates skipped, {} problems",
+                into.as_deref().unwrap_or("the live read models"),
+                report.records,
+                report.events_applied,
+                report.duplicates_skipped,
+                report.problems.len()
+            ));
+            serde_json::to_value(report)?
+        }
+        Operation::Verify => {
+            let spinner = output.spinner("comparing the log with the heads and the views");
+            let answer = system.hydrator.handle(HydratorRequest::Verify {}).await;
+            spinner.finish_and_clear();
+            answer?
+        }
+        Operation::ReplayArchive { since, until } => {
+            let bar = output.bar("replaying the archive into the stream", "objects");
+            let report = replay_archive(
+                archive,
+                &backend.event_log(),
+                since,
+                until,
+                &mut |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                },
+            )
+            .await;
+            bar.finish_and_clear();
+            let report = report?;
+            output.summary(format_args!(
+                "replayed {} objects: {} records published ({} events), {} duplicates skipped, {} problems",
+                report.objects,
+                report.records_published,
+                report.events,
+                report.duplicates_skipped,
+                report.problems.len()
+            ));
+            serde_json::to_value(report)?
+        }
+    };
+    output.answer(&answer)?;
+    Ok(answer)
+}
+
+/// How results are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Progress on a terminal, a summary line, then the answer as indented JSON.
+    Text,
+    /// Only the answer, as one line of JSON.
+    Json,
+    /// Nothing (tests, callers that print themselves).
+    Quiet,
+}
+
+impl Output {
+    fn spinner(self, message: &'static str) -> indicatif::ProgressBar {
+        if self != Output::Text {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(format!("{message}..."));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    }
+
+    fn bar(self, title: &'static str, unit: &'static str) -> indicatif::ProgressBar {
+        if self != Output::Text {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(&format!(
+            "{title} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{elapsed}}) {{msg}}"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+
+    fn summary(self, line: std::fmt::Arguments<'_>) {
+        if self == Output::Text {
+            eprintln!("{line}");
+        }
+    }
+
+    fn answer(self, answer: &Value) -> anyhow::Result<()> {
+        match self {
+            Output::Text => println!("{}", serde_json::to_string_pretty(answer)?),
+            Output::Json => println!("{}", serde_json::to_string(answer)?),
+            Output::Quiet => {}
+        }
+        Ok(())
+    }
+}
+
+/// What a replay of the archive into the stream did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReplayArchiveReport {
+    pub objects: usize,
+    pub records_published: usize,
+    pub events: usize,
+    /// Records already published by this replay (the archive holds copies when a pump
+    /// restarted, and Firehose delivers at least once).
+    pub duplicates_skipped: usize,
+    /// Objects that could not be read; their good records before a corruption are not
+    /// published (use `verify` and the archive's own tools to inspect them).
+    pub problems: Vec<SourceProblem>,
+}
+
+/// Publishes every commit record of the archive's objects whose records arrived between
+/// `since` and `until` (either end open), in key order (the order their first records
+/// arrived), each once. Readers dedupe on `(aggregate, version)`, so replaying records the
+/// stream already holds changes no read model; it is how a new stream (another region, a
+/// stream recreated after an incident) gets the timeline back.
+pub async fn replay_archive<A: ArchiveStore, L: EventLog>(
+    archive: &A,
+    log: &L,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    progress: &mut (dyn FnMut(usize, usize) + Send),
+) -> anyhow::Result<ReplayArchiveReport> {
+    let keys = archive.list_keys(since, until).await?;
+    let total = keys.len();
+    let mut report = ReplayArchiveReport::default();
+    let mut seen = HashSet::new();
+    progress(0, total);
+    for key in keys {
+        report.objects += 1;
+        match archive.read_object(&key).await {
+            Ok(records) => {
+                for record in records {
+                    let identity = (
+                        record.partition_key(),
+                        record.first_version(),
+                        record.last_version(),
+                    );
+                    if !seen.insert(identity) {
+                        report.duplicates_skipped += 1;
+                        continue;
+                    }
+                    log.publish(&record)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("publishing a record of {key}: {e}"))?;
+                    report.records_published += 1;
+                    report.events += record.events.len();
+                }
+            }
+            Err(e) => report.problems.push(SourceProblem {
+                location: key.clone(),
+                reason: e.to_string(),
+            }),
+        }
+        progress(report.objects, total);
+    }
+    Ok(report)
+}

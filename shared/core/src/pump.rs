@@ -1,0 +1,316 @@
+//! Moving the stream into the archive as Firehose does (DESIGN sections 6 and 7), where no
+//! Firehose runs (moto, the local runner): records are buffered, and one object in Firehose's
+//! key layout and body format is delivered when the buffer reaches its size or its interval.
+//!
+//! [`ObjectBuffer`] is the buffering and delivery every pump shares; [`StreamPump`] reads any
+//! [`StreamReader`] into any [`ArchiveStore`]. The Kinesis pump of `timeline-aws` reads with
+//! shard iterators and follows resharding, and buffers with the same [`ObjectBuffer`].
+//!
+//! Delivery is at least once: an object whose write fails is kept, with its key, and retried
+//! before anything else, and no more is read until it is delivered. Without checkpoints a
+//! restarted pump reads from the oldest record again and writes duplicates, which readers
+//! dedupe on `(aggregate, version)`; with them it re-reads at most what was buffered and not
+//! yet delivered: at least once, never less.
+
+use crate::archive::{object_key, pack_records, ArchiveError, ArchiveStore};
+use crate::ports::{Checkpoints, LogError, NoCheckpoints, StreamReader};
+use crate::Timestamp;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// How a pump buffers and writes, as a Firehose delivery stream is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PumpConfig {
+    /// The name in every object key (Firehose's delivery stream name).
+    pub delivery_stream: String,
+    pub gzip: bool,
+    pub newline_delimiter: bool,
+    /// Deliver once this many uncompressed bytes are buffered (Firehose: 1 to 128 MiB).
+    pub buffer_bytes: usize,
+    /// Deliver once the oldest buffered record has waited this long (Firehose: 0 to 900 s).
+    pub buffer_interval: Duration,
+}
+
+impl PumpConfig {
+    /// Firehose's defaults (5 MiB, 300 s), gzip, a newline after each record.
+    pub fn new(delivery_stream: impl Into<String>) -> Self {
+        PumpConfig {
+            delivery_stream: delivery_stream.into(),
+            gzip: true,
+            newline_delimiter: true,
+            buffer_bytes: 5 * 1024 * 1024,
+            buffer_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What one call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PumpReport {
+    /// Records read from the stream.
+    pub records_read: usize,
+    pub objects_written: usize,
+    /// Bytes of the objects written (compressed when gzip).
+    pub bytes_written: usize,
+    /// The keys of the objects written, in the order they were written.
+    pub keys: Vec<String>,
+}
+
+impl PumpReport {
+    pub fn add(&mut self, other: PumpReport) {
+        self.records_read += other.records_read;
+        self.objects_written += other.objects_written;
+        self.bytes_written += other.bytes_written;
+        self.keys.extend(other.keys);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PumpError {
+    #[error("reading stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+    /// Delivery failed; the object is kept and retried on the next poll.
+    #[error("delivering to the archive: {0}")]
+    Archive(#[from] ArchiveError),
+}
+
+/// A pump the runner drives: read what is new, deliver what is due; flush on shutdown.
+pub trait Pump: Send {
+    fn poll(&mut self) -> impl Future<Output = Result<PumpReport, PumpError>> + Send;
+    fn flush(&mut self) -> impl Future<Output = Result<PumpReport, PumpError>> + Send;
+}
+
+/// An object sealed for delivery (kept until its write succeeds).
+struct Sealed {
+    key: String,
+    body: Vec<u8>,
+}
+
+/// Firehose's buffer: records in, objects out when full, due, or flushed.
+pub struct ObjectBuffer {
+    config: PumpConfig,
+    records: Vec<Vec<u8>>,
+    bytes: usize,
+    /// Arrival of the oldest buffered record, and when the pump buffered it.
+    oldest: Option<(Timestamp, Instant)>,
+    undelivered: VecDeque<Sealed>,
+}
+
+impl ObjectBuffer {
+    pub fn new(config: PumpConfig) -> Self {
+        ObjectBuffer {
+            config,
+            records: Vec::new(),
+            bytes: 0,
+            oldest: None,
+            undelivered: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &PumpConfig {
+        &self.config
+    }
+
+    /// Records and bytes buffered and not yet sealed into an object.
+    pub fn buffered(&self) -> (usize, usize) {
+        (self.records.len(), self.bytes)
+    }
+
+    /// Buffers one record; true when the buffer has reached its size.
+    pub fn push(&mut self, data: Vec<u8>, arrival: Option<Timestamp>) -> bool {
+        if self.oldest.is_none() {
+            let arrival = arrival.unwrap_or_else(|| Timestamp::from_datetime(chrono::Utc::now()));
+            self.oldest = Some((arrival, Instant::now()));
+        }
+        self.bytes += data.len() + usize::from(self.config.newline_delimiter);
+        self.records.push(data);
+        self.bytes >= self.config.buffer_bytes
+    }
+
+    /// Has the oldest buffered record waited the buffer interval?
+    pub fn interval_passed(&self) -> bool {
+        self.oldest
+            .is_some_and(|(_, since)| since.elapsed() >= self.config.buffer_interval)
+    }
+
+    /// Turns the buffer into an object waiting for delivery, named after `prefix` and the
+    /// arrival of its oldest record.
+    pub fn seal(&mut self, prefix: &str) {
+        let Some((arrival, _)) = self.oldest.take() else {
+            return;
+        };
+        let records = std::mem::take(&mut self.records);
+        self.bytes = 0;
+        let id = uuid::Uuid::new_v4().to_string();
+        let key = object_key(
+            prefix,
+            &self.config.delivery_stream,
+            arrival,
+            &id,
+            self.config.gzip,
+        );
+        let body = pack_records(&records, self.config.newline_delimiter, self.config.gzip);
+        self.undelivered.push_back(Sealed { key, body });
+    }
+
+    /// Writes every sealed object, oldest first; stops at the first failure, keeping it.
+    pub async fn deliver<A: ArchiveStore>(
+        &mut self,
+        archive: &A,
+        report: &mut PumpReport,
+    ) -> Result<(), PumpError> {
+        while let Some(object) = self.undelivered.front() {
+            archive.put_object(&object.key, object.body.clone()).await?;
+            let object = self.undelivered.pop_front().expect("front exists");
+            report.objects_written += 1;
+            report.bytes_written += object.body.len();
+            report.keys.push(object.key);
+        }
+        Ok(())
+    }
+}
+
+/// Records read per call to the reader.
+const READ_LIMIT: usize = 10_000;
+
+/// A pump from any [`StreamReader`] into any [`ArchiveStore`] (see the module documentation).
+/// With [`Checkpoints`] it saves, after each delivery, the positions up to which everything
+/// is in the archive, and a restarted pump continues from there.
+pub struct StreamPump<R, A, P = NoCheckpoints> {
+    reader: R,
+    stream: String,
+    archive: A,
+    buffer: ObjectBuffer,
+    /// The last sequence number read from each shard.
+    positions: HashMap<String, String>,
+    /// The positions as of the last object sealed: once it is delivered, all of it is
+    /// archived.
+    sealed: HashMap<String, String>,
+    checkpoints: P,
+    /// Whether the saved positions have been loaded (on the first poll).
+    resumed: bool,
+}
+
+impl<R: StreamReader, A: ArchiveStore> StreamPump<R, A> {
+    pub fn new(reader: R, stream: impl Into<String>, archive: A, config: PumpConfig) -> Self {
+        StreamPump::with_checkpoints(reader, stream, archive, config, NoCheckpoints)
+    }
+}
+
+impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> StreamPump<R, A, P> {
+    pub fn with_checkpoints(
+        reader: R,
+        stream: impl Into<String>,
+        archive: A,
+        config: PumpConfig,
+        checkpoints: P,
+    ) -> Self {
+        StreamPump {
+            reader,
+            stream: stream.into(),
+            archive,
+            buffer: ObjectBuffer::new(config),
+            positions: HashMap::new(),
+            sealed: HashMap::new(),
+            checkpoints,
+            resumed: false,
+        }
+    }
+
+    fn seal(&mut self) {
+        self.buffer.seal(self.archive.prefix());
+        self.sealed.clone_from(&self.positions);
+    }
+
+    /// Delivers every sealed object, then saves the positions they cover. A failed save
+    /// only means a restart archives some records again.
+    async fn deliver(&mut self, report: &mut PumpReport) -> Result<(), PumpError> {
+        let before = report.objects_written;
+        self.buffer.deliver(&self.archive, report).await?;
+        if report.objects_written > before {
+            if let Err(e) = self.checkpoints.save(&self.sealed).await {
+                tracing::warn!(stream = %self.stream, error = %e, "could not save the archive pump's positions");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn buffered(&self) -> (usize, usize) {
+        self.buffer.buffered()
+    }
+
+    fn stream_error(&self, e: LogError) -> PumpError {
+        PumpError::Stream {
+            stream: self.stream.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Delivers what failed before, reads every shard to its tip, delivering each buffer
+    /// that fills, and the buffer if its interval has passed.
+    pub async fn poll(&mut self) -> Result<PumpReport, PumpError> {
+        let mut report = PumpReport::default();
+        if !self.resumed {
+            self.positions = self
+                .checkpoints
+                .load()
+                .await
+                .map_err(|e| self.stream_error(e))?;
+            self.sealed.clone_from(&self.positions);
+            self.resumed = true;
+        }
+        self.deliver(&mut report).await?;
+        let shards = self
+            .reader
+            .shards()
+            .await
+            .map_err(|e| self.stream_error(e))?;
+        for shard in shards {
+            loop {
+                let after = self.positions.get(&shard).cloned();
+                let records = self
+                    .reader
+                    .read(&shard, after.as_deref(), READ_LIMIT)
+                    .await
+                    .map_err(|e| self.stream_error(e))?;
+                if records.is_empty() {
+                    break;
+                }
+                for record in records {
+                    let full = self.buffer.push(record.data, Some(record.arrival));
+                    self.positions.insert(shard.clone(), record.sequence_number);
+                    report.records_read += 1;
+                    if full {
+                        self.seal();
+                        // On failure the rest of this read is read again, after the last
+                        // sequence number kept above.
+                        self.deliver(&mut report).await?;
+                    }
+                }
+            }
+        }
+        if self.buffer.interval_passed() {
+            self.seal();
+            self.deliver(&mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Delivers whatever is buffered now, whatever its size or age.
+    pub async fn flush(&mut self) -> Result<PumpReport, PumpError> {
+        let mut report = PumpReport::default();
+        self.seal();
+        self.deliver(&mut report).await?;
+        Ok(report)
+    }
+}
+
+impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> Pump for StreamPump<R, A, P> {
+    async fn poll(&mut self) -> Result<PumpReport, PumpError> {
+        StreamPump::poll(self).await
+    }
+    async fn flush(&mut self) -> Result<PumpReport, PumpError> {
+        StreamPump::flush(self).await
+    }
+}
