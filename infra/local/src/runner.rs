@@ -53,14 +53,26 @@ pub async fn run<B: Backend>(
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             loop {
-                match esm.poll().await {
-                    Ok(r) if r.batches > 0 => tracing::debug!(
-                        records = r.records_done,
-                        discarded = r.records_discarded,
-                        "projected"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "event source mapping"),
+                let busy = match esm.poll().await {
+                    Ok(r) => {
+                        if r.batches > 0 {
+                            tracing::debug!(
+                                records = r.records_done,
+                                discarded = r.records_discarded,
+                                "projected"
+                            );
+                        }
+                        r.batches > 0
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event source mapping");
+                        false
+                    }
+                };
+                // As Lambda's mapping does, invoke again at once while a shard has records;
+                // wait only when every shard is caught up.
+                if busy && !*stop.borrow() {
+                    continue;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
