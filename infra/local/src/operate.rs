@@ -15,6 +15,8 @@ use timeline_core::ports::EventLog;
 use timeline_core::replay::SourceProblem;
 use timeline_core::Timestamp;
 
+const READING_LOG: &str = "reading the log (archive + stream tail)";
+
 /// One operator command, with its arguments parsed.
 #[derive(Debug, Clone)]
 pub enum Operation {
@@ -57,32 +59,26 @@ pub async fn operate<B: Backend, A: ArchiveStore>(
             as_of,
             version,
         } => {
-            let spinner = output.spinner("reading the log (archive + stream tail)");
-            let answer = system
-                .hydrator
-                .handle(HydratorRequest::State {
-                    aggregate_type: kind,
-                    aggregate_id: id,
-                    as_of,
-                    version,
-                })
-                .await;
-            spinner.finish_and_clear();
-            answer?
+            let request = HydratorRequest::State {
+                aggregate_type: kind,
+                aggregate_id: id,
+                as_of,
+                version,
+            };
+            output
+                .while_spinning(READING_LOG, system.hydrator.handle(request))
+                .await?
         }
         Operation::History { kind, id, from, to } => {
-            let spinner = output.spinner("reading the log (archive + stream tail)");
-            let answer = system
-                .hydrator
-                .handle(HydratorRequest::History {
-                    aggregate_type: kind,
-                    aggregate_id: id,
-                    from,
-                    to,
-                })
-                .await;
-            spinner.finish_and_clear();
-            answer?
+            let request = HydratorRequest::History {
+                aggregate_type: kind,
+                aggregate_id: id,
+                from,
+                to,
+            };
+            output
+                .while_spinning(READING_LOG, system.hydrator.handle(request))
+                .await?
         }
         Operation::Rebuild { into, resume_after } => {
             let bar = output.bar("rebuilding the read models", "parts of the log");
@@ -112,10 +108,12 @@ pub async fn operate<B: Backend, A: ArchiveStore>(
             serde_json::to_value(report)?
         }
         Operation::Verify => {
-            let spinner = output.spinner("comparing the log with the heads and the views");
-            let answer = system.hydrator.handle(HydratorRequest::Verify {}).await;
-            spinner.finish_and_clear();
-            answer?
+            output
+                .while_spinning(
+                    "comparing the log with the heads and the views",
+                    system.hydrator.handle(HydratorRequest::Verify {}),
+                )
+                .await?
         }
         Operation::ReplayArchive { since, until } => {
             let bar = output.bar("replaying the archive into the stream", "objects");
@@ -159,14 +157,23 @@ pub enum Output {
 }
 
 impl Output {
-    fn spinner(self, message: &'static str) -> indicatif::ProgressBar {
-        if self != Output::Text {
-            return indicatif::ProgressBar::hidden();
-        }
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_message(format!("{message}..."));
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
+    /// Awaits `work` with a spinner on a terminal.
+    async fn while_spinning<T>(
+        self,
+        message: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let spinner = if self == Output::Text {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_message(format!("{message}..."));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let answer = work.await;
+        spinner.finish_and_clear();
+        answer
     }
 
     fn bar(self, title: &'static str, unit: &'static str) -> indicatif::ProgressBar {

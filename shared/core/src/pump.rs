@@ -246,10 +246,12 @@ impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> StreamPump<R, A, P> {
             message: e.to_string(),
         }
     }
+}
 
+impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> Pump for StreamPump<R, A, P> {
     /// Delivers what failed before, reads every shard to its tip, delivering each buffer
     /// that fills, and the buffer if its interval has passed.
-    pub async fn poll(&mut self) -> Result<PumpReport, PumpError> {
+    async fn poll(&mut self) -> Result<PumpReport, PumpError> {
         let mut report = PumpReport::default();
         if !self.resumed {
             self.positions = self
@@ -298,19 +300,10 @@ impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> StreamPump<R, A, P> {
     }
 
     /// Delivers whatever is buffered now, whatever its size or age.
-    pub async fn flush(&mut self) -> Result<PumpReport, PumpError> {
+    async fn flush(&mut self) -> Result<PumpReport, PumpError> {
         let mut report = PumpReport::default();
         self.seal();
         self.deliver(&mut report).await?;
         Ok(report)
-    }
-}
-
-impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> Pump for StreamPump<R, A, P> {
-    async fn poll(&mut self) -> Result<PumpReport, PumpError> {
-        StreamPump::poll(self).await
-    }
-    async fn flush(&mut self) -> Result<PumpReport, PumpError> {
-        StreamPump::flush(self).await
     }
 }

@@ -8,7 +8,7 @@ use timeline_core::archive::ArchiveStore;
 use timeline_core::log_source::LogSource;
 use timeline_core::memory::{MemoryArchive, MemoryLog};
 use timeline_core::ports::EventLog;
-use timeline_core::pump::{PumpConfig, PumpError, StreamPump};
+use timeline_core::pump::{Pump, PumpConfig, PumpError, StreamPump};
 use timeline_core::read_ports::{Lookup, Page, PageRequest, ReadModelError, ReadModelQueries};
 use timeline_core::replay::EventSource;
 use timeline_core::views::HistoryEntry;
