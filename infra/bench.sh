@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Benchmarks (figures printed side by side with their baselines; never timed assertions):
-# the archive replay (local disk and S3 in moto), the in-process cost of one command, and
-# each function's cold start against a minimal lambda_runtime hello world (no moto needed).
-# Usage: infra/bench.sh [replay|command|coldstart]   (default: all three)
+# each function's cold start against a minimal lambda_runtime hello world, sustained commands
+# per second through the local runner on its embedded backend (neither needs moto), the
+# in-process cost of one command, and the archive replay (local disk and S3 in moto).
+# Usage: infra/bench.sh [coldstart|sustained|command|replay]   (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 which=${1:-all}
 case "$which" in
-    all | replay | command | coldstart) ;;
+    all | replay | command | coldstart | sustained) ;;
     *)
-        echo "usage: infra/bench.sh [replay|command|coldstart]" >&2
+        echo "usage: infra/bench.sh [coldstart|sustained|command|replay]" >&2
         exit 2
         ;;
 esac
@@ -22,7 +23,10 @@ if [ "$which" = all ] || [ "$which" = coldstart ]; then
         -p processor -p query -p hydrator --bins
     target/release/coldstart
 fi
-[ "$which" = coldstart ] && exit 0
+if [ "$which" = all ] || [ "$which" = sustained ]; then
+    (unset AWS_ENDPOINT_URL; cargo bench --locked -p timeline-local --bench sustained)
+fi
+case "$which" in coldstart | sustained) exit 0 ;; esac
 
 source infra/moto.sh
 venv="$root/.venv"
