@@ -238,6 +238,10 @@ impl FirehosePump {
                     .approximate_arrival_timestamp()
                     .and_then(|t| t.to_millis().ok())
                     .and_then(Timestamp::from_millis);
+                if !self.buffer.fits(arrival) {
+                    self.seal();
+                    self.deliver(report).await?;
+                }
                 let full = self.buffer.push(record.data().as_ref().to_vec(), arrival);
                 self.state(shard_id).last_sequence = Some(record.sequence_number().to_owned());
                 report.records_read += 1;

@@ -5,8 +5,8 @@
 use crate::archive::{ArchiveError, ArchiveStore};
 use crate::envelope::{CommitRecord, StreamKey};
 use crate::ports::{
-    Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError, LogRecord, Published,
-    StoreError, StreamReader, WriteModelStore,
+    Checkpoints, Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError,
+    LogRecord, Published, StoreError, StreamReader, WriteModelStore,
 };
 use crate::read_ports::{ReadModelError, ReadModelStore, StoredView, ViewWrite};
 use crate::time::Timestamp;
@@ -226,6 +226,26 @@ impl ArchiveStore for MemoryArchive {
             });
         }
         self.objects.lock().unwrap().insert(key.into(), bytes);
+        Ok(())
+    }
+}
+
+/// Checkpoints in memory, shared by clones: what a restarted follower would load.
+#[derive(Clone, Default)]
+pub struct MemoryCheckpoints(Arc<Mutex<HashMap<String, String>>>);
+
+impl MemoryCheckpoints {
+    pub fn saved(&self) -> HashMap<String, String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Checkpoints for MemoryCheckpoints {
+    async fn load(&self) -> Result<HashMap<String, String>, LogError> {
+        Ok(self.saved())
+    }
+    async fn save(&self, positions: &HashMap<String, String>) -> Result<(), LogError> {
+        *self.0.lock().unwrap() = positions.clone();
         Ok(())
     }
 }

@@ -10,9 +10,10 @@
 //! before anything else, and no more is read until it is delivered. Without checkpoints a
 //! restarted pump reads from the oldest record again and writes duplicates, which readers
 //! dedupe on `(aggregate, version)`; with them it re-reads at most what was buffered and not
-//! yet delivered: at least once, never less.
+//! yet delivered, or delivered just before a crash and not yet checkpointed: at least once,
+//! never less.
 
-use crate::archive::{object_key, pack_records, ArchiveError, ArchiveStore};
+use crate::archive::{object_key, pack_records, ArchiveError, ArchiveStore, MAX_BUFFER_MILLIS};
 use crate::ports::{Checkpoints, LogError, NoCheckpoints, StreamReader};
 use crate::Timestamp;
 use std::collections::{HashMap, VecDeque};
@@ -87,13 +88,19 @@ struct Sealed {
     body: Vec<u8>,
 }
 
+struct Span {
+    earliest: Timestamp,
+    latest: Timestamp,
+    since: Instant,
+}
+
 /// Firehose's buffer: records in, objects out when full, due, or flushed.
 pub struct ObjectBuffer {
     config: PumpConfig,
     records: Vec<Vec<u8>>,
     bytes: usize,
-    /// Arrival of the oldest buffered record, and when the pump buffered it.
-    oldest: Option<(Timestamp, Instant)>,
+    /// The earliest and latest arrivals buffered, and when the first record was buffered.
+    span: Option<Span>,
     undelivered: VecDeque<Sealed>,
 }
 
@@ -103,7 +110,7 @@ impl ObjectBuffer {
             config,
             records: Vec::new(),
             bytes: 0,
-            oldest: None,
+            span: None,
             undelivered: VecDeque::new(),
         }
     }
@@ -117,27 +124,55 @@ impl ObjectBuffer {
         (self.records.len(), self.bytes)
     }
 
+    /// Can a record that arrived at `arrival` join the buffer? Only while every buffered
+    /// record arrived within [`MAX_BUFFER_MILLIS`] of the earliest: an object is named by the
+    /// arrival of its oldest record and holds at most 15 minutes of arrivals (readers rely on
+    /// it). Seal first when it cannot: a pump catching up on a backlog then writes an object
+    /// per 15 minutes of arrivals, not one for all of it.
+    pub fn fits(&self, arrival: Option<Timestamp>) -> bool {
+        let (Some(span), Some(arrival)) = (&self.span, arrival) else {
+            return true;
+        };
+        let earliest = span.earliest.as_millis().min(arrival.as_millis());
+        let latest = span.latest.as_millis().max(arrival.as_millis());
+        latest - earliest < MAX_BUFFER_MILLIS
+    }
+
     /// Buffers one record; true when the buffer has reached its size.
     pub fn push(&mut self, data: Vec<u8>, arrival: Option<Timestamp>) -> bool {
-        if self.oldest.is_none() {
-            let arrival = arrival.unwrap_or_else(|| Timestamp::from_datetime(chrono::Utc::now()));
-            self.oldest = Some((arrival, Instant::now()));
+        let arrival = arrival.unwrap_or_else(|| Timestamp::from_datetime(chrono::Utc::now()));
+        match &mut self.span {
+            None => {
+                self.span = Some(Span {
+                    earliest: arrival,
+                    latest: arrival,
+                    since: Instant::now(),
+                })
+            }
+            Some(span) => {
+                span.earliest = span.earliest.min(arrival);
+                span.latest = span.latest.max(arrival);
+            }
         }
         self.bytes += data.len() + usize::from(self.config.newline_delimiter);
         self.records.push(data);
         self.bytes >= self.config.buffer_bytes
     }
 
-    /// Has the oldest buffered record waited the buffer interval?
+    /// Has the first buffered record waited the buffer interval?
     pub fn interval_passed(&self) -> bool {
-        self.oldest
-            .is_some_and(|(_, since)| since.elapsed() >= self.config.buffer_interval)
+        self.span
+            .as_ref()
+            .is_some_and(|span| span.since.elapsed() >= self.config.buffer_interval)
     }
 
     /// Turns the buffer into an object waiting for delivery, named after `prefix` and the
-    /// arrival of its oldest record.
+    /// arrival of its oldest record (as Firehose names its objects).
     pub fn seal(&mut self, prefix: &str) {
-        let Some((arrival, _)) = self.oldest.take() else {
+        let Some(Span {
+            earliest: arrival, ..
+        }) = self.span.take()
+        else {
             return;
         };
         let records = std::mem::take(&mut self.records);
@@ -280,6 +315,10 @@ impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> Pump for StreamPump<R, A,
                     break;
                 }
                 for record in records {
+                    if !self.buffer.fits(Some(record.arrival)) {
+                        self.seal();
+                        self.deliver(&mut report).await?;
+                    }
                     let full = self.buffer.push(record.data, Some(record.arrival));
                     self.positions.insert(shard.clone(), record.sequence_number);
                     report.records_read += 1;
