@@ -2,7 +2,9 @@
 //! the stream tail, whatever stores them. One entity's events are found without reading the
 //! whole archive: the history read model says when the entity's events were recorded, and
 //! only the archive hours that can hold them are read. The stream tail is always read, so an
-//! event archived late (a delayed publish) is still found while the stream retains it.
+//! event archived late (a delayed publish) is still found while the stream retains it: only
+//! the entity's records when the stream has an index for them (the embedded log, which keeps
+//! everything), the whole tail otherwise (Kinesis, which keeps 24 hours by default).
 
 use crate::archive::{parse_object_key, ArchiveStore, MAX_BUFFER_MILLIS};
 use crate::codec::decode_record;
@@ -11,6 +13,7 @@ use crate::read_ports::{PageRequest, ReadModelQueries};
 use crate::replay::{EventSource, ReplayChunk, SourceError, SourceProblem};
 use crate::{CommitRecord, EventEnvelope, StreamKey, Timestamp};
 use futures::stream::{self, StreamExt};
+use std::sync::Arc;
 
 /// How long after being recorded an event is normally on its way to the archive (Firehose
 /// buffers up to 15 minutes). A later one (a publish retried by the outbox sweep) is still on
@@ -30,7 +33,7 @@ pub struct LogSource<A, R, I> {
     stream_name: String,
     index: Option<I>,
     /// The archive's keys, listed once per replay.
-    keys: tokio::sync::OnceCell<Vec<String>>,
+    keys: tokio::sync::Mutex<Option<Arc<Vec<String>>>>,
 }
 
 fn problem(location: impl Into<String>, reason: impl ToString) -> SourceProblem {
@@ -51,7 +54,7 @@ impl<A: ArchiveStore, R: StreamReader, I: ReadModelQueries> LogSource<A, R, I> {
             stream,
             stream_name: stream_name.into(),
             index,
-            keys: tokio::sync::OnceCell::new(),
+            keys: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -128,13 +131,27 @@ impl<A: ArchiveStore, R: StreamReader, I: ReadModelQueries> LogSource<A, R, I> {
         (records, problems)
     }
 
-    /// Every record on the stream now (all shards), decoded; undecodable ones are reported.
-    async fn tail(&self) -> Result<(Vec<CommitRecord>, Vec<SourceProblem>), SourceError> {
-        let records = self
-            .stream
-            .read_all()
-            .await
-            .map_err(|e| SourceError(format!("reading stream {}: {e}", self.stream_name)))?;
+    /// Every record on the stream now (all shards; only `key`'s when given and the stream
+    /// can find them), decoded; undecodable ones are reported.
+    async fn tail(
+        &self,
+        key: Option<&StreamKey>,
+    ) -> Result<(Vec<CommitRecord>, Vec<SourceProblem>), SourceError> {
+        let failed = |e: crate::ports::LogError| {
+            SourceError(format!("reading stream {}: {e}", self.stream_name))
+        };
+        let one = match key {
+            Some(key) => self
+                .stream
+                .read_partition(&key.partition_key())
+                .await
+                .map_err(failed)?,
+            None => None,
+        };
+        let records = match one {
+            Some(records) => records,
+            None => self.stream.read_all().await.map_err(failed)?,
+        };
         let mut out = Vec::with_capacity(records.len());
         let mut problems = Vec::new();
         for r in records {
@@ -179,7 +196,7 @@ impl<A: ArchiveStore, R: StreamReader, I: ReadModelQueries> EventSource for LogS
         };
         let (records, mut problems) = self.read_objects(listed.clone()).await;
         let mut events = keep(records);
-        let (tail, tail_problems) = self.tail().await?;
+        let (tail, tail_problems) = self.tail(Some(key)).await?;
         events.extend(keep(tail));
         problems.extend(tail_problems);
         if let Some((_, _, highest)) = window {
@@ -205,11 +222,27 @@ impl<A: ArchiveStore, R: StreamReader, I: ReadModelQueries> EventSource for LogS
         if position == Some(TAIL_POSITION) {
             return Ok(None);
         }
-        let keys = self
+        // Listed at the start of each replay (a warm hydrator serves many), then reused
+        // while it walks the chunks.
+        let cached = self
             .keys
-            .get_or_try_init(|| async { self.archive.list_keys(None, None).await })
+            .lock()
             .await
-            .map_err(unreadable)?;
+            .clone()
+            .filter(|_| position.is_some());
+        let keys = match cached {
+            Some(keys) => keys,
+            None => {
+                let listed = Arc::new(
+                    self.archive
+                        .list_keys(None, None)
+                        .await
+                        .map_err(unreadable)?,
+                );
+                *self.keys.lock().await = Some(listed.clone());
+                listed
+            }
+        };
         let total = keys.len();
         let start = match position {
             None => 0,
@@ -228,7 +261,7 @@ impl<A: ArchiveStore, R: StreamReader, I: ReadModelQueries> EventSource for LogS
                 total: Some(total + 1),
             }));
         }
-        let (records, problems) = self.tail().await?;
+        let (records, problems) = self.tail(None).await?;
         Ok(Some(ReplayChunk {
             records,
             position: TAIL_POSITION.into(),

@@ -155,6 +155,15 @@ pub trait StreamReader: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<LogRecord>, LogError>> + Send;
 
+    /// Every record of one partition key (one entity), in order, when the log can find them
+    /// without reading everything; None when it cannot (Kinesis), and callers read it all.
+    fn read_partition(
+        &self,
+        _partition_key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<LogRecord>>, LogError>> + Send {
+        async { Ok(None) }
+    }
+
     /// Every record on the log now, shard after shard, each in its order. Readers with a
     /// better way to tell they have caught up (Kinesis's `MillisBehindLatest`) override it.
     fn read_all(&self) -> impl Future<Output = Result<Vec<LogRecord>, LogError>> + Send {

@@ -68,7 +68,9 @@ impl LocalArchive {
             let mut file = std::fs::File::create(&temp)?;
             file.write_all(bytes.as_ref())?;
             file.sync_all()?;
-            std::fs::rename(&temp, &path)
+            std::fs::rename(&temp, &path)?;
+            // The rename itself (and a new hour folder) is durable only once the folder is.
+            std::fs::File::open(parent)?.sync_all()
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_file(&temp);

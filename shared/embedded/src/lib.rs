@@ -305,6 +305,7 @@ CREATE TABLE IF NOT EXISTS log (
     arrival       INTEGER NOT NULL   -- millis
 );
 CREATE INDEX IF NOT EXISTS log_by_shard ON log (shard, seq);
+CREATE INDEX IF NOT EXISTS log_by_key ON log (partition_key, seq);
 
 -- Read models, as the DynamoDB items of read_models.rs.
 CREATE TABLE IF NOT EXISTS views (

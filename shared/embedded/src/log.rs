@@ -128,16 +128,38 @@ fn read(
              WHERE shard = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )
         .map_err(unavailable)?;
-    let rows = statement
-        .query_map(params![shard, after, limit as i64], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, Vec<u8>>(2)?,
-                row.get::<_, i64>(3)?,
-            ))
-        })
+    let rows = statement.query(params![shard, after, limit as i64]);
+    collect(rows, shard)
+}
+
+/// Every record of one partition key, in order (through the `log_by_key` index).
+fn read_key(
+    conn: &Connection,
+    shard: u32,
+    partition_key: &str,
+) -> Result<Vec<LogRecord>, LogError> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT seq, partition_key, data, arrival FROM log
+             WHERE partition_key = ?1 ORDER BY seq",
+        )
         .map_err(unavailable)?;
+    let rows = statement.query(params![partition_key]);
+    collect(rows, shard)
+}
+
+fn collect(
+    rows: rusqlite::Result<rusqlite::Rows<'_>>,
+    shard: u32,
+) -> Result<Vec<LogRecord>, LogError> {
+    let rows = rows.map_err(unavailable)?.mapped(|row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, Vec<u8>>(2)?,
+            row.get::<_, i64>(3)?,
+        ))
+    });
     let mut records = Vec::new();
     for row in rows {
         let (seq, partition_key, data, arrival) = row.map_err(unavailable)?;
@@ -193,6 +215,19 @@ impl StreamReader for Embedded {
         let limit = limit.clamp(1, MAX_READ);
         self.with_conn(move |conn| read(conn, index, after, limit))
             .await
+    }
+
+    /// One entity's records through an index, not the whole log (which this log keeps
+    /// forever, unlike a stream's 24-hour tail).
+    async fn read_partition(
+        &self,
+        partition_key: &str,
+    ) -> Result<Option<Vec<LogRecord>>, LogError> {
+        let shard = shard_of(partition_key, self.shard_count());
+        let key = partition_key.to_owned();
+        self.with_conn(move |conn| read_key(conn, shard, &key))
+            .await
+            .map(Some)
     }
 }
 
