@@ -41,9 +41,10 @@ pub trait BatchHandler: Send + Sync {
     fn handle(&self, records: &[LogRecord]) -> impl Future<Output = Option<String>> + Send;
 }
 
-/// The on-failure destination.
+/// The on-failure destination. A record it could not take is not discarded: the mapping
+/// stops that shard there and tries again on the next poll.
 pub trait FailureSink: Send + Sync {
-    fn discard(&self, shard: &str, records: &[LogRecord], attempts: u32);
+    fn discard(&self, shard: &str, records: &[LogRecord], attempts: u32) -> std::io::Result<()>;
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -115,7 +116,7 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
                 continue;
             };
             report.batches += 1;
-            self.deliver(&shard, batch, &mut report).await;
+            self.deliver(&shard, batch, &mut report).await?;
             self.positions.insert(shard, last);
         }
         if report.batches > 0 {
@@ -143,8 +144,14 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
         }
     }
 
-    /// Delivers one batch until every record is done or discarded.
-    async fn deliver(&self, shard: &str, batch: Vec<LogRecord>, report: &mut MappingReport) {
+    /// Delivers one batch until every record is done or discarded; an error (the on-failure
+    /// destination refused a record) leaves the shard's position where it was.
+    async fn deliver(
+        &self,
+        shard: &str,
+        batch: Vec<LogRecord>,
+        report: &mut MappingReport,
+    ) -> Result<(), LogError> {
         // Work list of sub-batches, each with the retries it has used.
         let mut work: Vec<(Vec<LogRecord>, u32)> = vec![(batch, 0)];
         while let Some((records, attempts)) = work.pop() {
@@ -180,10 +187,16 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
             // rest of the batch is tried again.
             let (poison, after) = rest.split_at(1);
             tracing::error!(shard, sequence_number = %poison[0].sequence_number, attempts, "record sent to the on-failure destination");
-            self.sink.discard(shard, poison, attempts);
+            self.sink.discard(shard, poison, attempts).map_err(|e| {
+                LogError::Unavailable(format!(
+                    "the on-failure destination refused record {} of {shard}: {e}",
+                    poison[0].sequence_number
+                ))
+            })?;
             report.records_discarded += 1;
             work.push((after.to_vec(), 0));
         }
+        Ok(())
     }
 }
 
@@ -243,15 +256,28 @@ mod tests {
         }
     }
 
+    /// Keeps what it is given, unless told to refuse the next `refuse` records.
     #[derive(Default)]
-    struct Sink(Mutex<Vec<String>>);
+    struct Sink(Mutex<Vec<String>>, std::sync::atomic::AtomicUsize);
 
     impl FailureSink for Sink {
-        fn discard(&self, _: &str, records: &[LogRecord], _: u32) {
+        fn discard(&self, _: &str, records: &[LogRecord], _: u32) -> std::io::Result<()> {
+            let refused = self
+                .1
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+            if refused {
+                return Err(std::io::Error::other("disk full"));
+            }
             self.0
                 .lock()
                 .unwrap()
                 .extend(records.iter().map(|r| r.sequence_number.clone()));
+            Ok(())
         }
     }
 
@@ -412,5 +438,65 @@ mod tests {
             calls,
             [seqs(&["001", "002"]), seqs(&["003", "004"]), seqs(&["005"])]
         );
+    }
+
+    #[tokio::test]
+    async fn a_record_the_failure_destination_refuses_is_not_skipped() {
+        let script = Script {
+            poison: seqs(&["002"]),
+            ..Default::default()
+        };
+        let sink = Sink::default();
+        sink.1.store(1, std::sync::atomic::Ordering::SeqCst);
+        let checkpoints = timeline_core::memory::MemoryCheckpoints::default();
+        let config = MappingConfig {
+            batch_size: 10,
+            max_retries: 0,
+            bisect: false,
+        };
+        let mut esm =
+            EventSourceMapping::with_checkpoints(log(3), script, sink, config, checkpoints.clone());
+        assert!(esm.poll().await.is_err(), "the sink refused 002");
+        assert!(checkpoints.saved().is_empty(), "the shard did not move");
+        let report = esm.drain().await.unwrap();
+        assert_eq!(*esm.sink.0.lock().unwrap(), seqs(&["002"]));
+        assert_eq!(report.records_discarded, 1);
+        assert_eq!(
+            *esm.handler().applied.lock().unwrap(),
+            seqs(&["001", "003"])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restarted_mapping_continues_from_its_checkpoint() {
+        let checkpoints = timeline_core::memory::MemoryCheckpoints::default();
+        let config = MappingConfig {
+            batch_size: 2,
+            max_retries: 0,
+            bisect: false,
+        };
+        let mut first = EventSourceMapping::with_checkpoints(
+            log(3),
+            Script::default(),
+            Sink::default(),
+            config.clone(),
+            checkpoints.clone(),
+        );
+        first.drain().await.unwrap();
+        assert_eq!(checkpoints.saved()["shardId-0"], "003");
+        let mut second = EventSourceMapping::with_checkpoints(
+            log(5),
+            Script::default(),
+            Sink::default(),
+            config,
+            checkpoints.clone(),
+        );
+        second.drain().await.unwrap();
+        assert_eq!(
+            *second.handler().applied.lock().unwrap(),
+            seqs(&["004", "005"]),
+            "only what came after the checkpoint"
+        );
+        assert_eq!(checkpoints.saved()["shardId-0"], "005");
     }
 }

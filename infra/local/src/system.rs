@@ -90,16 +90,15 @@ impl FailureFile {
 }
 
 impl FailureSink for FailureFile {
-    fn discard(&self, shard: &str, records: &[LogRecord], attempts: u32) {
-        let _guard = self.lock.lock().unwrap();
-        let file = std::fs::OpenOptions::new()
+    fn discard(&self, shard: &str, records: &[LogRecord], attempts: u32) -> std::io::Result<()> {
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path);
-        let Ok(mut file) = file else {
-            tracing::error!(path = %self.path.display(), "cannot write the on-failure destination");
-            return;
-        };
+            .open(&self.path)?;
         for r in records {
             let line = serde_json::json!({
                 "shard_id": shard,
@@ -109,7 +108,9 @@ impl FailureSink for FailureFile {
                 "arrival": r.arrival,
                 "data": String::from_utf8_lossy(&r.data),
             });
-            let _ = writeln!(file, "{line}");
+            writeln!(file, "{line}")?;
         }
+        // On disk before the mapping moves past these records for good.
+        file.sync_data()
     }
 }
