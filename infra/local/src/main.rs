@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 use timeline_aws::Clients;
 use timeline_core::archive::ArchiveStore;
@@ -20,7 +21,9 @@ use timeline_core::Timestamp;
 use timeline_embedded::LocalArchive;
 use timeline_local::backend::{AwsBackend, Backend, EmbeddedBackend};
 use timeline_local::demo::{self, Http};
-use timeline_local::operate::{operate, Operation, Output};
+use timeline_local::operate::{
+    found_problems, operate, stream_holds_records, Operation, Output, FOUND_PROBLEMS,
+};
 use timeline_local::runner::{run, RunOptions};
 use timeline_local::system::ARCHIVE_PREFIX;
 
@@ -105,13 +108,18 @@ enum Command {
         /// the backend's own archive when omitted.
         #[arg(long)]
         from_dir: Option<PathBuf>,
-        /// The key prefix the archive was written under.
-        #[arg(long, default_value = ARCHIVE_PREFIX)]
+        /// The key prefix the archive in --from-dir was written under.
+        #[arg(long, default_value = ARCHIVE_PREFIX, requires = "from_dir")]
         prefix: String,
-        /// Only objects that can hold records that arrived at or after this time.
+        /// Replay even if the stream already holds records (they get copies, which readers
+        /// skip, and which the archive then holds twice).
+        #[arg(long)]
+        allow_copies: bool,
+        /// Skip the archive's hour folders that end more than 15 minutes before this time
+        /// (objects are filed by the arrival hour of their first record).
         #[arg(long, value_parser = parse_time)]
         since: Option<Timestamp>,
-        /// Only objects that can hold records that arrived at or before this time.
+        /// Skip the archive's hour folders that start more than 15 minutes after this time.
         #[arg(long, value_parser = parse_time)]
         until: Option<Timestamp>,
     },
@@ -147,14 +155,17 @@ fn parse_time(s: &str) -> Result<Timestamp, String> {
         .map_err(|_| format!("{s:?} is not an RFC 3339 time (e.g. 2026-11-28T10:02:00Z)"))
 }
 
+/// Exit statuses: 0 done, 1 failed (the error is printed), 3 done but found problems (drift,
+/// unreadable parts of the log; see the JSON answer).
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,timeline_local=info".into()),
         )
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let command = cli
@@ -162,9 +173,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| Command::Serve(ServeArgs::parse_from(["serve"])));
     if let Command::Demo { url } = command {
         let http = Http::new(url);
-        return demo::run(&http, &suffix(), |line| println!("{line}"))
-            .await
-            .map(|_| ());
+        demo::run(&http, &suffix(), |line| println!("{line}")).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
     let use_aws = match cli.backend {
@@ -187,6 +197,14 @@ async fn main() -> anyhow::Result<()> {
         let archive = backend.archive();
         go(backend, archive, command, &cli.data_dir, output).await
     } else {
+        let creates = matches!(command, Command::Serve(_) | Command::ReplayArchive { .. });
+        let database = cli.data_dir.join(timeline_embedded::DATABASE_FILE);
+        anyhow::ensure!(
+            creates || database.exists(),
+            "no data in {} (no {}): give the directory `serve` uses with --data-dir",
+            cli.data_dir.display(),
+            database.display()
+        );
         let backend = EmbeddedBackend::open(&cli.data_dir).with_context(|| {
             format!(
                 "cannot use the data directory {} (choose another with --data-dir)",
@@ -215,9 +233,12 @@ async fn go<B: Backend, A: ArchiveStore>(
     command: Command,
     data_dir: &std::path::Path,
     output: Output,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitCode> {
     let operation = match command {
-        Command::Serve(args) => return serve(args, backend, data_dir).await,
+        Command::Serve(args) => {
+            serve(args, backend, data_dir).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Demo { .. } => unreachable!("played before a backend is opened"),
         Command::State {
             kind,
@@ -236,21 +257,35 @@ async fn go<B: Backend, A: ArchiveStore>(
         Command::ReplayArchive {
             from_dir,
             prefix,
+            allow_copies,
             since,
             until,
         } => {
+            if !allow_copies && stream_holds_records(&backend.reader()).await? {
+                anyhow::bail!(
+                    "the stream already holds records: replaying the archive would add copies \
+                     of them (readers skip copies, the archive keeps them). Replay into a new \
+                     stream, or pass --allow-copies"
+                );
+            }
             let operation = Operation::ReplayArchive { since, until };
             if let Some(dir) = from_dir {
                 anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
                 let archive = LocalArchive::new(dir, prefix);
-                operate(&backend, operation, &archive, output).await?;
-                return Ok(());
+                return exit_code(operate(&backend, operation, &archive, output).await?);
             }
             operation
         }
     };
-    operate(&backend, operation, &own_archive, output).await?;
-    Ok(())
+    exit_code(operate(&backend, operation, &own_archive, output).await?)
+}
+
+fn exit_code(answer: serde_json::Value) -> anyhow::Result<ExitCode> {
+    Ok(if found_problems(&answer) {
+        ExitCode::from(FOUND_PROBLEMS as u8)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn suffix() -> String {
@@ -278,6 +313,7 @@ async fn serve<B: Backend>(
     let port = addr.port();
     let (demo, exit_after_demo) = (args.demo, args.exit_after_demo);
     let demo_failed = std::sync::atomic::AtomicBool::new(false);
+    let (demo_done, demo_played) = tokio::sync::oneshot::channel::<()>();
     let after_start = async {
         if !demo {
             return;
@@ -289,6 +325,7 @@ async fn serve<B: Backend>(
             demo_failed.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         if exit_after_demo {
+            let _ = demo_done.send(());
             return;
         }
         println!("\nThe server keeps running. Try:");
@@ -300,9 +337,6 @@ async fn serve<B: Backend>(
         println!("Ctrl-C stops it.");
     };
     let shutdown = async {
-        if exit_after_demo {
-            return;
-        }
         // Ctrl-C, or a TERM from a supervisor (a script, a container runtime).
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -314,7 +348,13 @@ async fn serve<B: Backend>(
                 None => std::future::pending::<()>().await,
             }
         };
+        let played = async {
+            if !exit_after_demo || demo_played.await.is_err() {
+                std::future::pending::<()>().await
+            }
+        };
         tokio::select! {
+            _ = played => return,
             _ = tokio::signal::ctrl_c() => {}
             _ = terminated => {}
         }

@@ -8,12 +8,12 @@ use crate::system::LocalSystem;
 use hydrator::HydratorRequest;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use timeline_core::archive::ArchiveStore;
-use timeline_core::ports::EventLog;
+use timeline_core::ports::{EventLog, StreamReader};
 use timeline_core::replay::SourceProblem;
-use timeline_core::Timestamp;
+use timeline_core::{CommitRecord, Timestamp};
 
 const READING_LOG: &str = "reading the log (archive + stream tail)";
 
@@ -213,19 +213,23 @@ pub struct ReplayArchiveReport {
     pub objects: usize,
     pub records_published: usize,
     pub events: usize,
-    /// Records already published by this replay (the archive holds copies when a pump
-    /// restarted, and Firehose delivers at least once).
+    /// Copies of records already read (the archive holds copies when a pump restarted
+    /// before its checkpoint, and Firehose delivers at least once).
     pub duplicates_skipped: usize,
-    /// Objects that could not be read; their good records before a corruption are not
-    /// published (use `verify` and the archive's own tools to inspect them).
+    /// Objects that could not be read; none of their records are published (use `verify`
+    /// and the archive's own tools to inspect them).
     pub problems: Vec<SourceProblem>,
 }
 
-/// Publishes every commit record of the archive's objects whose records arrived between
-/// `since` and `until` (either end open), in key order (the order their first records
-/// arrived), each once. Readers dedupe on `(aggregate, version)`, so replaying records the
-/// stream already holds changes no read model; it is how a new stream (another region, a
-/// stream recreated after an incident) gets the timeline back.
+/// Publishes every commit record of the archive's objects whose records can have arrived
+/// between `since` and `until` (either end open), each once, every entity's records in
+/// version order (objects named in the same second sort by a random id, so key order alone
+/// could put an entity's later versions first, and the processor would see a gap). The
+/// records are gathered first, so this holds the selected part of the archive in memory.
+///
+/// Readers dedupe on `(aggregate, version)`, so replaying records a stream already holds
+/// changes no read model; it is how a new stream (another region, a stream recreated after
+/// an incident, an embedded database deleted but its archive kept) gets the timeline back.
 pub async fn replay_archive<A: ArchiveStore, L: EventLog>(
     archive: &A,
     log: &L,
@@ -236,27 +240,26 @@ pub async fn replay_archive<A: ArchiveStore, L: EventLog>(
     let keys = archive.list_keys(since, until).await?;
     let total = keys.len();
     let mut report = ReplayArchiveReport::default();
-    let mut seen = HashSet::new();
-    progress(0, total);
+    // Keyed by entity then first version: iteration order is the publishing order.
+    let mut records: BTreeMap<(String, u64), CommitRecord> = BTreeMap::new();
+    progress(0, total * 2);
     for key in keys {
         report.objects += 1;
         match archive.read_object(&key).await {
-            Ok(records) => {
-                for record in records {
+            Ok(found) => {
+                for record in found {
                     let identity = (
-                        record.partition_key(),
-                        record.first_version(),
-                        record.last_version(),
+                        record.partition_key().unwrap_or_default(),
+                        record.first_version().unwrap_or(0),
                     );
-                    if !seen.insert(identity) {
-                        report.duplicates_skipped += 1;
-                        continue;
+                    match records.entry(identity) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            report.duplicates_skipped += 1
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(record);
+                        }
                     }
-                    log.publish(&record)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("publishing a record of {key}: {e}"))?;
-                    report.records_published += 1;
-                    report.events += record.events.len();
                 }
             }
             Err(e) => report.problems.push(SourceProblem {
@@ -264,7 +267,37 @@ pub async fn replay_archive<A: ArchiveStore, L: EventLog>(
                 reason: e.to_string(),
             }),
         }
-        progress(report.objects, total);
+        progress(report.objects, total * 2);
     }
+    let count = records.len().max(1);
+    for (i, ((partition_key, version), record)) in records.into_iter().enumerate() {
+        log.publish(&record).await.map_err(|e| {
+            anyhow::anyhow!("publishing {partition_key} from version {version}: {e}")
+        })?;
+        report.records_published += 1;
+        report.events += record.events.len();
+        progress(total + (i + 1) * total / count, total * 2);
+    }
+    progress(total * 2, total * 2);
     Ok(report)
 }
+
+/// Does the stream hold any record? (Replaying an archive into it would add copies.)
+pub async fn stream_holds_records<R: StreamReader>(reader: &R) -> anyhow::Result<bool> {
+    for shard in reader.shards().await? {
+        if !reader.read(&shard, None, 1).await?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Did the operation find something wrong (drift, unreadable parts of the log)? The CLI
+/// exits with [`FOUND_PROBLEMS`] then, so scripts can tell.
+pub fn found_problems(answer: &Value) -> bool {
+    let nonempty = |field: &str| answer[field].as_array().is_some_and(|a| !a.is_empty());
+    nonempty("drift") || nonempty("problems")
+}
+
+/// The exit status of an operator command that ran but found problems.
+pub const FOUND_PROBLEMS: i32 = 3;

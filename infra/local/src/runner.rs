@@ -14,6 +14,9 @@ use std::time::Duration;
 use timeline_core::processor::Processor;
 use timeline_core::pump::Pump;
 
+/// How long the event source mapping may keep projecting after the API has stopped.
+const FINAL_DRAIN: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub sweep_every: Duration,
@@ -79,6 +82,19 @@ pub async fn run<B: Backend>(
                     _ = stop.changed() => break,
                 }
             }
+            // A last look, bounded: project what the final sweep published; anything left
+            // is projected on the next start, from the checkpoint.
+            let deadline = tokio::time::Instant::now() + FINAL_DRAIN;
+            while tokio::time::Instant::now() < deadline {
+                match esm.poll().await {
+                    Ok(r) if r.batches > 0 => {}
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event source mapping, last look");
+                        break;
+                    }
+                }
+            }
         });
     }
     // Firehose: the stream into the archive, buffered briefly so time travel sees it soon.
@@ -134,12 +150,19 @@ pub async fn run<B: Backend>(
         system.clone(),
         server_stop_rx,
     ));
-    after_start.await;
-    shutdown.await;
+    // A shutdown while `after_start` runs (Ctrl-C during the demo) stops it there.
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = after_start => shutdown.as_mut().await,
+        _ = shutdown.as_mut() => {}
+    }
     // The API first, so every request accepted is on the log before the mapping and the
     // pump take their last look at it.
     let _ = server_stop_tx.send(true);
-    server.await.context("server task")?;
+    if let Err(e) = server.await {
+        // Still stop the rest properly: the pump must flush.
+        tracing::error!(error = %e, "the API server task failed");
+    }
     // Publish what a failed publish left in an outbox, so it is on the stream as well.
     if let Err(e) = system.commands.service().sweep(500).await {
         tracing::warn!(error = %e, "final outbox sweep failed");
