@@ -43,7 +43,7 @@ struct Cli {
     /// AWS_ENDPOINT_URL is set.
     #[arg(long, global = true, value_enum, default_value_t = BackendKind::Auto, env = "TIMELINE_BACKEND")]
     backend: BackendKind,
-    /// The embedded backend's data directory (created if missing; delete it to start over).
+    /// The embedded backend's data directory (`serve` creates it; delete it to start over).
     #[arg(
         long,
         global = true,

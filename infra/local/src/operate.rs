@@ -180,7 +180,8 @@ impl Output {
         if self != Output::Text {
             return indicatif::ProgressBar::hidden();
         }
-        let bar = indicatif::ProgressBar::new(0);
+        // Not empty (a bar of 0/0 draws as full); the real length comes with the first report.
+        let bar = indicatif::ProgressBar::new(1);
         let style = indicatif::ProgressStyle::with_template(&format!(
             "{title} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{elapsed}}) {{msg}}"
         ))
