@@ -117,6 +117,10 @@ impl timeline_core::ports::StreamReader for KinesisReader {
             .collect())
     }
 
+    fn empty_read_is_the_end(&self) -> bool {
+        false
+    }
+
     /// Follows each shard's iterators until Kinesis says it is caught up (an empty read
     /// alone does not mean the end on Kinesis).
     async fn read_all(

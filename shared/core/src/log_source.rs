@@ -8,7 +8,7 @@
 
 use crate::archive::{parse_object_key, ArchiveStore, MAX_BUFFER_MILLIS};
 use crate::codec::decode_record;
-use crate::ports::StreamReader;
+use crate::ports::{LogRecord, StreamReader};
 use crate::read_ports::{PageRequest, ReadModelQueries};
 use crate::replay::{EventSource, ReplayChunk, SourceError, SourceProblem};
 use crate::{CommitRecord, EventEnvelope, StreamKey, Timestamp};
@@ -22,6 +22,9 @@ pub const ARCHIVE_SLACK_MS: i64 = MAX_BUFFER_MILLIS;
 /// Archive objects fetched and decoded at once.
 pub const PARALLELISM: usize = 4;
 const TAIL_POSITION: &str = "tail";
+const TAIL_PREFIX: &str = "tail:";
+/// Records per part of the stream tail in a replay.
+pub const TAIL_CHUNK: usize = 10_000;
 
 /// See the module documentation. `index` is the history read model; without one, every
 /// entity read scans the whole archive.
@@ -32,6 +35,8 @@ pub struct LogSource<A, R, I> {
     /// A name for the stream in problem reports.
     stream_name: String,
     index: Option<I>,
+    /// Records per part of the tail (see [`LogSource::with_tail_chunk`]).
+    tail_chunk: usize,
     /// The archive's keys, listed once per replay.
     keys: tokio::sync::Mutex<Option<Arc<Vec<String>>>>,
 }
@@ -55,7 +60,14 @@ impl<A: ArchiveStore, R: StreamReader, I: ReadModelQueries> LogSource<A, R, I> {
             stream_name: stream_name.into(),
             index,
             keys: tokio::sync::Mutex::new(None),
+            tail_chunk: TAIL_CHUNK,
         }
+    }
+
+    /// Reads the tail of a replay in parts of `records` (tests use small ones).
+    pub fn with_tail_chunk(mut self, records: usize) -> Self {
+        self.tail_chunk = records.max(1);
+        self
     }
 
     pub fn archive(&self) -> &A {
@@ -152,6 +164,11 @@ impl<A: ArchiveStore, R: StreamReader, I: ReadModelQueries> LogSource<A, R, I> {
             Some(records) => records,
             None => self.stream.read_all().await.map_err(failed)?,
         };
+        Ok(self.decode(records))
+    }
+
+    /// Log records as commit records; undecodable ones are reported with where they are.
+    fn decode(&self, records: Vec<LogRecord>) -> (Vec<CommitRecord>, Vec<SourceProblem>) {
         let mut out = Vec::with_capacity(records.len());
         let mut problems = Vec::new();
         for r in records {
@@ -166,7 +183,61 @@ impl<A: ArchiveStore, R: StreamReader, I: ReadModelQueries> LogSource<A, R, I> {
                 )),
             }
         }
-        Ok((out, problems))
+        (out, problems)
+    }
+
+    /// The next part of the stream tail after `position` (`tail:<shard index>:<sequence
+    /// number>`, or the start), at most `tail_chunk` records of one shard; an empty part at
+    /// the end. Only for streams whose reads page reliably (see
+    /// [`StreamReader::empty_read_is_the_end`]).
+    async fn tail_part(
+        &self,
+        position: Option<&str>,
+        archive_parts: usize,
+    ) -> Result<ReplayChunk, SourceError> {
+        let failed = |e: crate::ports::LogError| {
+            SourceError(format!("reading stream {}: {e}", self.stream_name))
+        };
+        let (mut shard, mut after) = match position.and_then(|p| p.strip_prefix(TAIL_PREFIX)) {
+            Some(rest) => {
+                let (index, seq) = rest
+                    .split_once(':')
+                    .ok_or_else(|| SourceError(format!("not a replay position: {rest:?}")))?;
+                let index = index
+                    .parse::<usize>()
+                    .map_err(|_| SourceError(format!("not a replay position: {rest:?}")))?;
+                (index, Some(seq.to_owned()))
+            }
+            None => (0, None),
+        };
+        let shards = self.stream.shards().await.map_err(failed)?;
+        while let Some(id) = shards.get(shard) {
+            let records = self
+                .stream
+                .read(id, after.as_deref(), self.tail_chunk)
+                .await
+                .map_err(failed)?;
+            let Some(last) = records.last().map(|r| r.sequence_number.clone()) else {
+                shard += 1;
+                after = None;
+                continue;
+            };
+            let (records, problems) = self.decode(records);
+            return Ok(ReplayChunk {
+                records,
+                position: format!("{TAIL_PREFIX}{shard}:{last}"),
+                problems,
+                done: archive_parts,
+                total: Some(archive_parts + 1),
+            });
+        }
+        Ok(ReplayChunk {
+            records: Vec::new(),
+            position: TAIL_POSITION.into(),
+            problems: Vec::new(),
+            done: archive_parts + 1,
+            total: Some(archive_parts + 1),
+        })
     }
 }
 
@@ -244,8 +315,10 @@ impl<A: ArchiveStore, R: StreamReader, I: ReadModelQueries> EventSource for LogS
             }
         };
         let total = keys.len();
+        let in_tail = position.is_some_and(|p| p.starts_with(TAIL_PREFIX));
         let start = match position {
             None => 0,
+            Some(_) if in_tail => total,
             Some(after) => keys.partition_point(|k| k.as_str() <= after),
         };
         if start < total {
@@ -260,6 +333,12 @@ impl<A: ArchiveStore, R: StreamReader, I: ReadModelQueries> EventSource for LogS
                 done,
                 total: Some(total + 1),
             }));
+        }
+        if self.stream.empty_read_is_the_end() {
+            // One shard's part at a time: a log that keeps everything (the embedded one) is
+            // never held in memory whole.
+            let from = position.filter(|_| in_tail);
+            return self.tail_part(from, total).await.map(Some);
         }
         let (records, problems) = self.tail(None).await?;
         Ok(Some(ReplayChunk {

@@ -155,6 +155,13 @@ pub trait StreamReader: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<LogRecord>, LogError>> + Send;
 
+    /// Does a read that returns nothing mean the shard has nothing more after that position?
+    /// True for logs that answer from an index; Kinesis can return an empty page before the
+    /// end (it reads by time), so its reader says no and replays read it with `read_all`.
+    fn empty_read_is_the_end(&self) -> bool {
+        true
+    }
+
     /// Every record of one partition key (one entity), in order, when the log can find them
     /// without reading everything; None when it cannot (Kinesis), and callers read it all.
     fn read_partition(

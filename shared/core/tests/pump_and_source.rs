@@ -185,13 +185,47 @@ async fn the_source_reads_the_archive_then_the_tail() {
         .unwrap()
         .unwrap();
     assert_eq!(tail.records.len(), 6, "the tail is the whole stream");
-    assert!(source
+    assert_eq!((tail.done, tail.total), (1, Some(2)));
+    let end = source
         .next_chunk(Some(&tail.position))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(end.records.is_empty());
+    assert_eq!((end.done, end.total), (2, Some(2)));
+    assert!(source
+        .next_chunk(Some(&end.position))
         .await
         .unwrap()
         .is_none());
 }
 
+#[tokio::test]
+async fn a_replay_reads_the_tail_in_parts_and_resumes_from_any_of_them() {
+    let log = MemoryLog::default();
+    publish(&log, "r1", 1..=5).await;
+    let source =
+        LogSource::new(MemoryArchive::default(), log, "s", None::<NoIndex>).with_tail_chunk(2);
+    let mut position: Option<String> = None;
+    let mut parts = Vec::new();
+    while let Some(chunk) = source.next_chunk(position.as_deref()).await.unwrap() {
+        assert!(chunk.records.len() <= 2, "{}", chunk.records.len());
+        parts.push((chunk.position.clone(), chunk.records));
+        position = Some(parts.last().unwrap().0.clone());
+    }
+    let versions: Vec<u64> = parts
+        .iter()
+        .flat_map(|(_, records)| records.iter().map(|r| r.events[0].version))
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5], "every record once, in order");
+    // Resuming after the second part reads only what came after it.
+    let resumed = source.next_chunk(Some(&parts[1].0)).await.unwrap().unwrap();
+    assert_eq!(resumed.records[0].events[0].version, 5);
+    assert!(
+        source.next_chunk(Some("tail:x")).await.is_err(),
+        "not a position"
+    );
+}
 #[tokio::test]
 async fn events_no_longer_on_the_stream_are_found_in_the_archive() {
     // The stream's retention has passed for v1 and v2: only the archive has them.
