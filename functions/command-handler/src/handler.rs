@@ -14,7 +14,6 @@ use timeline_core::write::{
     WriteConfig,
 };
 use timeline_http::Problem;
-use tracing::Instrument;
 
 pub struct CommandApi<S, L, C> {
     service: CommandService<S, L, C>,
@@ -39,28 +38,8 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
 
     /// Handles one request; never fails (errors are problem+json responses).
     pub async fn handle(&self, req: Request) -> Response<Body> {
-        let request_id = timeline_http::request_id(&req);
         let path = timeline_http::path(&req).to_owned();
-        let span = tracing::info_span!(
-            "command",
-            request_id = request_id.as_deref().unwrap_or("-"),
-            %path
-        );
-        async {
-            match self.dispatch(&req, &path).await {
-                Ok(response) => response,
-                Err(problem) => {
-                    if problem.status.is_server_error() {
-                        tracing::error!(status = problem.status.as_u16(), code = %problem.code, detail = %problem.detail, "command failed");
-                    } else {
-                        tracing::info!(status = problem.status.as_u16(), code = %problem.code, "command refused");
-                    }
-                    problem.into_response(Some(&path))
-                }
-            }
-        }
-        .instrument(span)
-        .await
+        timeline_http::answer("command", &req, &path, self.dispatch(&req, &path)).await
     }
 
     async fn dispatch(&self, req: &Request, path: &str) -> Result<Response<Body>, Problem> {
@@ -69,12 +48,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
             .find(path)
             .ok_or_else(|| Problem::not_found(format!("no route for {path}")))?;
         if req.method() != Method::POST {
-            return Err(Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{path} accepts POST"),
-            )
-            .with_header(header::ALLOW, "POST"));
+            return Err(Problem::method_not_allowed(path, "POST"));
         }
         let mut envelope = request::parse(
             req.method().as_str(),

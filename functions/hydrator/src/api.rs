@@ -18,6 +18,16 @@ pub const ROUTES: &[&str] = &[
     "/videos/{id}/timeline",
 ];
 
+/// Built once: routing is on every request's path.
+static ROUTER: std::sync::LazyLock<matchit::Router<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        let mut router = matchit::Router::new();
+        for route in ROUTES {
+            router.insert(*route, *route).expect("distinct routes");
+        }
+        router
+    });
+
 fn param(req: &Request, name: &str) -> Option<String> {
     req.query_string_parameters_ref()
         .and_then(|q| q.first(name).map(str::to_owned))
@@ -42,27 +52,15 @@ where
 {
     pub async fn handle_http(&self, req: Request) -> Response<Body> {
         let path = timeline_http::path(&req).to_owned();
-        match self.route(&req, &path).await {
-            Ok(r) => r,
-            Err(p) => p.into_response(Some(&path)),
-        }
+        timeline_http::answer("time travel", &req, &path, self.route(&req, &path)).await
     }
 
     async fn route(&self, req: &Request, path: &str) -> Result<Response<Body>, Problem> {
-        let mut router = matchit::Router::new();
-        for route in ROUTES {
-            router.insert(*route, *route).expect("distinct routes");
-        }
-        let matched = router
+        let matched = ROUTER
             .at(path)
             .map_err(|_| Problem::not_found(format!("no route for {path}")))?;
         if req.method() != Method::GET {
-            return Err(Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{path} accepts GET"),
-            )
-            .with_header(header::ALLOW, "GET"));
+            return Err(Problem::method_not_allowed(path, "GET"));
         }
         let template = *matched.value;
         let id = matched.params.get("id").unwrap_or_default();

@@ -2,14 +2,13 @@
 // The replay futures nest deeply (source, archive stream, processor).
 #![recursion_limit = "256"]
 
-use hydrator::{Hydrator, HydratorRequest};
+use hydrator::HydratorRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     timeline_http::init_logging();
-    let (source, stored, target) = hydrator::wiring::from_env().await?;
-    let hydrator = Hydrator::new(source, stored, target);
+    let hydrator = hydrator::wiring::hydrator_from_env().await?;
     let hydrator = &hydrator;
     run(service_fn(
         move |event: LambdaEvent<HydratorRequest>| async move {

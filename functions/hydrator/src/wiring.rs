@@ -58,3 +58,10 @@ pub async fn from_env(
     });
     Ok((source, stored, target))
 }
+
+/// The hydrator both binaries serve, on the resources the environment names.
+pub async fn hydrator_from_env(
+) -> Result<crate::Hydrator<AwsEventSource, AwsStored, Target>, timeline_aws::config::ConfigError> {
+    let (source, stored, target) = from_env().await?;
+    Ok(crate::Hydrator::new(source, stored, target))
+}

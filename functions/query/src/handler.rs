@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use timeline_core::read_ports::{PageRequest, ReadModelError, ReadModelQueries};
 use timeline_core::StreamKey;
 use timeline_http::Problem;
-use tracing::Instrument;
 
 pub use timeline_http::MAX_ID_CHARS;
 
@@ -35,29 +34,8 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
 
     /// Handles one request; never fails (errors are problem+json responses).
     pub async fn handle(&self, req: Request) -> Response<Body> {
-        let request_id = timeline_http::request_id(&req);
         let path = timeline_http::path(&req).to_owned();
-        let span = tracing::info_span!(
-            "query",
-            request_id = request_id.as_deref().unwrap_or("-"),
-            method = %req.method(),
-            %path
-        );
-        async {
-            match self.dispatch(&req, &path).await {
-                Ok(response) => response,
-                Err(problem) => {
-                    if problem.status.is_server_error() {
-                        tracing::error!(status = problem.status.as_u16(), code = %problem.code, detail = %problem.detail, "query failed");
-                    } else {
-                        tracing::info!(status = problem.status.as_u16(), code = %problem.code, "query refused");
-                    }
-                    problem.into_response(Some(&path))
-                }
-            }
-        }
-        .instrument(span)
-        .await
+        timeline_http::answer("query", &req, &path, self.dispatch(&req, &path)).await
     }
 
     async fn dispatch(&self, req: &Request, path: &str) -> Result<Response<Body>, Problem> {
@@ -66,12 +44,7 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
             .find(path)
             .ok_or_else(|| Problem::not_found(format!("no route for {path}")))?;
         if req.method() != Method::GET {
-            return Err(Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{path} accepts GET"),
-            )
-            .with_header(header::ALLOW, "GET"));
+            return Err(Problem::method_not_allowed(path, "GET"));
         }
         let query = req.query_string_parameters();
         let key = match id {

@@ -5,8 +5,7 @@
 use aws_sdk_s3::primitives::{AggregatedBytes, ByteStream};
 use futures::stream::{self, Stream, StreamExt};
 use timeline_core::archive::{
-    decode_object, decode_object_lenient, hour_prefix, next_hour, ArchiveError, DecodedObject,
-    MAX_BUFFER_MILLIS,
+    decode_object, decode_object_lenient, key_range, ArchiveError, DecodedObject, KeyRange,
 };
 use timeline_core::{CommitRecord, Timestamp};
 
@@ -60,15 +59,9 @@ impl S3Archive {
         from: Option<Timestamp>,
         to: Option<Timestamp>,
     ) -> Result<Vec<String>, ArchiveError> {
-        let start = from.map(|f| hour_prefix(&self.prefix, f.plus_millis(-MAX_BUFFER_MILLIS)));
-        // The first key past the range: the folder of the hour after the last one.
-        let end =
-            to.map(|t| hour_prefix(&self.prefix, next_hour(t.plus_millis(MAX_BUFFER_MILLIS))));
-        if let (Some(start), Some(end)) = (&start, &end) {
-            if start >= end {
-                return Ok(Vec::new());
-            }
-        }
+        let Some(KeyRange { start, end }) = key_range(&self.prefix, from, to) else {
+            return Ok(Vec::new());
+        };
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         'pages: loop {

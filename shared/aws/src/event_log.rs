@@ -2,12 +2,10 @@
 //! `<type>#<id>`, so all of an entity's records land on one shard in order.
 
 use aws_sdk_kinesis::primitives::Blob;
-use timeline_core::codec::encode_record;
-use timeline_core::ports::{EventLog, LogError, Published};
+use timeline_core::ports::{log_entry, EventLog, LogError, Published};
 use timeline_core::CommitRecord;
 
-/// Kinesis refuses records over 1 MiB (data plus partition key).
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+pub use timeline_core::ports::MAX_RECORD_BYTES;
 
 #[derive(Clone, Debug)]
 pub struct KinesisEventLog {
@@ -26,13 +24,7 @@ impl KinesisEventLog {
 
 impl EventLog for KinesisEventLog {
     async fn publish(&self, record: &CommitRecord) -> Result<Published, LogError> {
-        let partition_key = record
-            .partition_key()
-            .ok_or_else(|| LogError::Unavailable("empty commit record".into()))?;
-        let data = encode_record(record);
-        if data.len() + partition_key.len() > MAX_RECORD_BYTES {
-            return Err(LogError::TooLarge(data.len()));
-        }
+        let (partition_key, data) = log_entry(record)?;
         let out = self
             .client
             .put_record()

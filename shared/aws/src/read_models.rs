@@ -6,10 +6,10 @@
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
-use base64::Engine;
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_attribute_value, to_item};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+use timeline_core::read_ports::layout;
 use timeline_core::read_ports::{
     Lookup, LookupKind, Page, PageRequest, ReadModelError, ReadModelQueries, ReadModelStore,
     StoredView, ViewWrite,
@@ -17,7 +17,6 @@ use timeline_core::read_ports::{
 use timeline_core::views::HistoryEntry;
 use timeline_core::{StreamKey, Timestamp};
 
-pub const VIEW_SK: &str = "view";
 pub const BY_RIDER: &str = "by-rider";
 pub const BY_DRIVER: &str = "by-driver";
 pub const BY_STATUS: &str = "by-status";
@@ -47,10 +46,7 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-/// `h#<occurred_at>#<version>`: fixed-width, so the sort key orders by time then version.
-pub fn history_sk(occurred_at: Timestamp, version: u64) -> String {
-    format!("h#{occurred_at}#{version:020}")
-}
+pub use timeline_core::read_ports::layout::{history_sk, VIEW_SK};
 
 /// The index and partition value of a lookup.
 fn index_of(lookup: &Lookup) -> (&'static str, &'static str, String) {
@@ -62,58 +58,30 @@ fn index_of(lookup: &Lookup) -> (&'static str, &'static str, String) {
     }
 }
 
-/// Cursors are the last evaluated key, all of whose attributes are strings, as base64url
-/// JSON. Opaque to clients; anything else is refused.
+/// Cursors are the last evaluated key (all of whose attributes are strings) in the shared
+/// layout's encoding.
 fn encode_cursor(key: Option<&Item>) -> Option<String> {
-    let key = key?;
-    let flat: std::collections::BTreeMap<&str, &str> = key
+    let flat: BTreeMap<&str, &str> = key?
         .iter()
         .filter_map(|(k, v)| Some((k.as_str(), v.as_s().ok()?.as_str())))
         .collect();
-    let json = serde_json::to_vec(&flat).expect("strings serialize");
-    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+    Some(layout::encode_cursor(&flat))
 }
 
-/// Decodes a cursor and checks it belongs to this very query: exactly the key attributes of
-/// its table or index, each equal to what the query fixes (`fixed`) or within its range
-/// (`sk_range`). Anything else is `InvalidCursor`, never a store error.
+/// The exclusive start key of a cursor that belongs to this query (see
+/// [`layout::decode_cursor`]).
 fn decode_cursor(
     cursor: Option<&str>,
     fixed: &[(&str, &str)],
     free: &[&str],
     sk_range: Option<(&str, &str)>,
 ) -> Result<Option<Item>, ReadModelError> {
-    let Some(cursor) = cursor else {
-        return Ok(None);
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| ReadModelError::InvalidCursor)?;
-    let flat: HashMap<String, String> =
-        serde_json::from_slice(&bytes).map_err(|_| ReadModelError::InvalidCursor)?;
-    let mut expected: Vec<&str> = fixed.iter().map(|(k, _)| *k).collect();
-    expected.extend_from_slice(free);
-    let mut keys: Vec<&str> = flat.keys().map(String::as_str).collect();
-    expected.sort_unstable();
-    expected.dedup();
-    keys.sort_unstable();
-    let fits = keys == expected
-        && fixed
-            .iter()
-            .all(|(k, v)| flat.get(*k).map(String::as_str) == Some(*v))
-        && sk_range.is_none_or(|(low, high)| {
-            flat.get("sk")
-                .is_some_and(|sk| low <= sk.as_str() && sk.as_str() <= high)
-        });
-    if !fits {
-        return Err(ReadModelError::InvalidCursor);
-    }
-    Ok(Some(flat.into_iter().map(|(k, v)| (k, s(v))).collect()))
+    let flat = layout::decode_cursor(cursor, fixed, free, sk_range)?;
+    Ok(flat.map(|flat| flat.into_iter().map(|(k, v)| (k, s(v))).collect()))
 }
 
-/// DynamoDB refuses a limit below 1; callers validate, this keeps the adapter total.
 fn limit(page: &PageRequest) -> i32 {
-    page.limit.clamp(1, 1000) as i32
+    layout::page_limit(page) as i32
 }
 
 impl DynamoReadModels {
@@ -388,9 +356,7 @@ impl ReadModelQueries for DynamoReadModels {
         to: Option<Timestamp>,
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>, ReadModelError> {
-        let low = from.map_or("h#".to_owned(), |t| format!("h#{t}"));
-        // `~` sorts after every character of a version, so `to` is inclusive.
-        let high = to.map_or("h#~".to_owned(), |t| format!("h#{t}#~"));
+        let (low, high) = layout::history_range(from, to);
         let pk = key.partition_key();
         let start = decode_cursor(
             page.cursor.as_deref(),

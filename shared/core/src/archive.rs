@@ -342,6 +342,25 @@ pub fn decode_object_lenient(key: &str, bytes: &[u8]) -> DecodedObject {
     }
 }
 
+/// The keys a listing of the objects that can hold records that arrived between `from` and
+/// `to` (either end open) must read: those after `start` (the hour folder of `from - 15
+/// min`; every key in it is longer, so sorts after it) and before `end` (the folder of the
+/// hour after `to + 15 min`). None when the range holds no hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Option<String>,
+    pub end: Option<String>,
+}
+
+pub fn key_range(prefix: &str, from: Option<Timestamp>, to: Option<Timestamp>) -> Option<KeyRange> {
+    let start = from.map(|f| hour_prefix(prefix, f.plus_millis(-MAX_BUFFER_MILLIS)));
+    let end = to.map(|t| hour_prefix(prefix, next_hour(t.plus_millis(MAX_BUFFER_MILLIS))));
+    match (&start, &end) {
+        (Some(start), Some(end)) if start >= end => None,
+        _ => Some(KeyRange { start, end }),
+    }
+}
+
 /// Where archive objects live (S3, or a directory for the local runner): the operations the
 /// archive pump and the log reader need, with S3's meaning.
 pub trait ArchiveStore: Send + Sync {

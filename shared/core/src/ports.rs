@@ -110,6 +110,22 @@ pub enum LogError {
     TooLarge(usize),
 }
 
+/// The largest record a log takes (data plus partition key), as Kinesis.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// A commit record as a log stores it: its partition key and bytes, checked against
+/// [`MAX_RECORD_BYTES`].
+pub fn log_entry(record: &CommitRecord) -> Result<(String, Vec<u8>), LogError> {
+    let partition_key = record
+        .partition_key()
+        .ok_or_else(|| LogError::Unavailable("empty commit record".into()))?;
+    let data = crate::codec::encode_record(record);
+    if data.len() + partition_key.len() > MAX_RECORD_BYTES {
+        return Err(LogError::TooLarge(data.len()));
+    }
+    Ok((partition_key, data))
+}
+
 pub trait EventLog: Send + Sync {
     fn publish(
         &self,

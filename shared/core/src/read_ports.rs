@@ -115,3 +115,76 @@ pub trait ReadModelQueries: Send + Sync {
         page: &PageRequest,
     ) -> impl Future<Output = Result<Page<HistoryEntry>, ReadModelError>> + Send;
 }
+
+/// The layout both read-model stores share (DynamoDB items, SQLite rows), so their keys,
+/// ranges, cursors and limits agree to the byte.
+pub mod layout {
+    use super::{PageRequest, ReadModelError};
+    use crate::time::Timestamp;
+    use base64::Engine;
+    use std::collections::{BTreeMap, HashMap};
+
+    /// The sort key of a view item.
+    pub const VIEW_SK: &str = "view";
+
+    /// `h#<occurred_at>#<version>`: fixed-width, so the sort key orders by time then version.
+    pub fn history_sk(occurred_at: Timestamp, version: u64) -> String {
+        format!("h#{occurred_at}#{version:020}")
+    }
+
+    /// The inclusive sort-key range of history entries with `from <= occurred_at <= to`.
+    pub fn history_range(from: Option<Timestamp>, to: Option<Timestamp>) -> (String, String) {
+        let low = from.map_or("h#".to_owned(), |t| format!("h#{t}"));
+        // `~` sorts after every character of a version, so `to` is inclusive.
+        let high = to.map_or("h#~".to_owned(), |t| format!("h#{t}#~"));
+        (low, high)
+    }
+
+    /// Stores refuse a limit below 1 or above 1000; callers validate, this keeps them total.
+    pub fn page_limit(page: &PageRequest) -> usize {
+        page.limit.clamp(1, 1000)
+    }
+
+    /// A cursor: the last key read, all strings, as base64url JSON. Opaque to clients.
+    pub fn encode_cursor(key: &BTreeMap<&str, &str>) -> String {
+        let json = serde_json::to_vec(key).expect("strings serialize");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// Decodes a cursor and checks it belongs to this very query: exactly the key attributes
+    /// `fixed` and `free`, each fixed one equal to what the query fixes, `sk` within
+    /// `sk_range` if given. Anything else is `InvalidCursor`, never a store error.
+    pub fn decode_cursor(
+        cursor: Option<&str>,
+        fixed: &[(&str, &str)],
+        free: &[&str],
+        sk_range: Option<(&str, &str)>,
+    ) -> Result<Option<HashMap<String, String>>, ReadModelError> {
+        let Some(cursor) = cursor else {
+            return Ok(None);
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| ReadModelError::InvalidCursor)?;
+        let flat: HashMap<String, String> =
+            serde_json::from_slice(&bytes).map_err(|_| ReadModelError::InvalidCursor)?;
+        let mut expected: Vec<&str> = fixed.iter().map(|(k, _)| *k).collect();
+        expected.extend_from_slice(free);
+        expected.sort_unstable();
+        expected.dedup();
+        let mut keys: Vec<&str> = flat.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let fits = keys == expected
+            && fixed
+                .iter()
+                .all(|(k, v)| flat.get(*k).map(String::as_str) == Some(*v))
+            && sk_range.is_none_or(|(low, high)| {
+                flat.get("sk")
+                    .is_some_and(|sk| low <= sk.as_str() && sk.as_str() <= high)
+            });
+        if !fits {
+            return Err(ReadModelError::InvalidCursor);
+        }
+        Ok(Some(flat))
+    }
+}

@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use timeline_core::archive::{
-    decode_object, decode_object_lenient, hour_prefix, next_hour, ArchiveError, ArchiveStore,
-    DecodedObject, MAX_BUFFER_MILLIS,
+    decode_object, decode_object_lenient, key_range, ArchiveError, ArchiveStore, DecodedObject,
+    KeyRange,
 };
 use timeline_core::{CommitRecord, Timestamp};
 
@@ -89,14 +89,9 @@ impl LocalArchive {
         from: Option<Timestamp>,
         to: Option<Timestamp>,
     ) -> Result<Vec<String>, ArchiveError> {
-        let start = from.map(|f| hour_prefix(&self.prefix, f.plus_millis(-MAX_BUFFER_MILLIS)));
-        let end =
-            to.map(|t| hour_prefix(&self.prefix, next_hour(t.plus_millis(MAX_BUFFER_MILLIS))));
-        if let (Some(start), Some(end)) = (&start, &end) {
-            if start >= end {
-                return Ok(Vec::new());
-            }
-        }
+        let Some(KeyRange { start, end }) = key_range(&self.prefix, from, to) else {
+            return Ok(Vec::new());
+        };
         let bounds = Bounds {
             prefix: &self.prefix,
             start: start.as_deref(),

@@ -11,12 +11,10 @@
 use crate::Embedded;
 use rusqlite::{params, Connection};
 use sha2::{Digest, Sha256};
-use timeline_core::codec::encode_record;
-use timeline_core::ports::{EventLog, LogError, LogRecord, Published, StreamReader};
+use timeline_core::ports::{log_entry, EventLog, LogError, LogRecord, Published, StreamReader};
 use timeline_core::{CommitRecord, Timestamp};
 
-/// The largest record the log takes (data plus partition key), as Kinesis.
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+pub use timeline_core::ports::MAX_RECORD_BYTES;
 /// The most records one read returns, as Kinesis `GetRecords`.
 const MAX_READ: usize = 10_000;
 
@@ -178,13 +176,7 @@ fn collect(
 
 impl EventLog for Embedded {
     async fn publish(&self, record: &CommitRecord) -> Result<Published, LogError> {
-        let partition_key = record
-            .partition_key()
-            .ok_or_else(|| LogError::Unavailable("empty commit record".into()))?;
-        let data = encode_record(record);
-        if data.len() + partition_key.len() > MAX_RECORD_BYTES {
-            return Err(LogError::TooLarge(data.len()));
-        }
+        let (partition_key, data) = log_entry(record)?;
         let shard_count = self.shard_count();
         let arrival = Timestamp::from_datetime(chrono::Utc::now());
         self.with_conn(move |conn| publish(conn, shard_count, &partition_key, &data, arrival))

@@ -15,10 +15,12 @@
 //! follow.
 
 use crate::Embedded;
-use base64::Engine;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap};
+use timeline_core::read_ports::layout::{
+    decode_cursor, encode_cursor, history_range, history_sk, page_limit, VIEW_SK,
+};
 use timeline_core::read_ports::{
     Lookup, LookupKind, Page, PageRequest, ReadModelError, ReadModelQueries, ReadModelStore,
     StoredView, ViewWrite,
@@ -26,20 +28,12 @@ use timeline_core::read_ports::{
 use timeline_core::views::HistoryEntry;
 use timeline_core::{StreamKey, Timestamp};
 
-/// The sort key of a view item, as in DynamoDB.
-const VIEW_SK: &str = "view";
-
 fn unavailable(e: rusqlite::Error) -> ReadModelError {
     ReadModelError::Unavailable(format!("sqlite: {e}"))
 }
 
 fn corrupt(e: impl std::fmt::Display) -> ReadModelError {
     ReadModelError::Corrupt(e.to_string())
-}
-
-/// `h#<occurred_at>#<version>`: fixed-width, so the key orders by time then version.
-pub fn history_sk(occurred_at: Timestamp, version: u64) -> String {
-    format!("h#{occurred_at}#{version:020}")
 }
 
 /// The column (and DynamoDB attribute) of a lookup, its sort key, and its value.
@@ -50,51 +44,6 @@ fn index_of(lookup: &Lookup) -> (&'static str, &'static str, String) {
         LookupKind::Driver => ("driver_key", "created_sk", value),
         LookupKind::Status => ("status_key", "updated_sk", value),
     }
-}
-
-fn encode_cursor(key: &BTreeMap<&str, &str>) -> String {
-    let json = serde_json::to_vec(key).expect("strings serialize");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-}
-
-/// Decodes a cursor and checks it belongs to this very query: exactly these attributes,
-/// the fixed ones equal to what the query fixes, `sk` within `sk_range` if given.
-fn decode_cursor(
-    cursor: Option<&str>,
-    fixed: &[(&str, &str)],
-    free: &[&str],
-    sk_range: Option<(&str, &str)>,
-) -> Result<Option<HashMap<String, String>>, ReadModelError> {
-    let Some(cursor) = cursor else {
-        return Ok(None);
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| ReadModelError::InvalidCursor)?;
-    let flat: HashMap<String, String> =
-        serde_json::from_slice(&bytes).map_err(|_| ReadModelError::InvalidCursor)?;
-    let mut expected: Vec<&str> = fixed.iter().map(|(k, _)| *k).collect();
-    expected.extend_from_slice(free);
-    expected.sort_unstable();
-    expected.dedup();
-    let mut keys: Vec<&str> = flat.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    let fits = keys == expected
-        && fixed
-            .iter()
-            .all(|(k, v)| flat.get(*k).map(String::as_str) == Some(*v))
-        && sk_range.is_none_or(|(low, high)| {
-            flat.get("sk")
-                .is_some_and(|sk| low <= sk.as_str() && sk.as_str() <= high)
-        });
-    if !fits {
-        return Err(ReadModelError::InvalidCursor);
-    }
-    Ok(Some(flat))
-}
-
-fn limit(page: &PageRequest) -> usize {
-    page.limit.clamp(1, 1000)
 }
 
 fn view_json(pk: &str, text: &str) -> Result<serde_json::Value, ReadModelError> {
@@ -219,7 +168,7 @@ fn list(
         &["pk", sort],
         None,
     )?;
-    let limit = limit(page);
+    let limit = page_limit(page);
     // Newest first; the pk breaks ties so that the order, and so paging, is total.
     let mut sql = format!("SELECT pk, {sort}, view FROM views WHERE {column} = ?1");
     let mut args: Vec<SqlValue> = vec![SqlValue::Text(value.clone())];
@@ -269,9 +218,7 @@ fn history(
     to: Option<Timestamp>,
     page: &PageRequest,
 ) -> Result<Page<HistoryEntry>, ReadModelError> {
-    let low = from.map_or("h#".to_owned(), |t| format!("h#{t}"));
-    // `~` sorts after every character of a version, so `to` is inclusive.
-    let high = to.map_or("h#~".to_owned(), |t| format!("h#{t}#~"));
+    let (low, high) = history_range(from, to);
     let pk = key.partition_key();
     let start = decode_cursor(
         page.cursor.as_deref(),
@@ -279,7 +226,7 @@ fn history(
         &["sk"],
         Some((low.as_str(), high.as_str())),
     )?;
-    let limit = limit(page);
+    let limit = page_limit(page);
     // After the cursor's key, or from `low` inclusive.
     let (after, inclusive) = match &start {
         Some(start) => (start["sk"].clone(), false),

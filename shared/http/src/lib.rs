@@ -39,6 +39,16 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, "not_found", detail)
     }
 
+    /// 405, with the `Allow` header: `path` accepts only `allowed`.
+    pub fn method_not_allowed(path: &str, allowed: &'static str) -> Self {
+        Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{path} accepts {allowed}"),
+        )
+        .with_header(header::ALLOW, allowed)
+    }
+
     /// Adds an extension member (e.g. `current_version`).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extensions.insert(key.to_owned(), value.into());
@@ -139,6 +149,41 @@ pub fn actor(req: &Request) -> String {
         }
     }
     "anonymous".to_owned()
+}
+
+/// Runs one request's work (`what`: `command`, `query`, ...) in a span with its request id,
+/// method and path, and answers its problem as problem+json, logged once: an error for a 5xx
+/// (with its detail), a refusal at info level otherwise.
+pub async fn answer(
+    what: &'static str,
+    req: &Request,
+    path: &str,
+    work: impl std::future::Future<Output = Result<Response<Body>, Problem>>,
+) -> Response<Body> {
+    use tracing::Instrument;
+    let request_id = request_id(req);
+    let span = tracing::info_span!(
+        "request",
+        handler = what,
+        request_id = request_id.as_deref().unwrap_or("-"),
+        method = %req.method(),
+        %path
+    );
+    async {
+        match work.await {
+            Ok(response) => response,
+            Err(problem) => {
+                if problem.status.is_server_error() {
+                    tracing::error!(status = problem.status.as_u16(), code = %problem.code, detail = %problem.detail, "{what} failed");
+                } else {
+                    tracing::info!(status = problem.status.as_u16(), code = %problem.code, "{what} refused");
+                }
+                problem.into_response(Some(path))
+            }
+        }
+    }
+    .instrument(span)
+    .await
 }
 
 /// Structured logs as Lambda expects: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, the level from

@@ -2,14 +2,12 @@
 // The replay futures nest deeply (source, archive stream, processor).
 #![recursion_limit = "256"]
 
-use hydrator::Hydrator;
 use lambda_http::{run, service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     timeline_http::init_logging();
-    let (source, stored, target) = hydrator::wiring::from_env().await?;
-    let hydrator = Hydrator::new(source, stored, target);
+    let hydrator = hydrator::wiring::hydrator_from_env().await?;
     let hydrator = &hydrator;
     run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(hydrator.handle_http(req).await)
