@@ -5,11 +5,41 @@
 use crate::{Hydrator, HydratorError};
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
+use std::time::Duration;
 use timeline_core::read_ports::ReadModelStore;
-use timeline_core::replay::{EventSource, Stored};
+use timeline_core::replay::{EventSource, SourceError, Stored};
+use timeline_core::retry::Deadline;
 use timeline_core::timetravel::AsOf;
 use timeline_core::{StreamKey, Timestamp};
 use timeline_http::Problem;
+
+/// Time kept back from the invocation's deadline to answer (a clear 503, not a timeout).
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(1500);
+/// API Gateway waits 29 s for an integration; an answer takes at most this long.
+pub const API_BUDGET: Duration = Duration::from_secs(25);
+/// Seconds a client is asked to wait before retrying an answer the log could not give.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+/// How long this request may take: the Lambda's remaining time less a margin, at most
+/// [`API_BUDGET`] (the local runner has no Lambda context: the budget alone).
+pub fn deadline(req: &Request) -> Deadline {
+    match req.lambda_context_ref() {
+        Some(context) => Deadline::lambda(context.deadline, ANSWER_MARGIN, API_BUDGET),
+        None => Deadline::after(API_BUDGET),
+    }
+}
+
+/// 503 with `Retry-After`: the log could not be read in time; nothing is wrong with the
+/// request, and the same request may succeed later.
+pub fn log_unavailable(e: &SourceError) -> Problem {
+    tracing::error!(error = %e, "event log unreadable");
+    let detail = match e {
+        SourceError::OutOfTime(_) => "the event log could not be read in time; retry later",
+        SourceError::Unavailable(_) => "the event log could not be read; retry later",
+    };
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", detail)
+        .with_header(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())
+}
 
 pub const ROUTES: &[&str] = &[
     "/rides/{id}/state",
@@ -71,6 +101,7 @@ where
             "video"
         };
         let key = StreamKey::new(kind, id);
+        let deadline = deadline(req);
         let answer = if template.ends_with("/state") {
             let version = param(req, "version")
                 .map(|v| {
@@ -93,7 +124,7 @@ where
                 (None, Some(v)) => AsOf::Version(v),
                 (None, None) => AsOf::Now,
             };
-            self.state(&key, point).await
+            self.state(&key, point, &deadline).await
         } else {
             let (from, to) = (time(req, "from")?, time(req, "to")?);
             if let (Some(f), Some(t)) = (from, to) {
@@ -101,20 +132,23 @@ where
                     return Err(Problem::bad_request("invalid_query", "from is after to"));
                 }
             }
-            self.history(&key, from, to).await
+            self.history(&key, from, to, &deadline).await
         }
         .map_err(|e| match e {
-            HydratorError::Source(e) => {
-                tracing::error!(error = %e, "event log unreadable");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "log_unavailable",
-                    "the event log could not be read; retry later",
-                )
-                .with_header(header::RETRY_AFTER, "5")
-            }
+            HydratorError::Source(e) => log_unavailable(&e),
             other => Problem::bad_request("invalid_query", other.to_string()),
         })?;
+        if answer["version_not_found"] == true {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                format!("{kind}.version_not_found"),
+                format!(
+                    "no such version: the {kind} is at version {}",
+                    answer["latest_version"]
+                ),
+            )
+            .with("latest_version", answer["latest_version"].clone()));
+        }
         if answer["exists"] != true {
             return Err(Problem::new(
                 StatusCode::NOT_FOUND,

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use timeline_core::processor::Processor;
 use timeline_core::read_ports::ReadModelStore;
-use timeline_core::replay::{rebuild, verify, EventSource, RebuildReport, Stored};
+use timeline_core::replay::{
+    rebuild, verify, EntityEvents, EntityRead, EventSource, RebuildReport, Stored,
+};
+use timeline_core::retry::Deadline;
 use timeline_core::ride::RideAggregate;
 use timeline_core::timetravel::{history, merge, state_at, AsOf};
 use timeline_core::video::VideoAggregate;
@@ -58,6 +61,8 @@ pub enum HydratorError {
     BothPoints,
     #[error("from is after to")]
     EmptyRange,
+    /// The log could not be read now (unavailable, throttled past the time budget, or out
+    /// of time): retry later.
     #[error(transparent)]
     Source(#[from] timeline_core::replay::SourceError),
 }
@@ -84,7 +89,13 @@ where
         }
     }
 
-    pub async fn handle(&self, request: HydratorRequest) -> Result<Value, HydratorError> {
+    /// Answers a direct invocation within `deadline` (a rebuild that runs out of time stops
+    /// cleanly and says where to resume).
+    pub async fn handle(
+        &self,
+        request: HydratorRequest,
+        deadline: &Deadline,
+    ) -> Result<Value, HydratorError> {
         match request {
             HydratorRequest::State {
                 aggregate_type,
@@ -98,8 +109,12 @@ where
                     (None, Some(v)) => AsOf::Version(v),
                     (None, None) => AsOf::Now,
                 };
-                self.state(&StreamKey::new(aggregate_type, aggregate_id), point)
-                    .await
+                self.state(
+                    &StreamKey::new(aggregate_type, aggregate_id),
+                    point,
+                    deadline,
+                )
+                .await
             }
             HydratorRequest::History {
                 aggregate_type,
@@ -112,8 +127,13 @@ where
                         return Err(HydratorError::EmptyRange);
                     }
                 }
-                self.history(&StreamKey::new(aggregate_type, aggregate_id), from, to)
-                    .await
+                self.history(
+                    &StreamKey::new(aggregate_type, aggregate_id),
+                    from,
+                    to,
+                    deadline,
+                )
+                .await
             }
             HydratorRequest::Rebuild {
                 target_table,
@@ -123,6 +143,7 @@ where
                     .rebuild(
                         target_table.as_deref(),
                         resume_after,
+                        deadline,
                         &mut |r, done, total| {
                             tracing::info!(
                                 done,
@@ -137,7 +158,7 @@ where
                 Ok(serde_json::to_value(report).expect("reports serialize"))
             }
             HydratorRequest::Verify {} => {
-                let report = verify(&self.source, &self.stored).await?;
+                let report = verify(&self.source, &self.stored, deadline).await?;
                 Ok(serde_json::to_value(report).expect("reports serialize"))
             }
         }
@@ -149,17 +170,27 @@ where
         &self,
         target_table: Option<&str>,
         resume_after: Option<String>,
+        deadline: &Deadline,
         progress: &mut (dyn FnMut(&RebuildReport, usize, Option<usize>) + Send),
     ) -> Result<RebuildReport, HydratorError> {
-        let processor = Processor::new((self.target)(target_table));
-        Ok(rebuild(&self.source, &processor, resume_after, progress).await?)
+        let processor = Processor::for_replay((self.target)(target_table));
+        Ok(rebuild(&self.source, &processor, resume_after, deadline, progress).await?)
     }
 
-    /// The state of one entity at a point; `view` is null if it did not exist then.
-    pub async fn state(&self, key: &StreamKey, point: AsOf) -> Result<Value, HydratorError> {
+    /// The state of one entity at a point: `exists` is false when it did not exist then;
+    /// `complete` is true only when the view holds every version up to that point (the latest
+    /// committed one for "now"), else `missing_versions` lists what the log lacks.
+    /// `latest_version` is the latest committed version; a version past it is answered with
+    /// `exists: false` and `version_not_found: true`.
+    pub async fn state(
+        &self,
+        key: &StreamKey,
+        point: AsOf,
+        deadline: &Deadline,
+    ) -> Result<Value, HydratorError> {
         match key.aggregate_type.as_str() {
-            "ride" => self.state_of::<RideAggregate>(key, point).await,
-            "video" => self.state_of::<VideoAggregate>(key, point).await,
+            "ride" => self.state_of::<RideAggregate>(key, point, deadline).await,
+            "video" => self.state_of::<VideoAggregate>(key, point, deadline).await,
             other => Err(HydratorError::UnknownType(other.into())),
         }
     }
@@ -169,10 +200,17 @@ where
         key: &StreamKey,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
+        deadline: &Deadline,
     ) -> Result<Value, HydratorError> {
         match key.aggregate_type.as_str() {
-            "ride" => self.history_of::<RideAggregate>(key, from, to).await,
-            "video" => self.history_of::<VideoAggregate>(key, from, to).await,
+            "ride" => {
+                self.history_of::<RideAggregate>(key, from, to, deadline)
+                    .await
+            }
+            "video" => {
+                self.history_of::<VideoAggregate>(key, from, to, deadline)
+                    .await
+            }
             other => Err(HydratorError::UnknownType(other.into())),
         }
     }
@@ -181,20 +219,57 @@ where
         &self,
         key: &StreamKey,
         point: AsOf,
+        deadline: &Deadline,
     ) -> Result<Value, HydratorError> {
-        let until = match point {
-            AsOf::Time(t) => Some(t),
-            _ => None,
+        let found = match self.source.entity_events(key, point, deadline).await? {
+            EntityRead::Absent => {
+                return Ok(json!({
+                    "entity": key.to_string(),
+                    "as_of": point,
+                    "exists": false,
+                    "view": null,
+                    "complete": true,
+                    "missing_versions": [],
+                    "issues": [],
+                    "problems": [],
+                }))
+            }
+            EntityRead::Found(found) => found,
         };
-        let (events, problems) = self.source.entity_events(key, until).await?;
-        let log = merge(key.clone(), events);
+        let EntityEvents {
+            events,
+            latest,
+            known_times,
+            problems,
+        } = found;
+        if let (AsOf::Version(v), Some(latest)) = (point, latest) {
+            if v > latest {
+                return Ok(json!({
+                    "entity": key.to_string(),
+                    "as_of": point,
+                    "exists": false,
+                    "version_not_found": true,
+                    "latest_version": latest,
+                    "view": null,
+                    "complete": true,
+                    "missing_versions": [],
+                    "issues": [],
+                    "problems": [],
+                }));
+            }
+        }
+        let log = merge(key.clone(), events).knowing(latest, known_times);
         let answer = state_at::<A>(&log, point);
+        // It existed at that point if the log or the index shows a version by then.
+        let exists = answer.view.is_some() || log.target(point) > 0;
         Ok(json!({
             "entity": key.to_string(),
             "as_of": point,
-            "exists": answer.view.is_some(),
+            "exists": exists,
+            "latest_version": latest,
             "view": answer.view,
-            "complete": answer.complete && problems.is_empty(),
+            "complete": answer.complete,
+            "missing_versions": answer.missing_versions,
             "issues": answer.issues,
             "problems": problems,
         }))
@@ -205,20 +280,27 @@ where
         key: &StreamKey,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
+        deadline: &Deadline,
     ) -> Result<Value, HydratorError> {
-        let (events, problems) = self.source.entity_events(key, to).await?;
-        let log = merge(key.clone(), events);
-        let exists = !log.events.is_empty();
-        let (steps, issues) = history::<A>(&log, from, to);
+        let point = to.map_or(AsOf::Now, AsOf::Time);
+        let found = match self.source.entity_events(key, point, deadline).await? {
+            EntityRead::Absent => EntityEvents::default(),
+            EntityRead::Found(found) => found,
+        };
+        let log = merge(key.clone(), found.events).knowing(found.latest, found.known_times);
+        let exists = log.target(point) > 0;
+        let answer = history::<A>(&log, from, to);
         Ok(json!({
             "entity": key.to_string(),
             "exists": exists,
             "from": from,
             "to": to,
-            "steps": steps,
-            "complete": issues.is_empty() && problems.is_empty(),
-            "issues": issues,
-            "problems": problems,
+            "latest_version": found.latest,
+            "steps": answer.steps,
+            "complete": answer.complete,
+            "missing_versions": answer.missing_versions,
+            "issues": answer.issues,
+            "problems": found.problems,
         }))
     }
 }

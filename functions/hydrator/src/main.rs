@@ -4,6 +4,12 @@
 
 use hydrator::HydratorRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use std::time::Duration;
+use timeline_core::retry::Deadline;
+
+/// Kept back from the invocation's deadline: a rebuild stops cleanly and reports where to
+/// resume, instead of being killed mid-write.
+const STOP_MARGIN: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -12,7 +18,8 @@ async fn main() -> Result<(), Error> {
     let hydrator = &hydrator;
     run(service_fn(
         move |event: LambdaEvent<HydratorRequest>| async move {
-            Ok::<_, Error>(hydrator.handle(event.payload).await?)
+            let deadline = Deadline::lambda(event.context.deadline, STOP_MARGIN, Duration::MAX);
+            Ok::<_, Error>(hydrator.handle(event.payload, &deadline).await?)
         },
     ))
     .await

@@ -42,16 +42,15 @@ pub async fn from_env(
     let prefix = std::env::var(ARCHIVE_PREFIX).unwrap_or_else(|_| "events/".into());
     let clients = Clients::from_env().await;
     let views = DynamoReadModels::new(clients.dynamodb.clone(), &read_table);
+    let heads = DynamoWriteStore::new(clients.dynamodb.clone(), write_table);
     let source = timeline_aws::event_source::aws_event_source(
         S3Archive::new(clients.s3.clone(), bucket, prefix),
         clients.kinesis.clone(),
         stream,
         Some(views.clone()),
+        Some(heads.clone()),
     );
-    let stored = AwsStored {
-        heads: DynamoWriteStore::new(clients.dynamodb.clone(), write_table),
-        views,
-    };
+    let stored = AwsStored { heads, views };
     let dynamodb = clients.dynamodb.clone();
     let target: Target = Box::new(move |table| {
         DynamoReadModels::new(dynamodb.clone(), table.unwrap_or(&read_table))

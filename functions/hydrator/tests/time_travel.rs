@@ -12,6 +12,7 @@ use timeline_aws::event_source::AwsEventSource;
 use timeline_aws::pump::{FirehosePump, PumpConfig};
 use timeline_aws::read_models::DynamoReadModels;
 use timeline_core::ports::SystemClock;
+use timeline_core::retry::Deadline;
 use timeline_core::{EventEnvelope, StreamKey, Timestamp};
 use timeline_testkit::{kinesis_event, post, read, scan_sorted, unique, TestEnv};
 
@@ -105,6 +106,7 @@ impl World {
             self.env.clients.kinesis.clone(),
             stream,
             Some(self.env.read_models()),
+            Some(self.env.store()),
         )
     }
 
@@ -137,23 +139,29 @@ async fn state(
     key: &StreamKey,
     as_of: Option<Timestamp>,
 ) -> Value {
-    h.handle(HydratorRequest::State {
-        aggregate_type: key.aggregate_type.clone(),
-        aggregate_id: key.aggregate_id.clone(),
-        as_of,
-        version: None,
-    })
+    h.handle(
+        HydratorRequest::State {
+            aggregate_type: key.aggregate_type.clone(),
+            aggregate_id: key.aggregate_id.clone(),
+            as_of,
+            version: None,
+        },
+        &Deadline::none(),
+    )
     .await
     .unwrap()
 }
 
 async fn history(h: &Hydrator<AwsEventSource, AwsStored, Target>, key: &StreamKey) -> Value {
-    h.handle(HydratorRequest::History {
-        aggregate_type: key.aggregate_type.clone(),
-        aggregate_id: key.aggregate_id.clone(),
-        from: None,
-        to: None,
-    })
+    h.handle(
+        HydratorRequest::History {
+            aggregate_type: key.aggregate_type.clone(),
+            aggregate_id: key.aggregate_id.clone(),
+            from: None,
+            to: None,
+        },
+        &Deadline::none(),
+    )
     .await
     .unwrap()
 }
@@ -204,6 +212,35 @@ impl World {
     }
 }
 
+impl World {
+    /// The archive object that holds the seed video's last event, with its records.
+    async fn object_with_seeds_last(&self) -> (String, Vec<timeline_core::CommitRecord>) {
+        let archive = S3Archive::new(
+            self.env.clients.s3.clone(),
+            &self.env.names.archive_bucket,
+            PREFIX,
+        );
+        let last = self
+            .events
+            .iter()
+            .filter(|e| e.aggregate_id == "seed")
+            .map(|e| e.version)
+            .max()
+            .unwrap();
+        for key in self.archive_objects().await {
+            let records = archive.read_object(&key).await.unwrap();
+            if records
+                .iter()
+                .flat_map(|r| &r.events)
+                .any(|e| e.aggregate_id == "seed" && e.version == last)
+            {
+                return (key, records);
+            }
+        }
+        panic!("no object holds the seed video's version {last}")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_as_of_a_time_or_version_is_the_fold_of_exactly_those_events() {
     let w = world().await;
@@ -247,12 +284,15 @@ async fn state_as_of_a_time_or_version_is_the_fold_of_exactly_those_events() {
         if let Some(v) = expected {
             let n = v["version"].as_u64().unwrap();
             let by_version = h
-                .handle(HydratorRequest::State {
-                    aggregate_type: key.aggregate_type.clone(),
-                    aggregate_id: key.aggregate_id.clone(),
-                    as_of: None,
-                    version: Some(n),
-                })
+                .handle(
+                    HydratorRequest::State {
+                        aggregate_type: key.aggregate_type.clone(),
+                        aggregate_id: key.aggregate_id.clone(),
+                        as_of: None,
+                        version: Some(n),
+                    },
+                    &Deadline::none(),
+                )
                 .await
                 .unwrap();
             assert_eq!(by_version["view"], v, "{key} as of version {n}");
@@ -334,7 +374,10 @@ async fn rebuild_restores_deleted_read_models_byte_for_byte_and_verify_sees_drif
     let dynamodb = &w.env.clients.dynamodb;
     let before = scan_sorted(dynamodb, table).await;
 
-    let healthy = h.handle(HydratorRequest::Verify {}).await.unwrap();
+    let healthy = h
+        .handle(HydratorRequest::Verify {}, &Deadline::none())
+        .await
+        .unwrap();
     assert_eq!(healthy["drift"], json!([]), "{healthy}");
     assert_eq!(healthy["entities"], w.entities().len());
 
@@ -352,10 +395,13 @@ async fn rebuild_restores_deleted_read_models_byte_for_byte_and_verify_sees_drif
     }
     assert!(scan_sorted(dynamodb, table).await.is_empty());
     let report = h
-        .handle(HydratorRequest::Rebuild {
-            target_table: None,
-            resume_after: None,
-        })
+        .handle(
+            HydratorRequest::Rebuild {
+                target_table: None,
+                resume_after: None,
+            },
+            &Deadline::none(),
+        )
         .await
         .unwrap();
     assert_eq!(report["problems"], json!([]), "{report}");
@@ -402,7 +448,10 @@ async fn rebuild_restores_deleted_read_models_byte_for_byte_and_verify_sees_drif
         .await
         .unwrap();
     let corrupted = scan_sorted(dynamodb, table).await;
-    let drift = h.handle(HydratorRequest::Verify {}).await.unwrap();
+    let drift = h
+        .handle(HydratorRequest::Verify {}, &Deadline::none())
+        .await
+        .unwrap();
     let kinds: Vec<(String, String)> = drift["drift"]
         .as_array()
         .unwrap()
@@ -454,12 +503,32 @@ async fn a_corrupt_archive_object_is_reported_with_its_key_and_the_rest_still_an
     let h = w.hydrator(w.source(&empty_stream, PREFIX));
     let answer = state(&h, &StreamKey::new("video", "seed"), None).await;
     assert_eq!(answer["view"]["status"], "failed");
-    assert_eq!(answer["complete"], false);
+    // Every version is there, from the good objects: whole, and the bad object is reported.
+    assert_eq!(answer["complete"], true, "{answer}");
     let problems = answer["problems"].as_array().unwrap();
     assert!(
         problems.iter().any(|p| p["location"] == bad.as_str()),
         "{problems:?}"
     );
+
+    // Now the object that held the video's last version is the corrupt one: the answer stops
+    // before it and says which version the log could not give.
+    let (key, _) = w.object_with_seeds_last().await;
+    let last = w.events.iter().filter(|e| e.aggregate_id == "seed").count() as u64;
+    archive
+        .put_object(&key, b"{\"events\":[{\"event_id\":".to_vec())
+        .await
+        .unwrap();
+    let answer = state(&h, &StreamKey::new("video", "seed"), None).await;
+    assert_eq!(answer["complete"], false, "{answer}");
+    assert!(
+        answer["missing_versions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(last)),
+        "{answer}"
+    );
+    assert!(answer["view"]["version"].as_u64().unwrap() < last);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,65 +568,80 @@ async fn every_hydrator_request_in_the_events_folder_is_accepted() {
             other => other,
         };
         let answer = h
-            .handle(request)
+            .handle(request, &Deadline::none())
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert!(answer.is_object(), "{}: {answer}", file.display());
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_archived_far_outside_its_window_is_still_found() {
-    let w = world().await;
+/// Moves the object holding the seed video's last event to `late` (as Firehose writes an
+/// object late after throttling), and reads without the stream tail; with the seed
+/// versions the moved object held.
+async fn archive_late(w: &World, late: Timestamp) -> (Value, Vec<u64>) {
     let archive = S3Archive::new(
         w.env.clients.s3.clone(),
         &w.env.names.archive_bucket,
         PREFIX,
     );
-    // Move the object holding the seed video's last event to an hour far in the future, as a
-    // publish retried long after the fact would land; and read without the stream tail.
-    let keys = w.archive_objects().await;
-    let last = w
-        .events
+    let (key, records) = w.object_with_seeds_last().await;
+    let mut versions: Vec<u64> = records
         .iter()
+        .flat_map(|r| &r.events)
         .filter(|e| e.aggregate_id == "seed")
         .map(|e| e.version)
-        .max()
+        .collect();
+    versions.sort();
+    let bytes = timeline_core::archive::encode_object(&records, true);
+    let new_key =
+        timeline_core::archive::object_key(PREFIX, "timeline-archive", late, "late", true);
+    archive.put_object(&new_key, bytes).await.unwrap();
+    w.env
+        .clients
+        .s3
+        .delete_object()
+        .bucket(&w.env.names.archive_bucket)
+        .key(&key)
+        .send()
+        .await
         .unwrap();
-    let mut moved = None;
-    for key in keys.iter().rev() {
-        let records = archive.read_object(key).await.unwrap();
-        if records
-            .iter()
-            .flat_map(|r| &r.events)
-            .any(|e| e.aggregate_id == "seed" && e.version == last)
-        {
-            let bytes = timeline_core::archive::encode_object(&records, true);
-            let late: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
-            let new_key =
-                timeline_core::archive::object_key(PREFIX, "timeline-archive", late, "late", true);
-            archive.put_object(&new_key, bytes).await.unwrap();
-            w.env
-                .clients
-                .s3
-                .delete_object()
-                .bucket(&w.env.names.archive_bucket)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-            moved = Some(new_key);
-            break;
-        }
-    }
-    assert!(moved.is_some());
+
     let empty_stream = unique("empty");
     timeline_aws::resources::create_stream(&w.env.clients.kinesis, &empty_stream, 1)
         .await
         .unwrap();
     let h = w.hydrator(w.source(&empty_stream, PREFIX));
-    let answer = state(&h, &StreamKey::new("video", "seed"), None).await;
+    (
+        state(&h, &StreamKey::new("video", "seed"), None).await,
+        versions,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_archived_hours_late_is_still_found() {
+    let w = world().await;
+    let last = w.events.iter().filter(|e| e.aggregate_id == "seed").count();
+    let late = w
+        .events
+        .iter()
+        .map(|e| e.recorded_at)
+        .max()
+        .unwrap()
+        .plus_millis(3 * 3_600_000);
+    let (answer, _) = archive_late(&w, late).await;
     assert_eq!(answer["view"]["version"], last, "{answer}");
     assert_eq!(answer["view"]["status"], "failed");
     assert_eq!(answer["complete"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_archived_beyond_any_window_is_reported_missing_not_searched_for() {
+    let w = world().await;
+    let last = w.events.iter().filter(|e| e.aggregate_id == "seed").count() as u64;
+    // Years away: no delivery is that late, and the whole archive is not read to find it.
+    let (answer, moved) = archive_late(&w, "2030-01-01T00:00:00Z".parse().unwrap()).await;
+    assert!(moved.contains(&last));
+    assert_eq!(answer["complete"], false, "{answer}");
+    assert_eq!(answer["missing_versions"], json!(moved));
+    assert_eq!(answer["view"]["version"], moved[0] - 1);
 }

@@ -1,7 +1,10 @@
 //! The processor Lambda: a Kinesis batch in, read models updated, `batchItemFailures` out.
 //! The projection rules live in `timeline_core::processor`; this is the Lambda edge.
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
+pub mod batch;
+
+pub use batch::KinesisBatch;
+
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use timeline_aws::metrics::{emit, Metric, Unit};
 use timeline_core::ports::Clock;
@@ -27,15 +30,11 @@ impl<R: ReadModelStore, C: Clock> ProcessorHandler<R, C> {
 
     /// Applies a batch and says where Kinesis must resume: the first record that could not
     /// be applied, or nothing when all were.
-    pub async fn handle(&self, event: KinesisEvent) -> KinesisEventResponse {
+    pub async fn handle(&self, event: KinesisBatch) -> KinesisEventResponse {
         let records: Vec<IncomingRecord> = event
             .records
             .into_iter()
-            .map(|r| IncomingRecord {
-                sequence_number: r.kinesis.sequence_number,
-                partition_key: r.kinesis.partition_key,
-                data: r.kinesis.data.0,
-            })
+            .map(batch::BatchRecord::into_incoming)
             .collect();
         let outcome = self.processor.process(&records, self.clock.now()).await;
         report(&outcome);

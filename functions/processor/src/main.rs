@@ -1,8 +1,7 @@
 //! Builds the DynamoDB client once and projects Kinesis batches with [`ProcessorHandler`].
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use processor::ProcessorHandler;
+use processor::{KinesisBatch, ProcessorHandler};
 use timeline_aws::config::{required, READ_MODEL_TABLE};
 use timeline_aws::read_models::DynamoReadModels;
 use timeline_aws::Clients;
@@ -17,7 +16,7 @@ async fn main() -> Result<(), Error> {
         ProcessorHandler::new(DynamoReadModels::new(clients.dynamodb, table), SystemClock);
     let handler = &handler;
     run(service_fn(
-        move |event: LambdaEvent<KinesisEvent>| async move {
+        move |event: LambdaEvent<KinesisBatch>| async move {
             Ok::<_, Error>(handler.handle(event.payload).await)
         },
     ))

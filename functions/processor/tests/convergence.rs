@@ -180,6 +180,13 @@ impl<R: ReadModelStore> ReadModelStore for Flaky<R> {
         }
         self.inner.write(write).await
     }
+    async fn attach_positions(
+        &self,
+        key: &StreamKey,
+        positions: &[timeline_core::read_ports::PositionOf],
+    ) -> Result<(), ReadModelError> {
+        self.inner.attach_positions(key, positions).await
+    }
 }
 
 /// The event source mapping, played by a script: random batch sizes, a redelivery of the

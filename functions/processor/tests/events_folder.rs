@@ -1,14 +1,13 @@
 //! Every Kinesis batch in `events/kinesis/` (the exact shape Lambda delivers) is decoded
 //! with `aws_lambda_events` and projected into DynamoDB (moto over HTTP).
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
-use processor::ProcessorHandler;
+use processor::{KinesisBatch, ProcessorHandler};
 use timeline_core::ports::SystemClock;
 use timeline_core::read_ports::ReadModelQueries;
 use timeline_core::StreamKey;
 use timeline_testkit::TestEnv;
 
-fn batch(name: &str) -> KinesisEvent {
+fn batch(name: &str) -> KinesisBatch {
     let path = format!("{}/../../events/kinesis/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not a Kinesis event: {e}"))
@@ -84,14 +83,10 @@ async fn every_kinesis_batch_in_the_events_folder_is_projected_as_documented() {
     assert!(fresh.read_models().view(&video).await.unwrap().is_some());
 }
 
-fn to_records(event: KinesisEvent) -> Vec<timeline_core::processor::IncomingRecord> {
+fn to_records(event: KinesisBatch) -> Vec<timeline_core::processor::IncomingRecord> {
     event
         .records
         .into_iter()
-        .map(|r| timeline_core::processor::IncomingRecord {
-            sequence_number: r.kinesis.sequence_number,
-            partition_key: r.kinesis.partition_key,
-            data: r.kinesis.data.0,
-        })
+        .map(processor::batch::BatchRecord::into_incoming)
         .collect()
 }

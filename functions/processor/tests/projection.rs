@@ -292,6 +292,13 @@ impl<R: ReadModelStore> ReadModelStore for FlakyOnce<R> {
         }
         self.inner.write(write).await
     }
+    async fn attach_positions(
+        &self,
+        key: &StreamKey,
+        positions: &[timeline_core::read_ports::PositionOf],
+    ) -> Result<(), ReadModelError> {
+        self.inner.attach_positions(key, positions).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

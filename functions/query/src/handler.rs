@@ -116,8 +116,12 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
             self.queries.history(key, range.from, range.to, page)
         );
         view.map_err(problem)?.ok_or_else(|| not_found(domain))?;
-        let history = history.map_err(problem)?;
+        let mut history = history.map_err(problem)?;
         tracing::info!(stream = %key, items = history.items.len(), more = history.next_cursor.is_some(), "history answered");
+        // Where a record sat on the stream is the hydrator's business, not the API's.
+        for item in &mut history.items {
+            item.position = None;
+        }
         Ok(timeline_http::json(
             StatusCode::OK,
             &json!({ "items": history.items, "next_cursor": history.next_cursor }),

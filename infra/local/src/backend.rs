@@ -17,7 +17,7 @@ use timeline_core::log_source::LogSource;
 use timeline_core::ports::{Checkpoints, EventLog, NoCheckpoints, StreamReader, WriteModelStore};
 use timeline_core::pump::{Pump, PumpConfig, StreamPump};
 use timeline_core::read_ports::{
-    ReadModelError, ReadModelQueries, ReadModelStore, StoredView, ViewWrite,
+    PositionOf, ReadModelError, ReadModelQueries, ReadModelStore, StoredView, ViewWrite,
 };
 use timeline_core::replay::{EventSource, Stored};
 use timeline_core::StreamKey;
@@ -85,7 +85,7 @@ impl Backend for EmbeddedBackend {
     type Log = Embedded;
     type Views = Embedded;
     type Reader = Embedded;
-    type Source = LogSource<LocalArchive, Embedded, Embedded>;
+    type Source = LogSource<LocalArchive, Embedded, Embedded, Embedded>;
     type Stored = Embedded;
     type Rebuild = EmbeddedTarget;
     type Pump = StreamPump<Embedded, LocalArchive, Checkpoint>;
@@ -108,6 +108,7 @@ impl Backend for EmbeddedBackend {
             self.archive(),
             self.db.clone(),
             self.db.database_path().display().to_string(),
+            Some(self.db.clone()),
             Some(self.db.clone()),
         )
     }
@@ -165,6 +166,13 @@ impl ReadModelStore for EmbeddedTarget {
     async fn write(&self, write: ViewWrite) -> Result<(), ReadModelError> {
         self.db()?.write(write).await
     }
+    async fn attach_positions(
+        &self,
+        key: &StreamKey,
+        positions: &[PositionOf],
+    ) -> Result<(), ReadModelError> {
+        self.db()?.attach_positions(key, positions).await
+    }
 }
 
 /// The AWS adapters, on the endpoint the SDK's standard settings name.
@@ -209,10 +217,7 @@ impl Backend for AwsBackend {
         DynamoReadModels::new(self.clients.dynamodb.clone(), &self.names.read_model_table)
     }
     fn reader(&self) -> KinesisReader {
-        KinesisReader {
-            client: self.clients.kinesis.clone(),
-            stream: self.names.event_stream.clone(),
-        }
+        KinesisReader::new(self.clients.kinesis.clone(), &self.names.event_stream)
     }
     fn source(&self) -> AwsEventSource {
         aws_event_source(
@@ -220,6 +225,7 @@ impl Backend for AwsBackend {
             self.clients.kinesis.clone(),
             &self.names.event_stream,
             Some(self.views()),
+            Some(self.write_store()),
         )
     }
     fn stored(&self) -> AwsStored {

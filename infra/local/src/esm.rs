@@ -9,14 +9,17 @@
 //! - `MaximumRetryAttempts`: a record that still fails after that many retries is sent to
 //!   the on-failure destination (here a sink the runner writes to a JSON-lines file) and the
 //!   shard moves on, so one poison record never blocks a shard;
-//! - a failure identifier that is not in the batch fails the whole batch, as in AWS.
+//! - a failure identifier that is not in the batch fails the whole batch, as in AWS;
+//! - a child shard is read only once its parents are read to their end, so one key's
+//!   records reach the function in order across a reshard; an empty page is not the end of
+//!   a shard (the next poll goes on from there).
 //!
 //! Not emulated: `MaximumRecordAgeInSeconds`, `ParallelizationFactor` (one batch per shard
 //! at a time, which keeps per-key order as AWS does), tumbling windows.
 
-use std::collections::HashMap;
 use std::future::Future;
 use timeline_core::ports::{Checkpoints, LogError, LogRecord, NoCheckpoints, StreamReader};
+use timeline_core::shards::{Follower, PageEnd};
 
 #[derive(Debug, Clone)]
 pub struct MappingConfig {
@@ -53,6 +56,18 @@ pub struct MappingReport {
     pub invocations: usize,
     pub records_done: usize,
     pub records_discarded: usize,
+    /// Empty pages that were not the end of their shard.
+    pub empty_pages: usize,
+    /// Closed shards read to their end in this poll (their children come next).
+    pub shards_finished: usize,
+}
+
+impl MappingReport {
+    /// Is there more to read at once (records delivered, an empty page that was not the
+    /// end, or children opened by a finished parent)?
+    pub fn busy(&self) -> bool {
+        self.batches > 0 || self.empty_pages > 0 || self.shards_finished > 0
+    }
 }
 
 pub struct EventSourceMapping<R, H, S, P = NoCheckpoints> {
@@ -60,8 +75,9 @@ pub struct EventSourceMapping<R, H, S, P = NoCheckpoints> {
     handler: H,
     sink: S,
     config: MappingConfig,
-    /// The last sequence number done per shard (the mapping's checkpoint).
-    positions: HashMap<String, String>,
+    /// The last sequence number done per shard (the mapping's checkpoint), and the closed
+    /// shards read to their end.
+    follower: Follower,
     /// Where the positions outlive the process (the embedded backend); loaded on the first
     /// poll, saved after each poll that did something.
     checkpoints: P,
@@ -89,7 +105,7 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
             handler,
             sink,
             config,
-            positions: HashMap::new(),
+            follower: Follower::default(),
             checkpoints,
             resumed: false,
         }
@@ -99,30 +115,46 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
         &self.handler
     }
 
-    /// Reads one batch per shard and delivers it; returns what happened.
+    /// Reads one batch from each shard that may be read now (a child once its parents are
+    /// finished) and delivers it; returns what happened.
     pub async fn poll(&mut self) -> Result<MappingReport, LogError> {
         let mut report = MappingReport::default();
         if !self.resumed {
-            self.positions = self.checkpoints.load().await?;
+            self.follower = Follower::resume(self.checkpoints.load().await?);
             self.resumed = true;
         }
-        for shard in self.reader.shards().await? {
-            let after = self.positions.get(&shard).cloned();
-            let batch = self
+        let shards = self.reader.shards().await?;
+        let ready: Vec<String> = self
+            .follower
+            .ready(&shards)
+            .into_iter()
+            .map(|s| s.id.clone())
+            .collect();
+        for shard in ready {
+            let from = self.follower.from(&shard);
+            let page = self
                 .reader
-                .read(&shard, after.as_deref(), self.config.batch_size)
+                .read(&shard, &from, self.config.batch_size)
                 .await?;
-            let Some(last) = batch.last().map(|r| r.sequence_number.clone()) else {
-                continue;
-            };
-            report.batches += 1;
-            self.deliver(&shard, batch, &mut report).await?;
-            self.positions.insert(shard, last);
+            let end = page.end;
+            if let Some(last) = page.records.last().map(|r| r.sequence_number.clone()) {
+                report.batches += 1;
+                self.deliver(&shard, page.records, &mut report).await?;
+                self.follower.done_up_to(&shard, &last);
+            } else if end == PageEnd::Behind {
+                // Not the end: the shard has more after an empty page; read on at once.
+                report.empty_pages += 1;
+            }
+            if end == PageEnd::Closed {
+                // Its children are read from the next poll on.
+                self.follower.finish(&shard);
+                report.shards_finished += 1;
+            }
         }
         if report.batches > 0 {
             // Lost on a crash before this: the batch is delivered again, and the processor
             // skips what it already applied.
-            if let Err(e) = self.checkpoints.save(&self.positions).await {
+            if let Err(e) = self.checkpoints.save(self.follower.positions()).await {
                 tracing::warn!(error = %e, "could not save the event source mapping's positions");
             }
         }
@@ -134,13 +166,15 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
         let mut total = MappingReport::default();
         loop {
             let r = self.poll().await?;
-            if r.batches == 0 {
+            if !r.busy() {
                 return Ok(total);
             }
             total.batches += r.batches;
             total.invocations += r.invocations;
             total.records_done += r.records_done;
             total.records_discarded += r.records_discarded;
+            total.empty_pages += r.empty_pages;
+            total.shards_finished += r.shards_finished;
         }
     }
 
@@ -209,19 +243,36 @@ mod tests {
     struct Log(Vec<LogRecord>);
 
     impl StreamReader for Log {
-        async fn shards(&self) -> Result<Vec<String>, LogError> {
-            Ok(vec!["shardId-0".into()])
+        async fn shards(&self) -> Result<Vec<timeline_core::shards::Shard>, LogError> {
+            Ok(vec![timeline_core::shards::Shard {
+                id: "shardId-0".into(),
+                parents: vec![],
+                hash_range: (0, u128::MAX),
+                closed: false,
+            }])
         }
         async fn read(
             &self,
             _: &str,
-            after: Option<&str>,
+            from: &timeline_core::shards::ReadFrom,
             limit: usize,
-        ) -> Result<Vec<LogRecord>, LogError> {
-            let start = after.map_or(0, |a| {
-                self.0.iter().position(|r| r.sequence_number == a).unwrap() + 1
-            });
-            Ok(self.0.iter().skip(start).take(limit).cloned().collect())
+        ) -> Result<timeline_core::shards::Page, LogError> {
+            let start = match from {
+                timeline_core::shards::ReadFrom::After(a) => {
+                    self.0.iter().position(|r| &r.sequence_number == a).unwrap() + 1
+                }
+                _ => 0,
+            };
+            let records: Vec<LogRecord> = self.0.iter().skip(start).take(limit).cloned().collect();
+            let end = if start + records.len() >= self.0.len() {
+                PageEnd::CaughtUp
+            } else {
+                PageEnd::Behind
+            };
+            Ok(timeline_core::shards::Page { records, end })
+        }
+        fn key_hash(&self, _: &str) -> u128 {
+            0
         }
     }
 

@@ -11,8 +11,10 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use timeline_core::archive::ArchiveStore;
-use timeline_core::ports::{EventLog, StreamReader};
+use timeline_core::ports::{EventLog, LogError, StreamReader};
 use timeline_core::replay::SourceProblem;
+use timeline_core::retry::{retry_throttled, Deadline};
+use timeline_core::shards::{PageEnd, ReadFrom};
 use timeline_core::{CommitRecord, Timestamp};
 
 const READING_LOG: &str = "reading the log (archive + stream tail)";
@@ -66,7 +68,10 @@ pub async fn operate<B: Backend, A: ArchiveStore>(
                 version,
             };
             output
-                .while_spinning(READING_LOG, system.hydrator.handle(request))
+                .while_spinning(
+                    READING_LOG,
+                    system.hydrator.handle(request, &Deadline::none()),
+                )
                 .await?
         }
         Operation::History { kind, id, from, to } => {
@@ -77,23 +82,31 @@ pub async fn operate<B: Backend, A: ArchiveStore>(
                 to,
             };
             output
-                .while_spinning(READING_LOG, system.hydrator.handle(request))
+                .while_spinning(
+                    READING_LOG,
+                    system.hydrator.handle(request, &Deadline::none()),
+                )
                 .await?
         }
         Operation::Rebuild { into, resume_after } => {
             let bar = output.bar("rebuilding the read models", "parts of the log");
             let report = system
                 .hydrator
-                .rebuild(into.as_deref(), resume_after, &mut |r, done, total| {
-                    if let Some(total) = total {
-                        bar.set_length(total as u64);
-                    }
-                    bar.set_position(done as u64);
-                    bar.set_message(format!(
-                        "{} records, {} events applied",
-                        r.records, r.events_applied
-                    ));
-                })
+                .rebuild(
+                    into.as_deref(),
+                    resume_after,
+                    &Deadline::none(),
+                    &mut |r, done, total| {
+                        if let Some(total) = total {
+                            bar.set_length(total as u64);
+                        }
+                        bar.set_position(done as u64);
+                        bar.set_message(format!(
+                            "{} records, {} events applied",
+                            r.records, r.events_applied
+                        ));
+                    },
+                )
                 .await;
             bar.finish_and_clear();
             let report = report?;
@@ -111,7 +124,9 @@ pub async fn operate<B: Backend, A: ArchiveStore>(
             output
                 .while_spinning(
                     "comparing the log with the heads and the views",
-                    system.hydrator.handle(HydratorRequest::Verify {}),
+                    system
+                        .hydrator
+                        .handle(HydratorRequest::Verify {}, &Deadline::none()),
                 )
                 .await?
         }
@@ -283,11 +298,26 @@ pub async fn replay_archive<A: ArchiveStore, L: EventLog>(
     Ok(report)
 }
 
-/// Does the stream hold any record? (Replaying an archive into it would add copies.)
+/// Does the stream hold any record? (Replaying an archive into it would add copies.) An
+/// empty page is not the end of a shard: each is read until a record, its tip or its end.
 pub async fn stream_holds_records<R: StreamReader>(reader: &R) -> anyhow::Result<bool> {
+    let deadline = Deadline::none();
     for shard in reader.shards().await? {
-        if !reader.read(&shard, None, 1).await?.is_empty() {
-            return Ok(true);
+        let mut from = ReadFrom::Oldest;
+        loop {
+            let page = retry_throttled(
+                &deadline,
+                || reader.read(&shard.id, &from, 1),
+                LogError::is_throttled,
+            )
+            .await?;
+            if !page.records.is_empty() {
+                return Ok(true);
+            }
+            if page.end != PageEnd::Behind {
+                break;
+            }
+            from = page.next_from(&from);
         }
     }
     Ok(false)

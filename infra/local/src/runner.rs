@@ -65,7 +65,7 @@ pub async fn run<B: Backend>(
                                 "projected"
                             );
                         }
-                        r.batches > 0
+                        r.busy()
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "event source mapping");
@@ -87,7 +87,7 @@ pub async fn run<B: Backend>(
             let deadline = tokio::time::Instant::now() + FINAL_DRAIN;
             while tokio::time::Instant::now() < deadline {
                 match esm.poll().await {
-                    Ok(r) if r.batches > 0 => {}
+                    Ok(r) if r.busy() => {}
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "event source mapping, last look");

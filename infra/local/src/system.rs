@@ -61,6 +61,8 @@ impl<R: ReadModelStore> BatchHandler for ProcessorFunction<R> {
         let incoming: Vec<IncomingRecord> = records
             .iter()
             .map(|r| IncomingRecord {
+                shard_id: Some(r.shard_id.clone()),
+                arrival: Some(r.arrival),
                 sequence_number: r.sequence_number.clone(),
                 partition_key: r.partition_key.clone(),
                 data: r.data.clone(),

@@ -6,27 +6,28 @@
 use crate::archive::S3Archive;
 use crate::read_models::DynamoReadModels;
 use crate::stream_reader::KinesisReader;
+use crate::write_store::DynamoWriteStore;
 use timeline_core::log_source::LogSource;
 
-pub use timeline_core::log_source::{ARCHIVE_SLACK_MS, PARALLELISM};
+pub use timeline_core::log_source::PARALLELISM;
 
-pub type AwsEventSource = LogSource<S3Archive, KinesisReader, DynamoReadModels>;
+pub type AwsEventSource = LogSource<S3Archive, KinesisReader, DynamoReadModels, DynamoWriteStore>;
 
-/// The log of `stream` and the archive, indexed by the history read model when given.
+/// The log of `stream` and the archive, indexed by the history read model and the write
+/// model's heads when given.
 pub fn aws_event_source(
     archive: S3Archive,
     kinesis: aws_sdk_kinesis::Client,
     stream: impl Into<String>,
     index: Option<DynamoReadModels>,
+    heads: Option<DynamoWriteStore>,
 ) -> AwsEventSource {
     let stream = stream.into();
     LogSource::new(
         archive,
-        KinesisReader {
-            client: kinesis,
-            stream: stream.clone(),
-        },
+        KinesisReader::new(kinesis, stream.clone()),
         stream,
         index,
+        heads,
     )
 }

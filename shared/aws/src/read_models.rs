@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use timeline_core::read_ports::layout;
 use timeline_core::read_ports::{
-    Lookup, LookupKind, Page, PageRequest, ReadModelError, ReadModelQueries, ReadModelStore,
-    StoredView, ViewWrite,
+    Lookup, LookupKind, Page, PageRequest, PositionOf, ReadModelError, ReadModelQueries,
+    ReadModelStore, StoredView, ViewWrite,
 };
 use timeline_core::views::HistoryEntry;
 use timeline_core::{StreamKey, Timestamp};
@@ -171,6 +171,39 @@ impl DynamoReadModels {
 }
 
 impl ReadModelStore for DynamoReadModels {
+    /// One conditional `UpdateItem` per entry (only entries that exist get a position).
+    async fn attach_positions(
+        &self,
+        key: &StreamKey,
+        positions: &[PositionOf],
+    ) -> Result<(), ReadModelError> {
+        for p in positions {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(key.partition_key()))
+                .key("sk", s(history_sk(p.occurred_at, p.version)))
+                .update_expression("SET #p = :p")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#p", "position")
+                .expression_attribute_values(
+                    ":p",
+                    to_attribute_value(&p.position).map_err(corrupt)?,
+                )
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(())
+    }
+
     async fn load_views(
         &self,
         keys: &[StreamKey],

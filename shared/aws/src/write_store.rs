@@ -47,6 +47,8 @@ struct HeadItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_occurred_at: Option<Timestamp>,
     updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -92,6 +94,7 @@ impl HeadItem {
             pending_since,
             last_occurred_at: head.last_occurred_at,
             updated_at: head.updated_at,
+            created_at: head.created_at,
         }
     }
 
@@ -110,6 +113,7 @@ impl HeadItem {
             pending,
             last_occurred_at: self.last_occurred_at,
             updated_at: self.updated_at,
+            created_at: self.created_at,
         })
     }
 }

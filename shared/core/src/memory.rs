@@ -9,6 +9,7 @@ use crate::ports::{
     LogRecord, Published, StoreError, StreamReader, WriteModelStore,
 };
 use crate::read_ports::{ReadModelError, ReadModelStore, StoredView, ViewWrite};
+use crate::shards::{Page, PageEnd, ReadFrom, Shard};
 use crate::time::Timestamp;
 use crate::views::HistoryEntry;
 use std::collections::{BTreeMap, HashMap};
@@ -130,31 +131,34 @@ impl EventLog for MemoryLog {
     }
 }
 
-/// The log as a reader sees it: one shard, sequence numbers counting from 1, arrival at
-/// the time of the read (this log keeps no arrival times).
+/// The log as a reader sees it: one shard holding every hash, sequence numbers counting
+/// from 1, arrival at the time of the read (this log keeps no arrival times).
 impl StreamReader for MemoryLog {
-    async fn shards(&self) -> Result<Vec<String>, LogError> {
-        Ok(vec![MEMORY_SHARD.into()])
+    async fn shards(&self) -> Result<Vec<Shard>, LogError> {
+        Ok(vec![Shard {
+            id: MEMORY_SHARD.into(),
+            parents: vec![],
+            hash_range: (0, u128::MAX),
+            closed: false,
+        }])
     }
 
-    async fn read(
-        &self,
-        shard: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<LogRecord>, LogError> {
+    async fn read(&self, shard: &str, from: &ReadFrom, limit: usize) -> Result<Page, LogError> {
         if shard != MEMORY_SHARD {
             return Err(LogError::Unavailable(format!("no shard {shard}")));
         }
-        let start = match after {
-            None => 0,
-            Some(seq) => seq
-                .parse::<usize>()
-                .map_err(|_| LogError::Unavailable(format!("bad sequence number {seq:?}")))?,
+        let number = |seq: &str| {
+            seq.parse::<usize>()
+                .map_err(|_| LogError::Unavailable(format!("bad sequence number {seq:?}")))
+        };
+        let start = match from {
+            ReadFrom::Oldest | ReadFrom::Time(_) => 0,
+            ReadFrom::After(seq) => number(seq)?,
+            ReadFrom::At(seq) => number(seq)?.saturating_sub(1),
         };
         let now = Timestamp::from_datetime(chrono::Utc::now());
-        let records = self.records.lock().unwrap();
-        Ok(records
+        let all = self.records.lock().unwrap();
+        let records: Vec<LogRecord> = all
             .iter()
             .enumerate()
             .skip(start)
@@ -166,7 +170,17 @@ impl StreamReader for MemoryLog {
                 data: crate::codec::encode_record(r),
                 arrival: now,
             })
-            .collect())
+            .collect();
+        let end = if start + records.len() >= all.len() {
+            PageEnd::CaughtUp
+        } else {
+            PageEnd::Behind
+        };
+        Ok(Page { records, end })
+    }
+
+    fn key_hash(&self, _partition_key: &str) -> u128 {
+        0
     }
 }
 
@@ -363,6 +377,23 @@ impl ReadModelStore for MemoryReadModels {
             write.history.clear();
         }
         inner.views.insert(write.key.clone(), write);
+        Ok(())
+    }
+
+    async fn attach_positions(
+        &self,
+        key: &StreamKey,
+        positions: &[crate::read_ports::PositionOf],
+    ) -> Result<(), ReadModelError> {
+        let mut inner = self.inner.lock().unwrap();
+        for p in positions {
+            if let Some(entry) = inner
+                .history
+                .get_mut(&(key.clone(), p.occurred_at, p.version))
+            {
+                entry.position = Some(p.position.clone());
+            }
+        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! can hold them across `.await` on a multi-threaded runtime.
 
 use crate::envelope::{CommitRecord, EventEnvelope, StreamKey};
+use crate::shards::{Page, ReadFrom, Shard};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -20,6 +21,10 @@ pub struct Head {
     pub pending: Vec<EventEnvelope>,
     pub last_occurred_at: Option<Timestamp>,
     pub updated_at: Timestamp,
+    /// When the entity's first event was recorded (None on heads written before this was
+    /// kept): where to start looking for its records on the stream.
+    #[serde(default)]
+    pub created_at: Option<Timestamp>,
 }
 
 /// A stored response for an `Idempotency-Key`.
@@ -106,8 +111,19 @@ pub struct Published {
 pub enum LogError {
     #[error("event log unavailable: {0}")]
     Unavailable(String),
+    /// Over the log's documented rate (Kinesis: 5 reads or 2 MB per second per shard,
+    /// shared by every consumer); the same call succeeds later.
+    #[error("event log throttled: {0}")]
+    Throttled(String),
     #[error("record of {0} bytes is over the log's limit")]
     TooLarge(usize),
+}
+
+impl LogError {
+    /// Worth trying again after a pause.
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, LogError::Throttled(_))
+    }
 }
 
 /// The largest record a log takes (data plus partition key), as Kinesis.
@@ -159,50 +175,43 @@ pub struct LogRecord {
     pub arrival: Timestamp,
 }
 
-/// Reads the log shard by shard, after a position, as Kinesis consumers do.
-pub trait StreamReader: Send + Sync {
-    fn shards(&self) -> impl Future<Output = Result<Vec<String>, LogError>> + Send;
+/// Where the record that carried an event sits on the log: kept with the event in the
+/// history read model, so a reader of one entity goes straight to its records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPosition {
+    pub shard_id: String,
+    pub sequence_number: String,
+    /// When the log received it (Firehose names archive objects by this time).
+    pub arrival: Timestamp,
+}
 
-    /// Up to `limit` records of `shard` after `after` (from the oldest if None), in order.
+/// Reads the log shard by shard, as Kinesis consumers do (see [`crate::shards`]).
+pub trait StreamReader: Send + Sync {
+    /// Every shard the log holds now, open and closed.
+    fn shards(&self) -> impl Future<Output = Result<Vec<Shard>, LogError>> + Send;
+
+    /// Up to `limit` records of `shard` from `from`, in order, and what the shard says
+    /// follows them. An empty page that ends [`PageEnd::Behind`](crate::shards::PageEnd) is
+    /// not the end: read again from the same `from` (a reader that keeps iterators, as the
+    /// Kinesis one does, goes on from where the empty page left it).
     fn read(
         &self,
         shard: &str,
-        after: Option<&str>,
+        from: &ReadFrom,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<LogRecord>, LogError>> + Send;
+    ) -> impl Future<Output = Result<Page, LogError>> + Send;
 
-    /// Does a read that returns nothing mean the shard has nothing more after that position?
-    /// True for logs that answer from an index; Kinesis can return an empty page before the
-    /// end (it reads by time), so its reader says no and replays read it with `read_all`.
-    fn empty_read_is_the_end(&self) -> bool {
-        true
-    }
+    /// Where a partition key falls in the shards' hash ranges (Kinesis: its MD5).
+    fn key_hash(&self, partition_key: &str) -> u128;
 
-    /// Every record of one partition key (one entity), in order, when the log can find them
-    /// without reading everything; None when it cannot (Kinesis), and callers read it all.
-    fn read_partition(
+    /// One partition key's records from `from` on its shard, in order, when the log has an
+    /// index for them; None when it has not (Kinesis), and callers read the key's shards.
+    fn read_key(
         &self,
         _partition_key: &str,
+        _from: &ReadFrom,
     ) -> impl Future<Output = Result<Option<Vec<LogRecord>>, LogError>> + Send {
         async { Ok(None) }
-    }
-
-    /// Every record on the log now, shard after shard, each in its order. Readers with a
-    /// better way to tell they have caught up (Kinesis's `MillisBehindLatest`) override it.
-    fn read_all(&self) -> impl Future<Output = Result<Vec<LogRecord>, LogError>> + Send {
-        async move {
-            let mut records = Vec::new();
-            for shard in self.shards().await? {
-                let mut after: Option<String> = None;
-                loop {
-                    let batch = self.read(&shard, after.as_deref(), READ_ALL_LIMIT).await?;
-                    let Some(last) = batch.last() else { break };
-                    after = Some(last.sequence_number.clone());
-                    records.extend(batch);
-                }
-            }
-            Ok(records)
-        }
     }
 }
 
@@ -235,5 +244,5 @@ impl Checkpoints for NoCheckpoints {
     }
 }
 
-/// Records asked for per read by [`StreamReader::read_all`] (the `GetRecords` maximum).
-pub const READ_ALL_LIMIT: usize = 10_000;
+/// The most records one read returns (the `GetRecords` maximum).
+pub const MAX_READ: usize = 10_000;

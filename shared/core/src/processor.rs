@@ -21,10 +21,24 @@ use std::collections::{HashMap, HashSet};
 /// One stream record as delivered (Kinesis data already base64-decoded).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncomingRecord {
-    /// Opaque; only echoed back in the failure report.
+    /// Opaque; echoed back in the failure report and kept as the events' log position.
     pub sequence_number: String,
     pub partition_key: String,
     pub data: Vec<u8>,
+    /// The shard it came from and when the log received it, when known: kept with each
+    /// history entry so time travel finds the record again without reading the stream.
+    pub shard_id: Option<String>,
+    pub arrival: Option<Timestamp>,
+}
+
+impl IncomingRecord {
+    pub fn position(&self) -> Option<crate::ports::LogPosition> {
+        Some(crate::ports::LogPosition {
+            shard_id: self.shard_id.clone()?,
+            sequence_number: self.sequence_number.clone(),
+            arrival: self.arrival?,
+        })
+    }
 }
 
 /// Why a record could not be applied.
@@ -69,11 +83,25 @@ struct EntityRun {
 
 pub struct Processor<R> {
     store: R,
+    /// On a replay: record the stream position of events met again (applied from the
+    /// archive first), so the history entries end as live processing leaves them.
+    attach_positions: bool,
 }
 
 impl<R: ReadModelStore> Processor<R> {
     pub fn new(store: R) -> Self {
-        Processor { store }
+        Processor {
+            store,
+            attach_positions: false,
+        }
+    }
+
+    /// A processor for replays (see the field).
+    pub fn for_replay(store: R) -> Self {
+        Processor {
+            store,
+            attach_positions: true,
+        }
     }
 
     pub fn store(&self) -> &R {
@@ -153,11 +181,11 @@ impl<R: ReadModelStore> Processor<R> {
             let current = stored.get(&run.key).cloned();
             let result = match run.key.aggregate_type.as_str() {
                 "ride" => {
-                    self.apply::<RideAggregate>(&run, current, now, &mut outcome.stats)
+                    self.apply::<RideAggregate>(&run, records, current, now, &mut outcome.stats)
                         .await
                 }
                 _ => {
-                    self.apply::<VideoAggregate>(&run, current, now, &mut outcome.stats)
+                    self.apply::<VideoAggregate>(&run, records, current, now, &mut outcome.stats)
                         .await
                 }
             };
@@ -172,6 +200,7 @@ impl<R: ReadModelStore> Processor<R> {
     async fn apply<A: ReadModel>(
         &self,
         run: &EntityRun,
+        records: &[IncomingRecord],
         current: Option<StoredView>,
         now: Timestamp,
         stats: &mut BatchStats,
@@ -190,10 +219,19 @@ impl<R: ReadModelStore> Processor<R> {
         let mut history = Vec::new();
         let mut failure = None;
         let mut first_applied: Option<usize> = None;
+        let mut positions = Vec::new();
         for (index, envelope) in &run.events {
             let version = view.as_ref().map_or(0, |v| v.version);
             if envelope.version <= version {
                 stats.duplicates_skipped += 1;
+                if let Some(position) = records[*index].position().filter(|_| self.attach_positions)
+                {
+                    positions.push(crate::read_ports::PositionOf {
+                        occurred_at: envelope.occurred_at,
+                        version: envelope.version,
+                        position,
+                    });
+                }
                 continue;
             }
             if envelope.version != version + 1 {
@@ -223,12 +261,19 @@ impl<R: ReadModelStore> Processor<R> {
                     break;
                 }
             };
-            let (next, entry) = project::<A>(view, envelope, &event);
+            let (next, mut entry) = project::<A>(view, envelope, &event);
+            entry.position = records[*index].position();
             view = Some(next);
             history.push(entry);
             first_applied.get_or_insert(*index);
             let lag = now.as_millis() - envelope.occurred_at.as_millis();
             stats.max_lag_ms = Some(stats.max_lag_ms.map_or(lag, |m| m.max(lag)));
+        }
+        if !positions.is_empty() {
+            // Only an index of where records are: a failure costs later reads, not data.
+            if let Err(e) = self.store.attach_positions(&run.key, &positions).await {
+                tracing::warn!(stream = %run.key, error = %e, "could not record log positions");
+            }
         }
         let (Some(view), Some(first_applied)) = (view, first_applied) else {
             return failure;

@@ -2,9 +2,9 @@
 //! Firehose runs (moto, the local runner): records are buffered, and one object in Firehose's
 //! key layout and body format is delivered when the buffer reaches its size or its interval.
 //!
-//! [`ObjectBuffer`] is the buffering and delivery every pump shares; [`StreamPump`] reads any
-//! [`StreamReader`] into any [`ArchiveStore`]. The Kinesis pump of `timeline-aws` reads with
-//! shard iterators and follows resharding, and buffers with the same [`ObjectBuffer`].
+//! [`ObjectBuffer`] is Firehose's buffering and delivery; [`StreamPump`] reads any
+//! [`StreamReader`] (Kinesis, the embedded log) into any [`ArchiveStore`] (S3, a directory),
+//! following resharding as Firehose does: a child shard after its parents.
 //!
 //! Delivery is at least once: an object whose write fails is kept, with its key, and retried
 //! before anything else, and no more is read until it is delivered. Without checkpoints a
@@ -15,8 +15,9 @@
 
 use crate::archive::{object_key, pack_records, ArchiveError, ArchiveStore, MAX_BUFFER_MILLIS};
 use crate::ports::{Checkpoints, LogError, NoCheckpoints, StreamReader};
+use crate::shards::{Follower, PageEnd};
 use crate::Timestamp;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -208,17 +209,22 @@ impl ObjectBuffer {
 
 /// Records read per call to the reader.
 const READ_LIMIT: usize = 10_000;
+/// Empty pages in a row after which a poll leaves a shard for the next poll (a reader that
+/// keeps iterators goes on from there).
+const EMPTY_PAGES_PER_POLL: usize = 5;
 
 /// A pump from any [`StreamReader`] into any [`ArchiveStore`] (see the module documentation).
-/// With [`Checkpoints`] it saves, after each delivery, the positions up to which everything
-/// is in the archive, and a restarted pump continues from there.
+/// It reads every shard to its tip, a child only once its parents are read to their end
+/// (one key's records stay in order across a reshard). With [`Checkpoints`] it saves, after
+/// each delivery, the positions up to which everything is in the archive, and a restarted
+/// pump continues from there.
 pub struct StreamPump<R, A, P = NoCheckpoints> {
     reader: R,
     stream: String,
     archive: A,
     buffer: ObjectBuffer,
-    /// The last sequence number read from each shard.
-    positions: HashMap<String, String>,
+    /// Where each shard is read up to, and which closed shards are read to their end.
+    follower: Follower,
     /// The positions as of the last object sealed: once it is delivered, all of it is
     /// archived.
     sealed: HashMap<String, String>,
@@ -246,16 +252,24 @@ impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> StreamPump<R, A, P> {
             stream: stream.into(),
             archive,
             buffer: ObjectBuffer::new(config),
-            positions: HashMap::new(),
+            follower: Follower::default(),
             sealed: HashMap::new(),
             checkpoints,
             resumed: false,
         }
     }
 
+    pub fn config(&self) -> &PumpConfig {
+        self.buffer.config()
+    }
+
+    pub fn archive(&self) -> &A {
+        &self.archive
+    }
+
     fn seal(&mut self) {
         self.buffer.seal(self.archive.prefix());
-        self.sealed.clone_from(&self.positions);
+        self.sealed.clone_from(self.follower.positions());
     }
 
     /// Delivers every sealed object, then saves the positions they cover. A failed save
@@ -281,20 +295,64 @@ impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> StreamPump<R, A, P> {
             message: e.to_string(),
         }
     }
+
+    /// Reads one shard up to its tip (or its end), buffering and delivering as it goes.
+    async fn read_shard(&mut self, shard: &str, report: &mut PumpReport) -> Result<(), PumpError> {
+        let mut empty = 0;
+        loop {
+            let from = self.follower.from(shard);
+            let page = self
+                .reader
+                .read(shard, &from, READ_LIMIT)
+                .await
+                .map_err(|e| self.stream_error(e))?;
+            if page.records.is_empty() {
+                empty += 1;
+            } else {
+                empty = 0;
+            }
+            for record in page.records {
+                if !self.buffer.fits(Some(record.arrival)) {
+                    self.seal();
+                    self.deliver(report).await?;
+                }
+                let full = self.buffer.push(record.data, Some(record.arrival));
+                self.follower.done_up_to(shard, &record.sequence_number);
+                report.records_read += 1;
+                if full {
+                    self.seal();
+                    // On failure the rest of this page is read again, after the last
+                    // sequence number kept above.
+                    self.deliver(report).await?;
+                }
+            }
+            match page.end {
+                PageEnd::Closed => {
+                    self.follower.finish(shard);
+                    return Ok(());
+                }
+                PageEnd::CaughtUp => return Ok(()),
+                // An empty page is not the end on Kinesis; after a few, the next poll goes on.
+                PageEnd::Behind if empty >= EMPTY_PAGES_PER_POLL => return Ok(()),
+                PageEnd::Behind => {}
+            }
+        }
+    }
 }
 
 impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> Pump for StreamPump<R, A, P> {
-    /// Delivers what failed before, reads every shard to its tip, delivering each buffer
-    /// that fills, and the buffer if its interval has passed.
+    /// Delivers what failed before, reads every shard to its tip (parents before children),
+    /// delivering each buffer that fills, and the buffer if its interval has passed.
     async fn poll(&mut self) -> Result<PumpReport, PumpError> {
         let mut report = PumpReport::default();
         if !self.resumed {
-            self.positions = self
+            let positions = self
                 .checkpoints
                 .load()
                 .await
                 .map_err(|e| self.stream_error(e))?;
-            self.sealed.clone_from(&self.positions);
+            self.follower = Follower::resume(positions);
+            self.sealed.clone_from(self.follower.positions());
             self.resumed = true;
         }
         self.deliver(&mut report).await?;
@@ -303,33 +361,18 @@ impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> Pump for StreamPump<R, A,
             .shards()
             .await
             .map_err(|e| self.stream_error(e))?;
-        for shard in shards {
-            loop {
-                let after = self.positions.get(&shard).cloned();
-                let records = self
-                    .reader
-                    .read(&shard, after.as_deref(), READ_LIMIT)
-                    .await
-                    .map_err(|e| self.stream_error(e))?;
-                if records.is_empty() {
-                    break;
-                }
-                for record in records {
-                    if !self.buffer.fits(Some(record.arrival)) {
-                        self.seal();
-                        self.deliver(&mut report).await?;
-                    }
-                    let full = self.buffer.push(record.data, Some(record.arrival));
-                    self.positions.insert(shard.clone(), record.sequence_number);
-                    report.records_read += 1;
-                    if full {
-                        self.seal();
-                        // On failure the rest of this read is read again, after the last
-                        // sequence number kept above.
-                        self.deliver(&mut report).await?;
-                    }
-                }
-            }
+        // Finishing a parent makes its children ready in the same poll.
+        let mut visited: HashSet<String> = HashSet::new();
+        loop {
+            let next = self
+                .follower
+                .ready(&shards)
+                .into_iter()
+                .find(|s| !visited.contains(&s.id))
+                .map(|s| s.id.clone());
+            let Some(shard) = next else { break };
+            visited.insert(shard.clone());
+            self.read_shard(&shard, &mut report).await?;
         }
         if self.buffer.interval_passed() {
             self.seal();

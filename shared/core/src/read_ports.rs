@@ -52,6 +52,23 @@ pub trait ReadModelStore: Send + Sync {
 
     /// Writes history entries (idempotent) then the view, conditional on its version.
     fn write(&self, write: ViewWrite) -> impl Future<Output = Result<(), ReadModelError>> + Send;
+
+    /// Records where the records of history entries already written sit on the stream (a
+    /// replay applies an event from the archive first, then meets it again on the stream).
+    /// Entries that do not exist are left alone.
+    fn attach_positions(
+        &self,
+        key: &StreamKey,
+        positions: &[PositionOf],
+    ) -> impl Future<Output = Result<(), ReadModelError>> + Send;
+}
+
+/// The log position of one history entry (found by its time and version).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PositionOf {
+    pub occurred_at: Timestamp,
+    pub version: u64,
+    pub position: crate::ports::LogPosition,
 }
 
 /// Which list to read: by a lookup (`rider`, `driver`) or by status family.

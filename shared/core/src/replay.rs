@@ -7,14 +7,22 @@ use crate::memory::MemoryReadModels;
 use crate::ports::{Head, StoreError};
 use crate::processor::{IncomingRecord, Processor, RecordFailure};
 use crate::read_ports::{ReadModelError, ReadModelStore, StoredView};
+use crate::retry::Deadline;
 use crate::time::Timestamp;
+use crate::timetravel::AsOf;
+use crate::EventEnvelope;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 /// A run of commit records in log order, with a position to resume after it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayChunk {
     pub records: Vec<CommitRecord>,
+    /// Where each record sits on the stream, for records read from it (empty for the
+    /// archive, which keeps no positions).
+    pub positions: Vec<crate::ports::LogPosition>,
     /// Opaque position: pass it back to continue after this chunk.
     pub position: String,
     /// Problems met while reading this chunk (a corrupt object, with its key).
@@ -22,6 +30,9 @@ pub struct ReplayChunk {
     /// Progress: units (e.g. archive objects) read so far, and in all when known.
     pub done: usize,
     pub total: Option<usize>,
+    /// When the chunk's records arrived, roughly (an archive object's name time); None on
+    /// the stream tail.
+    pub arrived: Option<Timestamp>,
 }
 
 /// Something wrong in the log itself, reported with where it was found.
@@ -31,25 +42,55 @@ pub struct SourceProblem {
     pub reason: String,
 }
 
+/// The log could not be read now; the same read may succeed later (answer "retry later",
+/// never a partial answer marked complete).
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
-#[error("event log unreadable: {0}")]
-pub struct SourceError(pub String);
+pub enum SourceError {
+    #[error("event log unreadable: {0}")]
+    Unavailable(String),
+    #[error("out of time reading the event log: {0}")]
+    OutOfTime(String),
+}
+
+/// One entity's part of the log, as an answer about one point needs it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityEvents {
+    /// Copies of its events, from every place they may be, in any order, duplicates allowed.
+    pub events: Vec<EventEnvelope>,
+    /// The latest version committed (the write model's head), when the source knows it.
+    pub latest: Option<u64>,
+    /// When the versions an index knows happened.
+    pub known_times: BTreeMap<u64, Timestamp>,
+    /// Parts of the log that could not be read (a corrupt object), with where they are.
+    pub problems: Vec<SourceProblem>,
+}
+
+/// What the log says of one entity.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntityRead {
+    /// It did not exist at that point: the write model and the index say so, and the log
+    /// was not read.
+    Absent,
+    Found(EntityEvents),
+}
 
 /// The whole log and each entity's part of it (the archive plus the stream tail).
 pub trait EventSource: Send + Sync {
-    /// Copies of one entity's events with `occurred_at <= until` (all if None), from every
-    /// place they may be, in any order, duplicates allowed.
+    /// The copies of one entity's events an answer about `as_of` needs (at least every
+    /// version up to that point the log holds), read before `deadline`.
     fn entity_events(
         &self,
         key: &StreamKey,
-        until: Option<Timestamp>,
-    ) -> impl Future<Output = Result<(Vec<crate::EventEnvelope>, Vec<SourceProblem>), SourceError>> + Send;
+        as_of: AsOf,
+        deadline: &Deadline,
+    ) -> impl Future<Output = Result<EntityRead, SourceError>> + Send;
 
     /// The next part of the whole log in order, after `position` (from the start if None);
     /// None at the end. Pulled one chunk at a time, so a replay holds one chunk in memory.
     fn next_chunk(
         &self,
         position: Option<&str>,
+        deadline: &Deadline,
     ) -> impl Future<Output = Result<Option<ReplayChunk>, SourceError>> + Send;
 }
 
@@ -59,62 +100,186 @@ pub struct RebuildReport {
     pub records: usize,
     pub events_applied: usize,
     pub duplicates_skipped: usize,
-    /// Where to resume if this run stopped early.
+    /// Where to resume (pass it back as `resume_after`): after the last part of the log
+    /// whose records are all applied, or set aside and then applied. A run stopped at any
+    /// point and resumed from here ends with the same read models as one run to the end.
     pub position: Option<String>,
+    /// False when the run stopped before the end of the log (its time ran out): resume it
+    /// from `position`.
+    pub finished: bool,
     /// Records that could not be applied (poison, gaps), and log problems.
     pub problems: Vec<SourceProblem>,
 }
 
-fn incoming(records: &[CommitRecord], start: usize) -> Vec<IncomingRecord> {
+fn incoming(
+    records: &[CommitRecord],
+    positions: &[crate::ports::LogPosition],
+    start: usize,
+) -> Vec<IncomingRecord> {
     records
         .iter()
         .enumerate()
-        .map(|(i, r)| IncomingRecord {
-            sequence_number: (start + i).to_string(),
-            partition_key: r.partition_key().unwrap_or_default(),
-            data: crate::codec::encode_record(r),
+        .map(|(i, r)| {
+            let position = positions.get(i);
+            IncomingRecord {
+                sequence_number: position
+                    .map_or_else(|| (start + i).to_string(), |p| p.sequence_number.clone()),
+                partition_key: r.partition_key().unwrap_or_default(),
+                data: crate::codec::encode_record(r),
+                shard_id: position.map(|p| p.shard_id.clone()),
+                arrival: position.map(|p| p.arrival),
+            }
         })
         .collect()
 }
 
-/// Replays the log into `target` with the processor's own rules. Records that fail are
-/// retried once the rest of the log has been seen (an out-of-order copy then finds its
-/// predecessors), and reported if they still fail.
+/// A record that could not be applied yet (its entity's earlier versions had not been seen:
+/// archive objects written in the same second sort by a random id).
+struct Deferred {
+    record: CommitRecord,
+    /// The position before the chunk it came in: resuming from there reads it again.
+    resume: Option<String>,
+    /// When its chunk's records arrived, if known.
+    arrived: Option<Timestamp>,
+}
+
+/// How far (in arrival time) a replay goes on past a record it could not apply before
+/// calling it a gap: an archive object holds at most 15 minutes of arrivals, so an entity's
+/// earlier versions are never further behind than that, and a margin.
+const DEFER_WINDOW_MILLIS: i64 = 2 * crate::archive::MAX_BUFFER_MILLIS;
+/// Time kept in hand when a run has a deadline, beyond twice its slowest chunk.
+const STOP_MARGIN: Duration = Duration::from_secs(2);
+
+/// Replays the log into `target` with the processor's own rules, until the end of the log or
+/// until `deadline` would pass (then `finished` is false and `position` says where to
+/// resume). A record that fails is set aside and tried again as its entity's other records
+/// come; one still failing once the replay is well past it, or at the end, is reported.
 pub async fn rebuild<S: EventSource, R: ReadModelStore>(
     source: &S,
     target: &Processor<R>,
     resume_after: Option<String>,
+    deadline: &Deadline,
     progress: &mut (dyn FnMut(&RebuildReport, usize, Option<usize>) + Send),
 ) -> Result<RebuildReport, SourceError> {
-    let mut report = RebuildReport::default();
-    let mut deferred: Vec<CommitRecord> = Vec::new();
+    let mut report = RebuildReport {
+        position: resume_after.clone(),
+        ..Default::default()
+    };
+    let mut deferred: Vec<Deferred> = Vec::new();
     let now = Timestamp::from_millis(0).expect("epoch");
     let mut position = resume_after;
-    while let Some(chunk) = source.next_chunk(position.as_deref()).await? {
+    let mut slowest = Duration::ZERO;
+    loop {
+        if !deadline.allows(slowest * 2 + STOP_MARGIN) {
+            return Ok(report);
+        }
+        let started = Instant::now();
+        let chunk = match source.next_chunk(position.as_deref(), deadline).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            // Out of time inside a read: stop cleanly where the last whole chunk ended.
+            Err(SourceError::OutOfTime(_)) => return Ok(report),
+            Err(e) => return Err(e),
+        };
         report.problems.extend(chunk.problems.iter().cloned());
-        let records = incoming(&chunk.records, report.records);
+        let records = incoming(&chunk.records, &chunk.positions, report.records);
         report.records += records.len();
         report.chunks += 1;
-        deferred.extend(apply(target, &chunk.records, &records, now, &mut report).await);
-        report.position = Some(chunk.position.clone());
-        position = Some(chunk.position);
+        for record in apply(target, &chunk.records, &records, now, &mut report).await {
+            deferred.push(Deferred {
+                record,
+                resume: position.clone(),
+                arrived: chunk.arrived,
+            });
+        }
+        retry_deferred(target, &mut deferred, &chunk, now, &mut report).await;
+        expire_deferred(&mut deferred, chunk.arrived, &mut report);
+        position = Some(chunk.position.clone());
+        report.position = match deferred.first() {
+            Some(oldest) => oldest.resume.clone(),
+            None => position.clone(),
+        };
+        slowest = slowest.max(started.elapsed());
         progress(&report, chunk.done, chunk.total);
     }
     if !deferred.is_empty() {
-        let records = incoming(&deferred, report.records);
-        let still = apply(target, &deferred, &records, now, &mut report).await;
-        for record in still {
-            report.problems.push(SourceProblem {
-                location: record.partition_key().unwrap_or_default(),
-                reason: format!(
-                    "versions {:?}..={:?} could not be applied",
-                    record.first_version(),
-                    record.last_version()
-                ),
-            });
+        let commits: Vec<CommitRecord> = deferred.drain(..).map(|d| d.record).collect();
+        let records = incoming(&commits, &[], report.records);
+        for record in apply(target, &commits, &records, now, &mut report).await {
+            report.problems.push(unapplied(&record));
         }
     }
+    report.position = position;
+    report.finished = true;
     Ok(report)
+}
+
+fn unapplied(record: &CommitRecord) -> SourceProblem {
+    SourceProblem {
+        location: record.partition_key().unwrap_or_default(),
+        reason: format!(
+            "versions {:?}..={:?} could not be applied",
+            record.first_version(),
+            record.last_version()
+        ),
+    }
+}
+
+/// Tries again the set-aside records of the entities this chunk brought records of (only
+/// those can have had their missing versions arrive).
+async fn retry_deferred<R: ReadModelStore>(
+    target: &Processor<R>,
+    deferred: &mut Vec<Deferred>,
+    chunk: &ReplayChunk,
+    now: Timestamp,
+    report: &mut RebuildReport,
+) {
+    let touched: HashSet<String> = chunk
+        .records
+        .iter()
+        .filter_map(CommitRecord::partition_key)
+        .collect();
+    let retry: Vec<CommitRecord> = deferred
+        .iter()
+        .filter(|d| {
+            d.record
+                .partition_key()
+                .is_some_and(|k| touched.contains(&k))
+        })
+        .map(|d| d.record.clone())
+        .collect();
+    if retry.is_empty() {
+        return;
+    }
+    let records = incoming(&retry, &[], report.records);
+    let still: Vec<CommitRecord> = apply(target, &retry, &records, now, report).await;
+    // Kept in the order they were set aside: the first is the oldest.
+    deferred.retain(|d| {
+        let retried = d
+            .record
+            .partition_key()
+            .is_some_and(|k| touched.contains(&k));
+        !retried || still.contains(&d.record)
+    });
+}
+
+/// Reports (and drops) records set aside so long ago that their missing versions are not
+/// coming: the replay is more than [`DEFER_WINDOW_MILLIS`] of arrivals past them.
+fn expire_deferred(
+    deferred: &mut Vec<Deferred>,
+    now_at: Option<Timestamp>,
+    report: &mut RebuildReport,
+) {
+    let Some(now_at) = now_at else { return };
+    deferred.retain(|d| {
+        let stale = d
+            .arrived
+            .is_some_and(|at| now_at.as_millis() - at.as_millis() > DEFER_WINDOW_MILLIS);
+        if stale {
+            report.problems.push(unapplied(&d.record));
+        }
+        !stale
+    });
 }
 
 /// Runs records through the processor, resuming after each failure as the event source
@@ -197,16 +362,23 @@ pub trait Stored: Send + Sync {
 pub async fn verify<S: EventSource, T: Stored>(
     source: &S,
     stored: &T,
+    deadline: &Deadline,
 ) -> Result<VerifyReport, SourceError> {
     let expected = MemoryReadModels::views_only();
     let processor = Processor::new(expected.clone());
-    let rebuilt = rebuild(source, &processor, None, &mut |_, _, _| {}).await?;
+    let rebuilt = rebuild(source, &processor, None, deadline, &mut |_, _, _| {}).await?;
+    if !rebuilt.finished {
+        return Err(SourceError::OutOfTime(format!(
+            "verify read {} records before its time ran out",
+            rebuilt.records
+        )));
+    }
     let views = expected.views();
     let keys: Vec<StreamKey> = views.keys().cloned().collect();
     let actual = stored
         .views(&keys)
         .await
-        .map_err(|e| SourceError(e.to_string()))?;
+        .map_err(|e| SourceError::Unavailable(e.to_string()))?;
     let mut report = VerifyReport {
         entities: views.len(),
         records: rebuilt.records,
@@ -237,7 +409,7 @@ pub async fn verify<S: EventSource, T: Stored>(
         let head = stored
             .head(key)
             .await
-            .map_err(|e| SourceError(e.to_string()))?;
+            .map_err(|e| SourceError::Unavailable(e.to_string()))?;
         let head_ok = head
             .as_ref()
             .is_some_and(|h| h.version == log_version && same_json(&h.state, &view["state"]));

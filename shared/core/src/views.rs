@@ -54,6 +54,10 @@ pub struct HistoryEntry {
     pub event_id: String,
     pub data: serde_json::Value,
     pub status_after: String,
+    /// Where its record was on the log (None when projected from the archive, which does not
+    /// keep positions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<crate::ports::LogPosition>,
 }
 
 /// Applies one decoded event to a view (None: the entity is not in the read model yet).
@@ -82,6 +86,7 @@ pub fn project<A: ReadModel>(
         // The payload at the current schema (upcast), as the view was built from it.
         data: crate::codec::encode_event::<A>(event).2,
         status_after: status.clone(),
+        position: None,
     };
     let view = View {
         aggregate_type: envelope.aggregate_type.clone(),

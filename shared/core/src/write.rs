@@ -253,6 +253,10 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
                 pending,
                 last_occurred_at: envelopes.last().map(|e| e.occurred_at),
                 updated_at: now,
+                created_at: match head.as_ref() {
+                    Some(h) => h.created_at,
+                    None => Some(now),
+                },
             };
             let idempotency = request.idempotency.as_ref().map(|idem| IdempotencyRecord {
                 key: idem.key.clone(),

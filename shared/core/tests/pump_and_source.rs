@@ -6,11 +6,21 @@ use serde_json::json;
 use std::time::Duration;
 use timeline_core::archive::ArchiveStore;
 use timeline_core::log_source::LogSource;
+use timeline_core::memory::MemoryStore;
 use timeline_core::memory::{MemoryArchive, MemoryCheckpoints, MemoryLog};
 use timeline_core::ports::EventLog;
 use timeline_core::pump::{ObjectBuffer, Pump, PumpConfig, PumpError, StreamPump};
 use timeline_core::read_ports::{Lookup, Page, PageRequest, ReadModelError, ReadModelQueries};
-use timeline_core::replay::EventSource;
+use timeline_core::replay::{EntityEvents, EntityRead, EventSource, SourceError};
+use timeline_core::retry::Deadline;
+use timeline_core::timetravel::{merge, AsOf};
+
+fn found_in(read: Result<EntityRead, SourceError>) -> EntityEvents {
+    match read.unwrap() {
+        EntityRead::Found(found) => found,
+        EntityRead::Absent => panic!("the entity was found absent"),
+    }
+}
 use timeline_core::views::HistoryEntry;
 use timeline_core::{CommitRecord, EventEnvelope, Metadata, StreamKey, Timestamp};
 
@@ -157,11 +167,22 @@ async fn the_source_reads_the_archive_then_the_tail() {
     pump.flush().await.unwrap();
     // Not archived yet: only on the stream.
     publish(&log, "r1", 4..=4).await;
-    let source = LogSource::new(archive.clone(), log.clone(), "s", None::<NoIndex>);
+    let source = LogSource::new(
+        archive.clone(),
+        log.clone(),
+        "s",
+        None::<NoIndex>,
+        None::<MemoryStore>,
+    );
 
     let key = StreamKey::new("ride", "r1");
-    let (events, problems) = source.entity_events(&key, None).await.unwrap();
-    assert!(problems.is_empty(), "{problems:?}");
+    let found = found_in(
+        source
+            .entity_events(&key, AsOf::Now, &Deadline::none())
+            .await,
+    );
+    assert!(found.problems.is_empty(), "{:?}", found.problems);
+    let events = found.events;
     let mut versions: Vec<u64> = events.iter().map(|e| e.version).collect();
     versions.sort();
     versions.dedup();
@@ -169,32 +190,43 @@ async fn the_source_reads_the_archive_then_the_tail() {
     assert!(events.iter().all(|e| e.aggregate_id == "r1"));
 
     let until = "2026-11-28T10:00:02.000Z".parse().unwrap();
-    let (early, _) = source.entity_events(&key, Some(until)).await.unwrap();
-    let mut early: Vec<u64> = early.iter().map(|e| e.version).collect();
-    early.sort();
-    early.dedup();
-    assert_eq!(early, vec![1, 2], "only what had happened by then");
+    let early = found_in(
+        source
+            .entity_events(&key, AsOf::Time(until), &Deadline::none())
+            .await,
+    );
+    let log = merge(key.clone(), early.events).knowing(early.latest, early.known_times);
+    assert_eq!(
+        log.target(AsOf::Time(until)),
+        2,
+        "versions 1 and 2 had happened by then"
+    );
+    assert!(log.missing_up_to(2).is_empty());
 
     // The whole log: the archive's object, then the tail, then the end.
-    let first = source.next_chunk(None).await.unwrap().unwrap();
+    let first = source
+        .next_chunk(None, &Deadline::none())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.records.len(), 5);
     assert_eq!((first.done, first.total), (1, Some(2)));
     let tail = source
-        .next_chunk(Some(&first.position))
+        .next_chunk(Some(&first.position), &Deadline::none())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(tail.records.len(), 6, "the tail is the whole stream");
     assert_eq!((tail.done, tail.total), (1, Some(2)));
     let end = source
-        .next_chunk(Some(&tail.position))
+        .next_chunk(Some(&tail.position), &Deadline::none())
         .await
         .unwrap()
         .unwrap();
     assert!(end.records.is_empty());
     assert_eq!((end.done, end.total), (2, Some(2)));
     assert!(source
-        .next_chunk(Some(&end.position))
+        .next_chunk(Some(&end.position), &Deadline::none())
         .await
         .unwrap()
         .is_none());
@@ -204,11 +236,21 @@ async fn the_source_reads_the_archive_then_the_tail() {
 async fn a_replay_reads_the_tail_in_parts_and_resumes_from_any_of_them() {
     let log = MemoryLog::default();
     publish(&log, "r1", 1..=5).await;
-    let source =
-        LogSource::new(MemoryArchive::default(), log, "s", None::<NoIndex>).with_tail_chunk(2);
+    let source = LogSource::new(
+        MemoryArchive::default(),
+        log,
+        "s",
+        None::<NoIndex>,
+        None::<MemoryStore>,
+    )
+    .with_tail_chunk(2);
     let mut position: Option<String> = None;
     let mut parts = Vec::new();
-    while let Some(chunk) = source.next_chunk(position.as_deref()).await.unwrap() {
+    while let Some(chunk) = source
+        .next_chunk(position.as_deref(), &Deadline::none())
+        .await
+        .unwrap()
+    {
         assert!(chunk.records.len() <= 2, "{}", chunk.records.len());
         parts.push((chunk.position.clone(), chunk.records));
         position = Some(parts.last().unwrap().0.clone());
@@ -219,10 +261,17 @@ async fn a_replay_reads_the_tail_in_parts_and_resumes_from_any_of_them() {
         .collect();
     assert_eq!(versions, [1, 2, 3, 4, 5], "every record once, in order");
     // Resuming after the second part reads only what came after it.
-    let resumed = source.next_chunk(Some(&parts[1].0)).await.unwrap().unwrap();
+    let resumed = source
+        .next_chunk(Some(&parts[1].0), &Deadline::none())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(resumed.records[0].events[0].version, 5);
     assert!(
-        source.next_chunk(Some("tail:x")).await.is_err(),
+        source
+            .next_chunk(Some("tail:x"), &Deadline::none())
+            .await
+            .is_err(),
         "not a position"
     );
 }
@@ -243,13 +292,14 @@ async fn events_no_longer_on_the_stream_are_found_in_the_archive() {
         .unwrap();
     let log = MemoryLog::default();
     publish(&log, "r9", 3..=3).await;
-    let source = LogSource::new(archive, log, "s", None::<NoIndex>);
-    let (events, problems) = source
-        .entity_events(&StreamKey::new("ride", "r9"), None)
-        .await
-        .unwrap();
-    assert!(problems.is_empty(), "{problems:?}");
-    let mut versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+    let source = LogSource::new(archive, log, "s", None::<NoIndex>, None::<MemoryStore>);
+    let found = found_in(
+        source
+            .entity_events(&StreamKey::new("ride", "r9"), AsOf::Now, &Deadline::none())
+            .await,
+    );
+    assert!(found.problems.is_empty(), "{:?}", found.problems);
+    let mut versions: Vec<u64> = found.events.iter().map(|e| e.version).collect();
     versions.sort();
     assert_eq!(versions, vec![1, 2, 3]);
 }

@@ -98,12 +98,14 @@ fn the_fare_90_100_110_reads_right_at_any_time_in_between() {
     let v2 = state_at::<RideAggregate>(&log, AsOf::Version(2));
     assert!(v2.complete);
     assert_eq!(v2.view.unwrap().state.unwrap().fare_cents, Some(10000));
-    let (steps, issues) = history::<RideAggregate>(
+    let between = history::<RideAggregate>(
         &log,
         Some(at("2026-11-28T10:01:30Z")),
         Some(at("2026-11-28T10:02:30Z")),
     );
-    assert!(issues.is_empty());
+    assert!(between.issues.is_empty());
+    assert!(between.complete);
+    let steps = between.steps;
     assert_eq!(steps.len(), 1);
     assert_eq!(steps[0].event_type, "FareAdjusted");
     assert_eq!(steps[0].reason.as_deref(), Some("detour"));
@@ -142,7 +144,7 @@ fn the_seed_video_history_reads_uploaded_processing_50_failed_with_the_reason() 
         ],
     );
     let log = merge(StreamKey::new("video", "v1"), events);
-    let (steps, _) = history::<VideoAggregate>(&log, None, None);
+    let steps = history::<VideoAggregate>(&log, None, None).steps;
     let statuses: Vec<&str> = steps.iter().map(|s| s.status_after.as_str()).collect();
     assert_eq!(
         statuses,
@@ -187,9 +189,92 @@ fn a_missing_version_is_incomplete_history_not_invented_state() {
     );
     let now = state_at::<RideAggregate>(&log, AsOf::Now);
     assert!(!now.complete);
+    assert_eq!(now.missing_versions, [2]);
     assert_eq!(now.view.unwrap().version, 1, "nothing past the gap is used");
     // Version 1 itself is fully known.
     assert!(state_at::<RideAggregate>(&log, AsOf::Version(1)).complete);
+}
+
+#[test]
+fn now_is_complete_only_up_to_the_latest_committed_version() {
+    // Given the log holds versions 1 and 2, and the write model says 3 is committed
+    let events = fare_ride();
+    let log = merge(StreamKey::new("ride", "r1"), events[..2].to_vec())
+        .knowing(Some(3), Default::default());
+    // When asked for now, then the answer is version 2 and says 3 is missing
+    let now = state_at::<RideAggregate>(&log, AsOf::Now);
+    assert!(!now.complete);
+    assert_eq!(now.missing_versions, [3]);
+    assert_eq!(now.view.unwrap().version, 2);
+    // And as of version 2 it is whole.
+    assert!(state_at::<RideAggregate>(&log, AsOf::Version(2)).complete);
+}
+
+#[test]
+fn a_gap_at_version_one_is_incomplete_not_absent() {
+    // Given only versions 2 and 3 were found, of 3 committed
+    let events = fare_ride();
+    let log = merge(StreamKey::new("ride", "r1"), events[1..].to_vec())
+        .knowing(Some(3), Default::default());
+    let now = state_at::<RideAggregate>(&log, AsOf::Now);
+    // Then there is no state to show, and the answer says why
+    assert!(now.view.is_none());
+    assert!(!now.complete);
+    assert_eq!(now.missing_versions, [1]);
+    assert_eq!(
+        log.target(AsOf::Now),
+        3,
+        "it exists: three versions are committed"
+    );
+}
+
+#[test]
+fn a_missing_version_just_before_a_time_makes_that_answer_incomplete() {
+    // Given versions 1 and 3 are found, 2 is missing, and nothing says when 2 happened
+    let events = fare_ride();
+    let log = merge(
+        StreamKey::new("ride", "r1"),
+        [events[0].clone(), events[2].clone()],
+    )
+    .knowing(Some(3), Default::default());
+    // As of 10:02:30 (after 2 would be, before 3): version 2 may be in, so not complete
+    let mid = state_at::<RideAggregate>(&log, AsOf::Time(at("2026-11-28T10:02:30Z")));
+    assert!(!mid.complete);
+    assert_eq!(mid.missing_versions, [2]);
+    // As of 10:01:30 (before 3, and version 2 cannot be before version 1): 1 alone would be
+    // the answer only if 2 happened later, which is not known either.
+    let early = state_at::<RideAggregate>(&log, AsOf::Time(at("2026-11-28T10:01:30Z")));
+    assert!(!early.complete);
+    // When the index says version 2 happened at 10:02, the early answer is whole.
+    let indexed = merge(
+        StreamKey::new("ride", "r1"),
+        [events[0].clone(), events[2].clone()],
+    )
+    .knowing(
+        Some(3),
+        [(2, at("2026-11-28T10:02:00Z"))].into_iter().collect(),
+    );
+    let early = state_at::<RideAggregate>(&indexed, AsOf::Time(at("2026-11-28T10:01:30Z")));
+    assert!(early.complete, "{early:?}");
+    assert_eq!(early.view.unwrap().version, 1);
+    let mid = state_at::<RideAggregate>(&indexed, AsOf::Time(at("2026-11-28T10:02:30Z")));
+    assert!(!mid.complete);
+    assert_eq!(mid.missing_versions, [2]);
+}
+
+#[test]
+fn a_history_with_a_missing_step_says_so() {
+    let events = fare_ride();
+    let log = merge(
+        StreamKey::new("ride", "r1"),
+        [events[0].clone(), events[2].clone()],
+    )
+    .knowing(Some(3), Default::default());
+    let all = history::<RideAggregate>(&log, None, None);
+    assert!(!all.complete);
+    assert_eq!(all.missing_versions, [2]);
+    // Steps only up to the gap: a state after version 3 cannot be known without 2.
+    assert_eq!(all.steps.len(), 1);
 }
 
 #[test]

@@ -42,7 +42,14 @@ pub const DEFAULT_SHARD_COUNT: u32 = 2;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bumped when the schema changes in a way older code cannot read.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// What brings a database written at version N-1 to N (a new database is created at the
+/// latest version by [`SCHEMA`] directly).
+const MIGRATIONS: &[(i64, &str)] = &[
+    // Heads keep when the entity's first event was recorded (where its records start).
+    (2, "ALTER TABLE heads ADD COLUMN created_at TEXT;"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -281,7 +288,8 @@ CREATE TABLE IF NOT EXISTS heads (
     pending_from     INTEGER,        -- version of the first pending event; NULL when none
     pending_since    INTEGER,        -- millis; NULL when none (the sparse index key)
     last_occurred_at TEXT,
-    updated_at       TEXT NOT NULL
+    updated_at       TEXT NOT NULL,
+    created_at       TEXT            -- NULL on heads written before schema version 2
 );
 CREATE INDEX IF NOT EXISTS heads_pending ON heads (pending_since, pk)
     WHERE pending_since IS NOT NULL;
@@ -354,6 +362,13 @@ fn setup_schema(
             path: path.to_owned(),
             found,
         });
+    }
+    if found > 0 {
+        for (version, migration) in MIGRATIONS {
+            if *version > found {
+                tx.execute_batch(migration).map_err(db)?;
+            }
+        }
     }
     tx.execute_batch(SCHEMA).map_err(db)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)

@@ -11,12 +11,13 @@
 use crate::Embedded;
 use rusqlite::{params, Connection};
 use sha2::{Digest, Sha256};
-use timeline_core::ports::{log_entry, EventLog, LogError, LogRecord, Published, StreamReader};
+use timeline_core::ports::{
+    log_entry, EventLog, LogError, LogRecord, Published, StreamReader, MAX_READ,
+};
+use timeline_core::shards::{Page, PageEnd, ReadFrom, Shard};
 use timeline_core::{CommitRecord, Timestamp};
 
 pub use timeline_core::ports::MAX_RECORD_BYTES;
-/// The most records one read returns, as Kinesis `GetRecords`.
-const MAX_READ: usize = 10_000;
 
 fn unavailable(e: rusqlite::Error) -> LogError {
     LogError::Unavailable(format!("sqlite: {e}"))
@@ -114,35 +115,71 @@ fn publish(
     })
 }
 
+/// Where a read starts, as SQL bounds: records with `seq >= low` and `arrival >= since`.
+struct Bounds {
+    low: i64,
+    since: i64,
+}
+
+fn bounds(from: &ReadFrom) -> Result<Option<Bounds>, LogError> {
+    Ok(Some(match from {
+        ReadFrom::Oldest => Bounds {
+            low: 0,
+            since: i64::MIN,
+        },
+        ReadFrom::Time(t) => Bounds {
+            low: 0,
+            since: t.as_millis(),
+        },
+        ReadFrom::After(seq) => match position(Some(seq))? {
+            After::Seq(seq) => Bounds {
+                low: seq.saturating_add(1),
+                since: i64::MIN,
+            },
+            After::End => return Ok(None),
+            After::Start => unreachable!("a position was given"),
+        },
+        ReadFrom::At(seq) => match position(Some(seq))? {
+            After::Seq(seq) => Bounds {
+                low: seq,
+                since: i64::MIN,
+            },
+            After::End => return Ok(None),
+            After::Start => unreachable!("a position was given"),
+        },
+    }))
+}
+
 fn read(
     conn: &Connection,
     shard: u32,
-    after: i64,
+    from: &Bounds,
     limit: usize,
 ) -> Result<Vec<LogRecord>, LogError> {
     let mut statement = conn
         .prepare_cached(
             "SELECT seq, partition_key, data, arrival FROM log
-             WHERE shard = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+             WHERE shard = ?1 AND seq >= ?2 AND arrival >= ?3 ORDER BY seq LIMIT ?4",
         )
         .map_err(unavailable)?;
-    let rows = statement.query(params![shard, after, limit as i64]);
+    let rows = statement.query(params![shard, from.low, from.since, limit as i64]);
     collect(rows, shard)
 }
 
-/// Every record of one partition key, in order (through the `log_by_key` index).
+/// One partition key's records from a position, in order (through the `log_by_key` index).
 fn read_key(
     conn: &Connection,
     shard: u32,
     partition_key: &str,
+    from: &Bounds,
 ) -> Result<Vec<LogRecord>, LogError> {
     let mut statement = conn
         .prepare_cached(
             "SELECT seq, partition_key, data, arrival FROM log
-             WHERE partition_key = ?1 ORDER BY seq",
+             WHERE partition_key = ?1 AND seq >= ?2 AND arrival >= ?3 ORDER BY seq",
         )
         .map_err(unavailable)?;
-    let rows = statement.query(params![partition_key]);
+    let rows = statement.query(params![partition_key, from.low, from.since]);
     collect(rows, shard)
 }
 
@@ -185,39 +222,68 @@ impl EventLog for Embedded {
 }
 
 impl StreamReader for Embedded {
-    async fn shards(&self) -> Result<Vec<String>, LogError> {
-        Ok((0..self.shard_count()).map(shard_id).collect())
+    /// Fixed shards, each an equal part of the hash space; never closed (this log is not
+    /// resharded).
+    async fn shards(&self) -> Result<Vec<Shard>, LogError> {
+        let count = u128::from(self.shard_count());
+        Ok((0..self.shard_count())
+            .map(|i| {
+                let i = u128::from(i);
+                // The 64-bit hash placed in the top of the 128-bit space (see `shard_of`).
+                let low = (i << 64).div_ceil(count) << 64;
+                let high = (((i + 1) << 64).div_ceil(count) << 64).wrapping_sub(1);
+                Shard {
+                    id: shard_id(i as u32),
+                    parents: vec![],
+                    hash_range: (low, if i + 1 == count { u128::MAX } else { high }),
+                    closed: false,
+                }
+            })
+            .collect())
     }
 
-    /// Up to `limit` (clamped to 1..=10000, as `GetRecords`) records of `shard` after the
-    /// sequence number `after`, in order. An unknown shard or a position that is not a
-    /// sequence number is an error, as Kinesis refuses them.
-    async fn read(
-        &self,
-        shard: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<LogRecord>, LogError> {
+    /// Up to `limit` (clamped to 1..=10000, as `GetRecords`) records of `shard` from
+    /// `from`, in order. This log answers from an index, so a page shorter than asked for
+    /// is the tip. An unknown shard or a position that is not a sequence number is an
+    /// error, as Kinesis refuses them.
+    async fn read(&self, shard: &str, from: &ReadFrom, limit: usize) -> Result<Page, LogError> {
         let index = self.shard_index(shard)?;
-        let after = match position(after)? {
-            After::Start => 0,
-            After::Seq(seq) => seq,
-            After::End => return Ok(Vec::new()),
+        let Some(from) = bounds(from)? else {
+            return Ok(Page {
+                records: Vec::new(),
+                end: PageEnd::CaughtUp,
+            });
         };
         let limit = limit.clamp(1, MAX_READ);
-        self.with_conn(move |conn| read(conn, index, after, limit))
-            .await
+        let records = self
+            .with_conn(move |conn| read(conn, index, &from, limit))
+            .await?;
+        let end = if records.len() < limit {
+            PageEnd::CaughtUp
+        } else {
+            PageEnd::Behind
+        };
+        Ok(Page { records, end })
+    }
+
+    /// The top 64 bits are the key's SHA-256 prefix, as `shard_of` places it.
+    fn key_hash(&self, partition_key: &str) -> u128 {
+        u128::from(hash_key(partition_key)) << 64
     }
 
     /// One entity's records through an index, not the whole log (which this log keeps
     /// forever, unlike a stream's 24-hour tail).
-    async fn read_partition(
+    async fn read_key(
         &self,
         partition_key: &str,
+        from: &ReadFrom,
     ) -> Result<Option<Vec<LogRecord>>, LogError> {
         let shard = shard_of(partition_key, self.shard_count());
+        let Some(from) = bounds(from)? else {
+            return Ok(Some(Vec::new()));
+        };
         let key = partition_key.to_owned();
-        self.with_conn(move |conn| read_key(conn, shard, &key))
+        self.with_conn(move |conn| read_key(conn, shard, &key, &from))
             .await
             .map(Some)
     }

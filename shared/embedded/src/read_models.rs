@@ -22,8 +22,8 @@ use timeline_core::read_ports::layout::{
     decode_cursor, encode_cursor, history_range, history_sk, page_limit, VIEW_SK,
 };
 use timeline_core::read_ports::{
-    Lookup, LookupKind, Page, PageRequest, ReadModelError, ReadModelQueries, ReadModelStore,
-    StoredView, ViewWrite,
+    Lookup, LookupKind, Page, PageRequest, PositionOf, ReadModelError, ReadModelQueries,
+    ReadModelStore, StoredView, ViewWrite,
 };
 use timeline_core::views::HistoryEntry;
 use timeline_core::{StreamKey, Timestamp};
@@ -277,6 +277,43 @@ impl ReadModelStore for Embedded {
 
     async fn write(&self, w: ViewWrite) -> Result<(), ReadModelError> {
         self.with_conn(move |conn| write(conn, &w)).await
+    }
+
+    async fn attach_positions(
+        &self,
+        key: &StreamKey,
+        positions: &[PositionOf],
+    ) -> Result<(), ReadModelError> {
+        let pk = key.partition_key();
+        let updates = positions
+            .iter()
+            .map(|p| {
+                Ok((
+                    history_sk(p.occurred_at, p.version),
+                    serde_json::to_string(&p.position).map_err(corrupt)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, ReadModelError>>()?;
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            {
+                let mut update = tx
+                    .prepare_cached(
+                        "UPDATE history SET entry = json_set(entry, '$.position', json(?3))
+                         WHERE pk = ?1 AND sk = ?2",
+                    )
+                    .map_err(unavailable)?;
+                for (sk, position) in &updates {
+                    update
+                        .execute(params![pk, sk, position])
+                        .map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
     }
 }
 

@@ -46,6 +46,7 @@ struct HeadRow {
     pending: String,
     last_occurred_at: Option<String>,
     updated_at: String,
+    created_at: Option<String>,
 }
 
 impl HeadRow {
@@ -64,6 +65,11 @@ impl HeadRow {
                 .map(|t| timestamp(t, "last_occurred_at"))
                 .transpose()?,
             updated_at: timestamp(&self.updated_at, "updated_at")?,
+            created_at: self
+                .created_at
+                .as_deref()
+                .map(|t| timestamp(t, "created_at"))
+                .transpose()?,
         })
     }
 }
@@ -71,7 +77,7 @@ impl HeadRow {
 fn load_head(conn: &Connection, key: &StreamKey) -> Result<Option<Head>, StoreError> {
     conn.query_row(
         "SELECT pk, aggregate_type, aggregate_id, version, state, pending, last_occurred_at,
-                updated_at
+                updated_at, created_at
          FROM heads WHERE pk = ?1",
         [key.partition_key()],
         |row| {
@@ -84,6 +90,7 @@ fn load_head(conn: &Connection, key: &StreamKey) -> Result<Option<Head>, StoreEr
                 pending: row.get(5)?,
                 last_occurred_at: row.get(6)?,
                 updated_at: row.get(7)?,
+                created_at: row.get(8)?,
             })
         },
     )
@@ -135,8 +142,8 @@ fn commit(conn: &mut Connection, commit: &Commit) -> Result<(), CommitError> {
     let first = head.pending.first();
     tx.execute(
         "INSERT OR REPLACE INTO heads (pk, aggregate_type, aggregate_id, version, state, pending,
-             pending_from, pending_since, last_occurred_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             pending_from, pending_since, last_occurred_at, updated_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             pk,
             head.key.aggregate_type,
@@ -148,6 +155,7 @@ fn commit(conn: &mut Connection, commit: &Commit) -> Result<(), CommitError> {
             first.map(|e| e.recorded_at.as_millis()),
             head.last_occurred_at.map(|t| t.to_string()),
             head.updated_at.to_string(),
+            head.created_at.map(|t| t.to_string()),
         ],
     )
     .map_err(unavailable)?;

@@ -9,14 +9,35 @@ use std::collections::{BTreeMap, BTreeSet};
 use timeline_core::codec::{decode_record, encode_record};
 use timeline_core::ports::{EventLog, LogError, LogRecord, StreamReader};
 use timeline_core::sequence::compare;
+use timeline_core::shards::{PageEnd, ReadFrom};
 use timeline_embedded::{Embedded, EmbeddedError, EmbeddedOptions};
 
 async fn read_all(log: &Embedded) -> Vec<LogRecord> {
     let mut all = Vec::new();
     for shard in log.shards().await.unwrap() {
-        all.extend(log.read(&shard, None, 10_000).await.unwrap());
+        all.extend(read(log, &shard.id, None, 10_000).await);
     }
     all
+}
+
+fn from_after(seq: Option<&str>) -> ReadFrom {
+    seq.map_or(ReadFrom::Oldest, |s| ReadFrom::After(s.to_owned()))
+}
+
+async fn read(log: &Embedded, shard: &str, seq: Option<&str>, limit: usize) -> Vec<LogRecord> {
+    log.read(shard, &from_after(seq), limit)
+        .await
+        .unwrap()
+        .records
+}
+
+async fn shard_ids(log: &Embedded) -> Vec<String> {
+    log.shards()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect()
 }
 
 #[tokio::test]
@@ -24,7 +45,7 @@ async fn each_entity_stays_on_one_shard_in_publish_order() {
     let dir = TempDir::new();
     let log = dir.open();
     assert_eq!(
-        log.shards().await.unwrap(),
+        shard_ids(&log).await,
         ["shardId-000000000000", "shardId-000000000001"]
     );
     // Interleaved: version 1 of every ride, then version 2 of every ride, ...
@@ -53,8 +74,8 @@ async fn each_entity_stays_on_one_shard_in_publish_order() {
     assert!(shard_of_key.values().all(|shards| shards.len() == 1));
     let used: BTreeSet<&String> = shard_of_key.values().flatten().collect();
     assert_eq!(used.len(), 2, "20 entities use both shards");
-    for shard in log.shards().await.unwrap() {
-        let records = log.read(&shard, None, 10_000).await.unwrap();
+    for shard in shard_ids(&log).await {
+        let records = read(&log, &shard, None, 10_000).await;
         // Strictly increasing sequence numbers, as Kinesis compares them.
         assert!(records
             .windows(2)
@@ -86,33 +107,67 @@ async fn reads_go_on_after_a_position_a_page_at_a_time() {
     let mut after: Option<String> = None;
     let mut versions = Vec::new();
     let mut pages = 0;
+    let mut ends = Vec::new();
     loop {
-        let page = log.read(shard, after.as_deref(), 3).await.unwrap();
-        if page.is_empty() {
+        let page = log
+            .read(shard, &from_after(after.as_deref()), 3)
+            .await
+            .unwrap();
+        ends.push(page.end);
+        if page.records.is_empty() {
             break;
         }
         pages += 1;
-        assert!(page.len() <= 3);
+        assert!(page.records.len() <= 3);
         versions.extend(
-            page.iter()
+            page.records
+                .iter()
                 .map(|r| decode_record(&r.data).unwrap().first_version().unwrap()),
         );
-        after = Some(page.last().unwrap().sequence_number.clone());
+        after = Some(page.records.last().unwrap().sequence_number.clone());
     }
     assert_eq!(versions, (1..=7).collect::<Vec<_>>());
     assert_eq!(pages, 3);
+    // Full pages may have more behind them; the short one is the tip, and so is nothing.
+    assert_eq!(
+        ends,
+        [
+            PageEnd::Behind,
+            PageEnd::Behind,
+            PageEnd::CaughtUp,
+            PageEnd::CaughtUp
+        ]
+    );
 
-    let all = log.read(shard, None, 100).await.unwrap();
+    let all = read(&log, shard, None, 100).await;
     assert!(all.iter().all(|r| r.sequence_number.len() == 20));
     // After the first record, written the way an emulator would (no padding).
     let first = all[0].sequence_number.trim_start_matches('0');
-    assert_eq!(log.read(shard, Some(first), 100).await.unwrap(), all[1..]);
-    assert_eq!(log.read(shard, Some("0"), 100).await.unwrap(), all);
+    assert_eq!(read(&log, shard, Some(first), 100).await, all[1..]);
+    assert_eq!(read(&log, shard, Some("0"), 100).await, all);
+    // At a record includes it; at a time starts with the first record that arrived then.
+    let at = log
+        .read(shard, &ReadFrom::At(all[2].sequence_number.clone()), 100)
+        .await
+        .unwrap();
+    assert_eq!(at.records, all[2..]);
+    let at_time = log
+        .read(shard, &ReadFrom::Time(all[0].arrival), 100)
+        .await
+        .unwrap();
+    assert_eq!(at_time.records, all);
+    let later = all[6].arrival.plus_millis(1);
+    assert!(log
+        .read(shard, &ReadFrom::Time(later), 100)
+        .await
+        .unwrap()
+        .records
+        .is_empty());
     // A 56-digit number is after everything this log has written.
     let real = "49590338271490256608559692538361571095921575989136588898";
-    assert!(log.read(shard, Some(real), 100).await.unwrap().is_empty());
+    assert!(read(&log, shard, Some(real), 100).await.is_empty());
     // A limit of 0 reads one record, as GetRecords' smallest page.
-    assert_eq!(log.read(shard, None, 0).await.unwrap().len(), 1);
+    assert_eq!(read(&log, shard, None, 0).await.len(), 1);
 }
 
 #[tokio::test]
@@ -121,12 +176,13 @@ async fn an_unknown_shard_or_position_is_refused() {
     let log = dir.open();
     for shard in ["shardId-000000000002", "shard-0", "shardId-0"] {
         assert!(matches!(
-            log.read(shard, None, 10).await,
+            log.read(shard, &ReadFrom::Oldest, 10).await,
             Err(LogError::Unavailable(_))
         ));
     }
     assert!(matches!(
-        log.read("shardId-000000000000", Some("LATEST"), 10).await,
+        log.read("shardId-000000000000", &from_after(Some("LATEST")), 10)
+            .await,
         Err(LogError::Unavailable(_))
     ));
 }
@@ -195,7 +251,7 @@ async fn a_directory_keeps_its_shard_count() {
         },
     )
     .unwrap();
-    assert_eq!(four.shards().await.unwrap().len(), 4);
+    assert_eq!(shard_ids(&four).await.len(), 4);
     drop(four);
     // Opening without a count keeps the directory's; asking for another is refused.
     assert_eq!(dir.open().shard_count(), 4);
@@ -251,7 +307,7 @@ async fn one_entity_is_read_through_its_index_in_order_and_alone() {
         }
     }
     let b = log
-        .read_partition("ride#b")
+        .read_key("ride#b", &ReadFrom::Oldest)
         .await
         .unwrap()
         .expect("indexed");
@@ -265,5 +321,55 @@ async fn one_entity_is_read_through_its_index_in_order_and_alone() {
     let all = read_all(&log).await;
     let from_shards: Vec<&LogRecord> = all.iter().filter(|r| r.partition_key == "ride#b").collect();
     assert_eq!(b.iter().collect::<Vec<_>>(), from_shards);
-    assert_eq!(log.read_partition("ride#none").await.unwrap(), Some(vec![]));
+    assert_eq!(
+        log.read_key("ride#none", &ReadFrom::Oldest).await.unwrap(),
+        Some(vec![])
+    );
+    // From a position: at a record, or after one.
+    let from_second = log
+        .read_key("ride#b", &ReadFrom::At(b[1].sequence_number.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from_second, b[1..]);
+    let after_second = log
+        .read_key("ride#b", &ReadFrom::After(b[1].sequence_number.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after_second, b[2..]);
+}
+
+#[tokio::test]
+async fn every_key_hashes_into_the_range_of_the_shard_it_is_on() {
+    for count in [1, 2, 3, 4, 7] {
+        let dir = TempDir::new();
+        let log = Embedded::open_with(
+            dir.path(),
+            EmbeddedOptions {
+                shard_count: Some(count),
+            },
+        )
+        .unwrap();
+        let shards = log.shards().await.unwrap();
+        // The ranges cover the hash space without a hole or an overlap.
+        assert_eq!(shards[0].hash_range.0, 0);
+        assert_eq!(shards.last().unwrap().hash_range.1, u128::MAX);
+        for pair in shards.windows(2) {
+            assert_eq!(pair[0].hash_range.1 + 1, pair[1].hash_range.0);
+        }
+        for id in 0..200 {
+            let key = format!("ride#{id}");
+            let published = log
+                .publish(&record(&ride(&id.to_string()), 1..=1))
+                .await
+                .unwrap();
+            let holder = timeline_core::shards::lineage(&shards, log.key_hash(&key));
+            assert_eq!(holder.len(), 1, "{key}");
+            assert_eq!(
+                holder[0].id, published.shard_id,
+                "{key} with {count} shards"
+            );
+        }
+    }
 }

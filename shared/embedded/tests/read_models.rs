@@ -26,6 +26,12 @@ fn entry(key: &StreamKey, version: u64, occurred_at: Timestamp) -> HistoryEntry 
         event_id: format!("{key}-{version}"),
         data: serde_json::json!({ "v": version, "lat": 48.8606 }),
         status_after: "booked".into(),
+        // Kept with the entry: where time travel finds the record on the stream.
+        position: Some(timeline_core::ports::LogPosition {
+            shard_id: "shardId-000000000001".into(),
+            sequence_number: format!("{:020}", version * 7),
+            arrival: occurred_at.plus_millis(5),
+        }),
     }
 }
 

@@ -11,6 +11,7 @@ use timeline_core::ports::{LogRecord, StreamReader, SystemClock, WriteModelStore
 use timeline_core::processor::{IncomingRecord, Processor};
 use timeline_core::read_ports::{Lookup, LookupKind, PageRequest, ReadModelQueries};
 use timeline_core::ride::{CancelledBy, Location, RideAggregate, RideCommand};
+use timeline_core::shards::ReadFrom;
 use timeline_core::video::{VideoAggregate, VideoCommand};
 use timeline_core::views::{fold, ReadModel};
 use timeline_core::write::{
@@ -165,16 +166,19 @@ async fn process_log(store: &Embedded, positions: &mut BTreeMap<String, String>)
     let processor = Processor::new(store.clone());
     let mut records = 0;
     for shard in store.shards().await.unwrap() {
+        let shard = shard.id;
         loop {
-            let batch: Vec<LogRecord> = store
-                .read(&shard, positions.get(&shard).map(String::as_str), 3)
-                .await
-                .unwrap();
+            let from = positions
+                .get(&shard)
+                .map_or(ReadFrom::Oldest, |s| ReadFrom::After(s.clone()));
+            let batch: Vec<LogRecord> = store.read(&shard, &from, 3).await.unwrap().records;
             let Some(last) = batch.last() else { break };
             let incoming: Vec<IncomingRecord> = batch
                 .iter()
                 .map(|r| IncomingRecord {
                     sequence_number: r.sequence_number.clone(),
+                    shard_id: None,
+                    arrival: None,
                     partition_key: r.partition_key.clone(),
                     data: r.data.clone(),
                 })
@@ -195,7 +199,12 @@ async fn process_log(store: &Embedded, positions: &mut BTreeMap<String, String>)
 async fn log_events(store: &Embedded) -> BTreeMap<StreamKey, Vec<EventEnvelope>> {
     let mut by_entity: BTreeMap<StreamKey, BTreeMap<u64, EventEnvelope>> = BTreeMap::new();
     for shard in store.shards().await.unwrap() {
-        for record in store.read(&shard, None, 10_000).await.unwrap() {
+        for record in store
+            .read(&shard.id, &ReadFrom::Oldest, 10_000)
+            .await
+            .unwrap()
+            .records
+        {
             for event in decode_record(&record.data).unwrap().events {
                 by_entity
                     .entry(event.stream_key())

@@ -216,11 +216,11 @@ pub fn canonical(v: &aws_sdk_dynamodb::types::AttributeValue) -> String {
 }
 
 /// A Kinesis batch exactly as the event source mapping hands it to Lambda (base64 data,
-/// `eventID` = `<shard>:<sequence>`, the stream ARN), decoded by `aws_lambda_events`.
-pub fn kinesis_event(
+/// `eventID` = `<shard>:<sequence>`, the stream ARN), decoded as the function decodes it.
+pub fn kinesis_event<T: serde::de::DeserializeOwned>(
     records: &[StreamRecord],
     stream_arn: &str,
-) -> aws_lambda_events::event::kinesis::KinesisEvent {
+) -> T {
     serde_json::from_value(kinesis_event_json(records, stream_arn)).expect("a valid Kinesis event")
 }
 

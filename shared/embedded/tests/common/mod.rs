@@ -77,6 +77,7 @@ pub fn head(
         pending: pending.map(|v| event(key, v, at)).collect(),
         last_occurred_at: Some(at),
         updated_at: at,
+        created_at: Some(at),
     }
 }
 

@@ -1,0 +1,175 @@
+//! Time budgets and retries for calls AWS documents as "try again later" (throttling).
+//!
+//! A [`Deadline`] is how long an answer may take (a Lambda's remaining time less a margin,
+//! so the caller gets a clear "retry later" instead of a timeout). [`retry_throttled`]
+//! retries a throttled call with exponential backoff and jitter until it succeeds, fails
+//! another way, or the deadline would pass.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// The moment by which an answer must be given (None: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No time limit (tools, tests, followers that run until stopped).
+    pub fn none() -> Self {
+        Deadline(None)
+    }
+
+    pub fn after(budget: Duration) -> Self {
+        Deadline(Instant::now().checked_add(budget))
+    }
+
+    pub fn at(instant: Instant) -> Self {
+        Deadline(Some(instant))
+    }
+
+    /// The time left, or None without a limit.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.0
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    pub fn passed(&self) -> bool {
+        self.remaining().is_some_and(|left| left.is_zero())
+    }
+
+    /// The deadline of a Lambda invocation (milliseconds since the epoch, as the runtime gives
+    /// it), less `margin` for answering, and no later than `cap` from now.
+    pub fn lambda(deadline_epoch_millis: u64, margin: Duration, cap: Duration) -> Self {
+        let now_millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let left = Duration::from_millis(deadline_epoch_millis.saturating_sub(now_millis));
+        Deadline::after(left.saturating_sub(margin).min(cap))
+    }
+
+    /// Is there at least `needed` left?
+    pub fn allows(&self, needed: Duration) -> bool {
+        self.remaining().is_none_or(|left| left >= needed)
+    }
+}
+
+/// The longest pause between two tries.
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+/// How long a retry loop without a deadline keeps trying.
+const NO_DEADLINE_BUDGET: Duration = Duration::from_secs(30);
+
+/// Runs `call` until it succeeds or fails in a way `retryable` does not accept, pausing
+/// between tries (exponential from 50 ms to 2 s, with jitter), for as long as `deadline`
+/// allows (30 s of pauses without one).
+pub async fn retry_throttled<T, E, F, Fut>(
+    deadline: &Deadline,
+    call: F,
+    retryable: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    use backon::Retryable;
+    let budget = deadline.remaining().unwrap_or(NO_DEADLINE_BUDGET);
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(MAX_PAUSE)
+        .with_jitter()
+        .without_max_times()
+        .with_total_delay(Some(budget));
+    call.retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e| retryable(e) && !deadline.passed())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_throttled_call_is_tried_again_until_it_succeeds() {
+        let calls = AtomicUsize::new(0);
+        let result: Result<usize, &str> = retry_throttled(
+            &Deadline::after(Duration::from_secs(10)),
+            || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                if n < 3 {
+                    Err("throttled")
+                } else {
+                    Ok(n)
+                }
+            },
+            |e| *e == "throttled",
+        )
+        .await;
+        assert_eq!(result, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn other_failures_are_not_retried() {
+        let calls = AtomicUsize::new(0);
+        let result: Result<(), &str> = retry_throttled(
+            &Deadline::none(),
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err("gone")
+            },
+            |e| *e == "throttled",
+        )
+        .await;
+        assert_eq!(result, Err("gone"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_ends_the_retries_with_the_last_failure() {
+        let started = Instant::now();
+        let result: Result<(), &str> = retry_throttled(
+            &Deadline::after(Duration::from_millis(300)),
+            || async { Err("throttled") },
+            |e| *e == "throttled",
+        )
+        .await;
+        assert_eq!(result, Err("throttled"));
+        // Bounded by the budget plus one pause, never the 30 s default.
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_lambda_deadline_keeps_a_margin_and_a_cap() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let d = Deadline::lambda(
+            now + 10_000,
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        );
+        let left = d.remaining().unwrap();
+        assert!(
+            left <= Duration::from_secs(8) && left > Duration::from_secs(7),
+            "{left:?}"
+        );
+        let capped = Deadline::lambda(
+            now + 900_000,
+            Duration::from_secs(2),
+            Duration::from_secs(25),
+        );
+        assert!(capped.remaining().unwrap() <= Duration::from_secs(25));
+        // Already past: no time at all, never a panic.
+        assert!(Deadline::lambda(now - 5_000, Duration::from_secs(2), Duration::MAX).passed());
+    }
+
+    #[test]
+    fn a_deadline_says_how_much_time_is_left() {
+        assert_eq!(Deadline::none().remaining(), None);
+        assert!(!Deadline::none().passed());
+        assert!(Deadline::after(Duration::ZERO).passed());
+        let soon = Deadline::after(Duration::from_secs(60));
+        assert!(soon.allows(Duration::from_secs(30)));
+        assert!(!soon.allows(Duration::from_secs(120)));
+    }
+}
