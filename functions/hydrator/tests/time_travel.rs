@@ -2,169 +2,15 @@
 //! into S3 in Firehose's layout, the read models filled by the real processor; then state,
 //! history, rebuild and verify from the log.
 
-use command_handler::CommandApi;
-use hydrator::wiring::AwsStored;
-use hydrator::{Hydrator, HydratorRequest};
-use processor::ProcessorHandler;
+mod support;
+
+use hydrator::HydratorRequest;
 use serde_json::{json, Value};
+use support::*;
 use timeline_aws::archive::S3Archive;
-use timeline_aws::event_source::AwsEventSource;
-use timeline_aws::pump::{FirehosePump, PumpConfig};
-use timeline_aws::read_models::DynamoReadModels;
-use timeline_core::ports::SystemClock;
 use timeline_core::retry::Deadline;
 use timeline_core::{EventEnvelope, StreamKey, Timestamp};
-use timeline_testkit::{kinesis_event, post, read, scan_sorted, unique, TestEnv};
-
-const PREFIX: &str = "events/";
-
-struct World {
-    env: TestEnv,
-    events: Vec<EventEnvelope>,
-}
-
-type Target = Box<dyn Fn(Option<&str>) -> DynamoReadModels + Send + Sync>;
-
-fn location(address: &str, lat: f64) -> Value {
-    json!({ "address": address, "lat": lat, "lon": -6.26 })
-}
-
-async fn world() -> World {
-    let env = TestEnv::new().await;
-    let api = CommandApi::new(env.store(), env.log(), SystemClock);
-    let mut steps = vec![
-        (
-            "/rides".to_owned(),
-            json!({ "id": "fare", "rider_id": "alice", "pickup": location("A", 53.34), "dropoff": location("B", 53.42), "fare_estimate_cents": 9000 }),
-        ),
-        (
-            "/rides/fare/adjust-fare".into(),
-            json!({ "fare_cents": 10000, "reason": "detour" }),
-        ),
-        (
-            "/rides/fare/adjust-fare".into(),
-            json!({ "fare_cents": 11000, "reason": "toll" }),
-        ),
-        (
-            "/videos".into(),
-            json!({ "id": "seed", "title": "Keynote", "source_uri": "s3://in/k.mp4" }),
-        ),
-        ("/videos/seed/start-processing".into(), json!({})),
-        ("/videos/seed/progress".into(), json!({ "percent": 50 })),
-        ("/videos/seed/fail".into(), json!({ "error": "timeout" })),
-    ];
-    for i in 0..6 {
-        steps.push(("/rides".into(), json!({ "id": format!("r{i}"), "rider_id": format!("rider-{i}"), "pickup": location("C", 53.3), "dropoff": location("D", 53.4) })));
-        steps.push((
-            format!("/rides/r{i}/assign-driver"),
-            json!({ "driver_id": "d1" }),
-        ));
-        if i % 2 == 0 {
-            steps.push((format!("/rides/r{i}/start"), json!({})));
-        }
-    }
-    for (path, body) in steps {
-        let (status, answer, _) = read(api.handle(post(&path, &body, &[])).await);
-        assert!(status == 200 || status == 201, "{path}: {status} {answer}");
-        // Distinct times, so "as of" probes land between steps.
-        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-    }
-    // Firehose: small buffers, so the archive has several gzip objects.
-    let mut config = PumpConfig::new("timeline-archive");
-    config.buffer_bytes = 1500;
-    let mut pump = FirehosePump::with_bucket(
-        env.clients.kinesis.clone(),
-        env.clients.s3.clone(),
-        &env.names.event_stream,
-        &env.names.archive_bucket,
-        config,
-    );
-    pump.poll().await.unwrap();
-    pump.flush().await.unwrap();
-    // The processor fills the read models (the hydrator's index of where events are).
-    let h = ProcessorHandler::new(env.read_models(), SystemClock);
-    let records = env.records().await;
-    let response = h
-        .handle(kinesis_event(
-            &records,
-            "arn:aws:kinesis:us-east-1:000000000000:stream/t",
-        ))
-        .await;
-    assert!(response.batch_item_failures.is_empty());
-    let events = env.events().await;
-    World { env, events }
-}
-
-impl World {
-    fn source(&self, stream: &str, prefix: &str) -> AwsEventSource {
-        timeline_aws::event_source::aws_event_source(
-            S3Archive::new(
-                self.env.clients.s3.clone(),
-                &self.env.names.archive_bucket,
-                prefix,
-            ),
-            self.env.clients.kinesis.clone(),
-            stream,
-            Some(self.env.read_models()),
-            Some(self.env.store()),
-        )
-    }
-
-    fn hydrator(&self, source: AwsEventSource) -> Hydrator<AwsEventSource, AwsStored, Target> {
-        let dynamodb = self.env.clients.dynamodb.clone();
-        let live = self.env.names.read_model_table.clone();
-        let target: Target =
-            Box::new(move |t| DynamoReadModels::new(dynamodb.clone(), t.unwrap_or(&live)));
-        let stored = AwsStored {
-            heads: self.env.store(),
-            views: self.env.read_models(),
-        };
-        Hydrator::new(source, stored, target)
-    }
-
-    fn full(&self) -> Hydrator<AwsEventSource, AwsStored, Target> {
-        self.hydrator(self.source(&self.env.names.event_stream, PREFIX))
-    }
-
-    fn entities(&self) -> Vec<StreamKey> {
-        let mut keys: Vec<StreamKey> = self.events.iter().map(|e| e.stream_key()).collect();
-        keys.sort();
-        keys.dedup();
-        keys
-    }
-}
-
-async fn state(
-    h: &Hydrator<AwsEventSource, AwsStored, Target>,
-    key: &StreamKey,
-    as_of: Option<Timestamp>,
-) -> Value {
-    h.handle(
-        HydratorRequest::State {
-            aggregate_type: key.aggregate_type.clone(),
-            aggregate_id: key.aggregate_id.clone(),
-            as_of,
-            version: None,
-        },
-        &Deadline::none(),
-    )
-    .await
-    .unwrap()
-}
-
-async fn history(h: &Hydrator<AwsEventSource, AwsStored, Target>, key: &StreamKey) -> Value {
-    h.handle(
-        HydratorRequest::History {
-            aggregate_type: key.aggregate_type.clone(),
-            aggregate_id: key.aggregate_id.clone(),
-            from: None,
-            to: None,
-        },
-        &Deadline::none(),
-    )
-    .await
-    .unwrap()
-}
+use timeline_testkit::{read, scan_sorted, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_only_stream_only_and_both_give_the_same_states_and_histories() {
@@ -196,48 +42,6 @@ async fn archive_only_stream_only_and_both_give_the_same_states_and_histories() 
                 "{key} from {name}"
             );
         }
-    }
-}
-
-impl World {
-    async fn archive_objects(&self) -> Vec<String> {
-        S3Archive::new(
-            self.env.clients.s3.clone(),
-            &self.env.names.archive_bucket,
-            PREFIX,
-        )
-        .list_keys(None, None)
-        .await
-        .unwrap()
-    }
-}
-
-impl World {
-    /// The archive object that holds the seed video's last event, with its records.
-    async fn object_with_seeds_last(&self) -> (String, Vec<timeline_core::CommitRecord>) {
-        let archive = S3Archive::new(
-            self.env.clients.s3.clone(),
-            &self.env.names.archive_bucket,
-            PREFIX,
-        );
-        let last = self
-            .events
-            .iter()
-            .filter(|e| e.aggregate_id == "seed")
-            .map(|e| e.version)
-            .max()
-            .unwrap();
-        for key in self.archive_objects().await {
-            let records = archive.read_object(&key).await.unwrap();
-            if records
-                .iter()
-                .flat_map(|r| &r.events)
-                .any(|e| e.aggregate_id == "seed" && e.version == last)
-            {
-                return (key, records);
-            }
-        }
-        panic!("no object holds the seed video's version {last}")
     }
 }
 

@@ -2,7 +2,10 @@
 //! AWS SDK's standard settings (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`), so the
 //! same binary talks to AWS, LocalStack or moto.
 
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,9 +50,43 @@ impl ResourceNames {
     }
 }
 
+/// How every client retries: the standard mode (exponential backoff with jitter, and a
+/// retry quota that stops retries when a service keeps failing), 3 attempts, the first
+/// retry after up to 50 ms. Throttling and 5xx answers are retried; a throttled read that
+/// still fails is retried again by the reader within its own time budget.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(50))
+        .with_max_backoff(Duration::from_secs(1))
+}
+
+/// How long a call may take: well inside every function's timeout, so a stalled call ends
+/// in an answer the function can give (a 202 for a publish after its commit, a 503 for a
+/// read) rather than in the Lambda being killed. S3 objects are larger: see
+/// [`S3_TIMEOUTS`].
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(5))
+        .build()
+}
+
+/// S3 attempt and operation timeouts (an archive object is up to Firehose's 128 MiB buffer).
+pub const S3_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(15), Duration::from_secs(25));
+
+/// The SDK settings every client starts from: region, credentials and endpoints from the
+/// environment, and the retry and timeout settings above.
+pub fn sdk_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry_config())
+        .timeout_config(timeout_config())
+}
+
 /// Loads the shared SDK configuration (region, credentials, endpoint overrides).
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    sdk_loader().load().await
 }
 
 /// Clients built once per process and shared by every request.
@@ -65,8 +102,16 @@ impl Clients {
         // Emulators serve buckets by path, not by virtual host.
         let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
             || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let (attempt, operation) = S3_TIMEOUTS;
         let s3 = aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(path_style)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(1))
+                    .operation_attempt_timeout(attempt)
+                    .operation_timeout(operation)
+                    .build(),
+            )
             .build();
         Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),

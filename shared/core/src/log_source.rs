@@ -70,6 +70,8 @@ pub struct LogSource<A, R, I, H> {
     heads: Option<H>,
     /// Records per part of the tail (see [`LogSource::with_tail_chunk`]).
     tail_chunk: usize,
+    /// How long after arriving an event is looked for in the archive first.
+    archive_delay_ms: i64,
     /// The archive's keys, listed once per replay.
     keys: Mutex<Option<Arc<Vec<String>>>>,
     /// The stream's shards, listed at most every [`SHARD_LIST_TTL`] by entity reads.
@@ -197,6 +199,7 @@ where
             index,
             heads,
             tail_chunk: TAIL_CHUNK,
+            archive_delay_ms: ARCHIVE_DELAY_MS,
             keys: Mutex::new(None),
             shards: Mutex::new(None),
         }
@@ -205,6 +208,14 @@ where
     /// Reads the tail of a replay in parts of `records` (tests use small ones).
     pub fn with_tail_chunk(mut self, records: usize) -> Self {
         self.tail_chunk = records.max(1);
+        self
+    }
+
+    /// Looks for events in the archive first once they arrived `delay` ago (default
+    /// [`ARCHIVE_DELAY_MS`]: Firehose's longest buffer interval and a margin). Tests set it
+    /// to zero to read fresh events from an archive pumped at once.
+    pub fn with_archive_delay(mut self, delay: std::time::Duration) -> Self {
+        self.archive_delay_ms = delay.as_millis() as i64;
         self
     }
 
@@ -397,13 +408,15 @@ where
     /// Where in the archive each wanted version can be, for versions that arrived long
     /// enough ago to be there (`late`: allowing for Firehose writing them late).
     fn archive_windows(
+        &self,
         wanted: &BTreeSet<u64>,
         indexed: &BTreeMap<u64, HistoryEntry>,
         head: Option<&Head>,
         now: Timestamp,
         late: bool,
     ) -> Vec<Window> {
-        let settled = |at: Timestamp| late || now.as_millis() - at.as_millis() >= ARCHIVE_DELAY_MS;
+        let settled =
+            |at: Timestamp| late || now.as_millis() - at.as_millis() >= self.archive_delay_ms;
         let after = if late { LATE_ARCHIVE_MS } else { 0 };
         let mut windows = Vec::new();
         for version in wanted {
@@ -751,14 +764,14 @@ where
                     gathered.keep(head.pending.iter().cloned());
                 }
                 let windows =
-                    Self::archive_windows(&gathered.wanted, &indexed, head.as_ref(), now(), false);
+                    self.archive_windows(&gathered.wanted, &indexed, head.as_ref(), now(), false);
                 self.read_windows(windows, &mut read, &mut gathered, deadline)
                     .await?;
                 self.read_stream(&mut gathered, &indexed, head.as_ref(), deadline)
                     .await?;
                 if !gathered.wanted.is_empty() {
                     tracing::warn!(entity = %key, missing = ?gathered.wanted, "versions outside their archive window and not on the stream; reading a wider window");
-                    let windows = Self::archive_windows(
+                    let windows = self.archive_windows(
                         &gathered.wanted,
                         &indexed,
                         head.as_ref(),

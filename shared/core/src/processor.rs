@@ -270,9 +270,16 @@ impl<R: ReadModelStore> Processor<R> {
             stats.max_lag_ms = Some(stats.max_lag_ms.map_or(lag, |m| m.max(lag)));
         }
         if !positions.is_empty() {
-            // Only an index of where records are: a failure costs later reads, not data.
+            // A replay ends with the entries live processing leaves: a failure here is the
+            // record's, to be tried again.
             if let Err(e) = self.store.attach_positions(&run.key, &positions).await {
-                tracing::warn!(stream = %run.key, error = %e, "could not record log positions");
+                let first = run.events.iter().map(|(i, _)| *i).min().unwrap_or(0);
+                return Some((
+                    first,
+                    RecordFailure::Store {
+                        reason: e.to_string(),
+                    },
+                ));
             }
         }
         let (Some(view), Some(first_applied)) = (view, first_applied) else {

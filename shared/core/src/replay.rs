@@ -137,6 +137,8 @@ fn incoming(
 /// archive objects written in the same second sort by a random id).
 struct Deferred {
     record: CommitRecord,
+    /// Where it sat on the stream, if it came from there.
+    position: Option<crate::ports::LogPosition>,
     /// The position before the chunk it came in: resuming from there reads it again.
     resume: Option<String>,
     /// When its chunk's records arrived, if known.
@@ -185,9 +187,10 @@ pub async fn rebuild<S: EventSource, R: ReadModelStore>(
         let records = incoming(&chunk.records, &chunk.positions, report.records);
         report.records += records.len();
         report.chunks += 1;
-        for record in apply(target, &chunk.records, &records, now, &mut report).await {
+        for at in apply(target, &records, now, &mut report).await {
             deferred.push(Deferred {
-                record,
+                record: chunk.records[at].clone(),
+                position: chunk.positions.get(at).cloned(),
                 resume: position.clone(),
                 arrived: chunk.arrived,
             });
@@ -203,15 +206,22 @@ pub async fn rebuild<S: EventSource, R: ReadModelStore>(
         progress(&report, chunk.done, chunk.total);
     }
     if !deferred.is_empty() {
-        let commits: Vec<CommitRecord> = deferred.drain(..).map(|d| d.record).collect();
-        let records = incoming(&commits, &[], report.records);
-        for record in apply(target, &commits, &records, now, &mut report).await {
-            report.problems.push(unapplied(&record));
+        let (commits, positions) = split(&deferred.iter().collect::<Vec<_>>());
+        let records = incoming(&commits, &positions, report.records);
+        for at in apply(target, &records, now, &mut report).await {
+            report.problems.push(unapplied(&commits[at]));
         }
     }
     report.position = position;
     report.finished = true;
     Ok(report)
+}
+
+/// The records of set-aside entries, and their positions when every one has one.
+fn split(deferred: &[&Deferred]) -> (Vec<CommitRecord>, Vec<crate::ports::LogPosition>) {
+    let commits = deferred.iter().map(|d| d.record.clone()).collect();
+    let positions: Option<Vec<_>> = deferred.iter().map(|d| d.position.clone()).collect();
+    (commits, positions.unwrap_or_default())
 }
 
 fn unapplied(record: &CommitRecord) -> SourceProblem {
@@ -239,20 +249,24 @@ async fn retry_deferred<R: ReadModelStore>(
         .iter()
         .filter_map(CommitRecord::partition_key)
         .collect();
-    let retry: Vec<CommitRecord> = deferred
+    let retry: Vec<&Deferred> = deferred
         .iter()
         .filter(|d| {
             d.record
                 .partition_key()
                 .is_some_and(|k| touched.contains(&k))
         })
-        .map(|d| d.record.clone())
         .collect();
     if retry.is_empty() {
         return;
     }
-    let records = incoming(&retry, &[], report.records);
-    let still: Vec<CommitRecord> = apply(target, &retry, &records, now, report).await;
+    let (commits, positions) = split(&retry);
+    let records = incoming(&commits, &positions, report.records);
+    let still: Vec<CommitRecord> = apply(target, &records, now, report)
+        .await
+        .into_iter()
+        .map(|at| commits[at].clone())
+        .collect();
     // Kept in the order they were set aside: the first is the oldest.
     deferred.retain(|d| {
         let retried = d
@@ -283,14 +297,13 @@ fn expire_deferred(
 }
 
 /// Runs records through the processor, resuming after each failure as the event source
-/// mapping would; returns the records that failed.
+/// mapping would; returns the indexes of the records that failed.
 async fn apply<R: ReadModelStore>(
     target: &Processor<R>,
-    commits: &[CommitRecord],
     records: &[IncomingRecord],
     now: Timestamp,
     report: &mut RebuildReport,
-) -> Vec<CommitRecord> {
+) -> Vec<usize> {
     let mut failed = Vec::new();
     let mut start = 0;
     while start < records.len() {
@@ -307,7 +320,7 @@ async fn apply<R: ReadModelStore>(
                         reason: reason.clone(),
                     });
                 }
-                failed.push(commits[at].clone());
+                failed.push(at);
                 start = at + 1;
             }
         }

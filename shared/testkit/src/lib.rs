@@ -1,7 +1,11 @@
 //! Test support against a real emulator over HTTP (moto, started by `infra/test.sh`).
 //!
 //! Every test makes its own stream and tables with unique names, so tests run in parallel
-//! against one server without seeing each other.
+//! against one server without seeing each other. [`faults`] and [`proxy`] make the
+//! emulator (and the embedded backend) behave as AWS documents it may.
+
+pub mod faults;
+pub mod proxy;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
@@ -84,8 +88,29 @@ pub fn unique(prefix: &str) -> String {
 impl TestEnv {
     /// Fresh resources, created by the same bootstrap the local runner uses.
     pub async fn new() -> TestEnv {
+        Self::at(None).await
+    }
+
+    /// Fresh resources, made and used through a fault proxy in front of the emulator (its
+    /// streams then reshard and read as Kinesis's do; see [`proxy`]).
+    pub async fn behind_proxy() -> (TestEnv, proxy::FaultProxy) {
+        let proxy = proxy::FaultProxy::start(&endpoint()).await;
+        let env = Self::at(Some(proxy.url())).await;
+        (env, proxy)
+    }
+
+    /// Fresh resources at the emulator, or at `via` in front of it.
+    pub async fn at(via: Option<String>) -> TestEnv {
         endpoint();
-        let sdk = timeline_aws::config::load_sdk_config().await;
+        let sdk = match via {
+            None => timeline_aws::config::load_sdk_config().await,
+            Some(url) => {
+                timeline_aws::config::sdk_loader()
+                    .endpoint_url(url)
+                    .load()
+                    .await
+            }
+        };
         let counter = RequestCounter::default();
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&sdk)
