@@ -243,6 +243,46 @@ def test_each_function_may_touch_only_what_it_uses(transformed):
         assert not any(a.split(":")[1].startswith(("Put", "BatchWrite", "Update", "Delete")) for a in actions)
 
 
+def statements_of(transformed, role):
+    for policy in transformed["Resources"][role]["Properties"].get("Policies", []):
+        yield from listify(policy["PolicyDocument"]["Statement"])
+
+
+def test_time_travel_reads_the_head_and_cannot_hurt_the_system(template, transformed):
+    # It reads the write model's head (the latest version, the outbox), and nothing else of it.
+    head_reads = [
+        s for s in statements_of(transformed, "HydratorApiFunctionRole")
+        if ref_target(s["Resource"]) == "WriteModelTable"
+    ]
+    assert [listify(s["Action"]) for s in head_reads] == [["dynamodb:GetItem"]]
+    # Its concurrency is capped, and its routes are throttled tighter than the rest.
+    fn = functions(template)["HydratorApiFunction"]["Properties"]
+    assert fn["ReservedConcurrentExecutions"] == {"Ref": "TimeTravelConcurrency"}
+    assert template["Parameters"]["TimeTravelConcurrency"]["Default"] <= 50
+    settings = template["Resources"]["Api"]["Properties"]["MethodSettings"]
+    default = next(m for m in settings if m["ResourcePath"] == "/*")
+    paths = {
+        m["ResourcePath"]: m for m in settings if m["ResourcePath"] != "/*"
+    }
+    for route in ["/rides/{id}/state", "/rides/{id}/timeline", "/videos/{id}/state", "/videos/{id}/timeline"]:
+        m = paths["/" + route.replace("/", "~1")]
+        assert m["HttpMethod"] == "GET"
+        assert m["ThrottlingRateLimit"] == {"Ref": "TimeTravelRateLimit"}
+        assert m["ThrottlingBurstLimit"] == {"Ref": "TimeTravelBurstLimit"}
+    params = template["Parameters"]
+    assert params["TimeTravelRateLimit"]["Default"] < default["ThrottlingRateLimit"]
+    assert params["TimeTravelBurstLimit"]["Default"] < default["ThrottlingBurstLimit"]
+    # The stage of the transformed API carries them.
+    stages = of_type(transformed["Resources"], "AWS::ApiGateway::Stage")
+    (stage,) = stages.values()
+    assert len(stage["Properties"]["MethodSettings"]) == 5
+    # Its budget (25 s, see functions/hydrator/src/api.rs) fits its timeout and API Gateway's.
+    timeout = fn.get("Timeout", template["Globals"]["Function"]["Timeout"])
+    budget = re.search(r"API_BUDGET: Duration = Duration::from_secs\((\d+)\)",
+                       (ROOT / "functions" / "hydrator" / "src" / "api.rs").read_text())
+    assert int(budget.group(1)) + 2 <= timeout <= 29
+
+
 # ---------------------------------------------------------------------------------------------
 # archive
 

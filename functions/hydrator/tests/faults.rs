@@ -474,3 +474,71 @@ async fn on_the_embedded_backend_every_answer_under_faults_is_right_or_says_it_i
     assert_eq!(read_model_rows(&rebuilt), read_model_rows(&dir.0));
     assert_met("embedded", &schedule.injected());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_killed_at_random_points_resumes_to_the_same_read_models() {
+    let dir = Dir::new();
+    let targets = Dir::new();
+    let (db, _) = embedded_world(&dir.0).await;
+    // Every call a little slow, so a run lasts long enough to be killed many times.
+    let h = embedded_hydrator(
+        &db,
+        &Schedule::new(
+            0,
+            Faults {
+                slow: 0.5,
+                delay: Duration::from_millis(2),
+                ..Faults::none()
+            },
+        ),
+        None,
+    );
+    let reference = targets.0.join("reference");
+    let whole_run = std::time::Instant::now();
+    h.rebuild(
+        Some(reference.to_str().unwrap()),
+        None,
+        &Deadline::none(),
+        &mut |_, _, _| {},
+    )
+    .await
+    .unwrap();
+    // Kills land within the time a whole run takes.
+    let whole_run = whole_run.elapsed().as_millis() as u64;
+    let expected = read_model_rows(&reference);
+
+    let mut rng = fastrand::Rng::with_seed(5);
+    for round in 0..3 {
+        let into = targets.0.join(format!("killed-{round}"));
+        let into = into.to_str().unwrap().to_owned();
+        // The position each finished part reports, kept where a killed run leaves it.
+        let last = std::sync::Mutex::new(None::<String>);
+        let mut kills = 0;
+        loop {
+            let from = last.lock().unwrap().clone();
+            let none = Deadline::none();
+            let mut keep = |report: &timeline_core::replay::RebuildReport, _, _| {
+                *last.lock().unwrap() = report.position.clone();
+            };
+            let run = h.rebuild(Some(&into), from, &none, &mut keep);
+            // Killed mid-read, mid-write, between parts.
+            let budget = Duration::from_millis(rng.u64(1..whole_run.max(2)));
+            match tokio::time::timeout(budget, run).await {
+                Ok(report) => {
+                    let report = report.unwrap();
+                    assert!(report.finished && report.problems.is_empty(), "{report:?}");
+                    break;
+                }
+                Err(_) => kills += 1,
+            }
+            assert!(kills < 500, "never finished");
+        }
+        eprintln!("round {round}: killed {kills} times");
+        assert!(kills >= 1, "{kills}");
+        assert_eq!(
+            read_model_rows(Path::new(&into)),
+            expected,
+            "round {round}: killed {kills} times"
+        );
+    }
+}

@@ -10,10 +10,14 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use timeline_core::archive::ArchiveError;
 use timeline_core::archive::ArchiveStore;
 use timeline_core::ports::{EventLog, LogError, StreamReader};
 use timeline_core::replay::SourceProblem;
-use timeline_core::retry::{retry_throttled, Deadline};
+use timeline_core::retry::{retry_throttled, retry_transient, Deadline};
+
+/// Tries of a call that failed in a way worth trying again (a 500, a lost answer).
+const ATTEMPTS: usize = 5;
 use timeline_core::shards::{PageEnd, ReadFrom};
 use timeline_core::{CommitRecord, Timestamp};
 
@@ -253,7 +257,16 @@ pub async fn replay_archive<A: ArchiveStore, L: EventLog>(
     until: Option<Timestamp>,
     progress: &mut (dyn FnMut(usize, usize) + Send),
 ) -> anyhow::Result<ReplayArchiveReport> {
-    let keys = archive.list_keys(since, until).await?;
+    let deadline = Deadline::none();
+    let archive_transient = |e: &ArchiveError| matches!(e, ArchiveError::Unavailable { .. });
+    let keys = retry_transient(
+        &deadline,
+        ATTEMPTS,
+        || archive.list_keys(since, until),
+        |_| false,
+        archive_transient,
+    )
+    .await?;
     let total = keys.len();
     let mut report = ReplayArchiveReport::default();
     // Keyed by entity then first version: iteration order is the publishing order.
@@ -261,7 +274,15 @@ pub async fn replay_archive<A: ArchiveStore, L: EventLog>(
     progress(0, total * 2);
     for key in keys {
         report.objects += 1;
-        match archive.read_object(&key).await {
+        let read = retry_transient(
+            &deadline,
+            ATTEMPTS,
+            || archive.read_object(&key),
+            |_| false,
+            archive_transient,
+        )
+        .await;
+        match read {
             Ok(found) => {
                 for record in found {
                     let identity = (
@@ -278,18 +299,29 @@ pub async fn replay_archive<A: ArchiveStore, L: EventLog>(
                     }
                 }
             }
-            Err(e) => report.problems.push(SourceProblem {
+            // A corrupt object is reported (its records cannot be read, now or later); one
+            // that could not be fetched stops the replay, to be run again.
+            Err(e @ ArchiveError::Corrupt { .. }) => report.problems.push(SourceProblem {
                 location: key.clone(),
                 reason: e.to_string(),
             }),
+            Err(e) => return Err(e.into()),
         }
         progress(report.objects, total * 2);
     }
     let count = records.len().max(1);
     for (i, ((partition_key, version), record)) in records.into_iter().enumerate() {
-        log.publish(&record).await.map_err(|e| {
-            anyhow::anyhow!("publishing {partition_key} from version {version}: {e}")
-        })?;
+        // A shard takes 1,000 records a second: throttling is waited out, not a failure; a
+        // publish whose answer was lost is published again (readers skip the copy).
+        retry_transient(
+            &deadline,
+            ATTEMPTS,
+            || log.publish(&record),
+            LogError::is_throttled,
+            |e| matches!(e, LogError::Unavailable(_)),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("publishing {partition_key} from version {version}: {e}"))?;
         report.records_published += 1;
         report.events += record.events.len();
         progress(total + (i + 1) * total / count, total * 2);

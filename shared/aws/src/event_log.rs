@@ -34,7 +34,18 @@ impl EventLog for KinesisEventLog {
             .send()
             .await
             .map_err(|e| {
-                LogError::Unavailable(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())
+                use aws_sdk_kinesis::error::ProvideErrorMetadata;
+                let throttled = matches!(
+                    e.code(),
+                    Some("ProvisionedThroughputExceededException" | "KMSThrottlingException")
+                );
+                let message = aws_sdk_kinesis::error::DisplayErrorContext(e).to_string();
+                // Over the shard's 1,000 records or 1 MB a second: the same call succeeds later.
+                if throttled {
+                    LogError::Throttled(message)
+                } else {
+                    LogError::Unavailable(message)
+                }
             })?;
         Ok(Published {
             shard_id: out.shard_id,

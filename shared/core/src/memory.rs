@@ -337,6 +337,69 @@ impl MemoryReadModels {
     }
 }
 
+/// Reads for tests of what sits on the read models (time travel's index, mostly): history
+/// in time order and views by key; lists newest first by update time. One page each (no
+/// cursors: a memory store holds what a test puts in it).
+impl crate::read_ports::ReadModelQueries for MemoryReadModels {
+    async fn view(&self, key: &StreamKey) -> Result<Option<serde_json::Value>, ReadModelError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap()
+            .views
+            .get(key)
+            .map(|w| w.view.clone()))
+    }
+
+    async fn list(
+        &self,
+        lookup: &crate::read_ports::Lookup,
+        page: &crate::read_ports::PageRequest,
+    ) -> Result<crate::read_ports::Page<serde_json::Value>, ReadModelError> {
+        let inner = self.inner.lock().unwrap();
+        let mut found: Vec<&ViewWrite> = inner
+            .views
+            .values()
+            .filter(|w| w.key.aggregate_type == lookup.aggregate_type)
+            .filter(|w| match lookup.kind {
+                crate::read_ports::LookupKind::Status => w.status_family == lookup.value,
+                kind => w
+                    .lookups
+                    .iter()
+                    .any(|(name, value)| *name == kind.name() && *value == lookup.value),
+            })
+            .collect();
+        found.sort_by_key(|w| std::cmp::Reverse(w.updated_at));
+        Ok(crate::read_ports::Page {
+            items: found
+                .into_iter()
+                .take(crate::read_ports::layout::page_limit(page))
+                .map(|w| w.view.clone())
+                .collect(),
+            next_cursor: None,
+        })
+    }
+
+    async fn history(
+        &self,
+        key: &StreamKey,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        page: &crate::read_ports::PageRequest,
+    ) -> Result<crate::read_ports::Page<HistoryEntry>, ReadModelError> {
+        Ok(crate::read_ports::Page {
+            items: self
+                .history_of(key)
+                .into_iter()
+                .filter(|e| from.is_none_or(|f| e.occurred_at >= f))
+                .filter(|e| to.is_none_or(|t| e.occurred_at <= t))
+                .take(crate::read_ports::layout::page_limit(page))
+                .collect(),
+            next_cursor: None,
+        })
+    }
+}
+
 impl ReadModelStore for MemoryReadModels {
     async fn load_views(
         &self,

@@ -83,6 +83,30 @@ where
         .await
 }
 
+/// As [`retry_throttled`], and also retries up to `attempts` times a failure that
+/// `transient` accepts (a 500, a lost connection: worth another try, unlike a refusal).
+pub async fn retry_transient<T, E, F, Fut>(
+    deadline: &Deadline,
+    attempts: usize,
+    call: F,
+    throttled: impl Fn(&E) -> bool,
+    transient: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let failures = std::cell::Cell::new(0usize);
+    retry_throttled(deadline, call, |e| {
+        if throttled(e) {
+            return true;
+        }
+        failures.set(failures.get() + 1);
+        transient(e) && failures.get() < attempts
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +129,24 @@ mod tests {
         )
         .await;
         assert_eq!(result, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_a_bounded_number_of_times() {
+        let calls = AtomicUsize::new(0);
+        let result: Result<(), &str> = retry_transient(
+            &Deadline::none(),
+            3,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err("500")
+            },
+            |e| *e == "throttled",
+            |e| *e == "500",
+        )
+        .await;
+        assert_eq!(result, Err("500"));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! emulator (and the embedded backend) behave as AWS documents it may.
 
 pub mod faults;
+pub mod openapi;
 pub mod proxy;
 
 use aws_smithy_runtime_api::box_error::BoxError;

@@ -879,11 +879,44 @@ impl Shared {
         let partial = self
             .schedule
             .roll("PutRecords", "partial_batch", |f| f.partial_batch);
-        let mut results = Vec::with_capacity(records.len());
-        let mut failed = 0;
-        // One by one, so each lands where its hash says and some can fail alone.
+        // Some records refused (every other one, when the fault is drawn); the rest sent on
+        // in one call, each with the hash key that lands it in its shard.
+        let refused = |i: usize| partial && (i % 2 == 1 || records.len() == 1);
+        let mut routes = Vec::new();
+        let mut sent = Vec::new();
         for (i, record) in records.iter().enumerate() {
-            if partial && (i % 2 == 1 || records.len() == 1) {
+            if refused(i) {
+                continue;
+            }
+            let mut one = record.clone();
+            let routed = self.route(&name, &one);
+            if let Some((_, start)) = &routed {
+                one["ExplicitHashKey"] = json!(start.to_string());
+            }
+            routes.push(routed);
+            sent.push(one);
+        }
+        let mut answers = Vec::new().into_iter();
+        if !sent.is_empty() {
+            let mut batch = request.clone();
+            batch["Records"] = json!(sent);
+            let (status, answer) = self
+                .call(&parts, "Kinesis_20131202.PutRecords", &batch)
+                .await;
+            if !status.is_success() {
+                return upstream_error("kinesis", status, &answer);
+            }
+            answers = answer["Records"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter();
+        }
+        let mut routes = routes.into_iter();
+        let mut failed = 0;
+        let mut results = Vec::with_capacity(records.len());
+        for i in 0..records.len() {
+            if refused(i) {
                 failed += 1;
                 results.push(json!({
                     "ErrorCode": "ProvisionedThroughputExceededException",
@@ -891,23 +924,14 @@ impl Shared {
                 }));
                 continue;
             }
-            let mut one = record.clone();
-            one["StreamName"] = json!(name);
-            let routed = self.route(&name, &one);
-            if let Some((_, start)) = &routed {
-                one["ExplicitHashKey"] = json!(start.to_string());
-            }
-            let (status, answer) = self.call(&parts, "Kinesis_20131202.PutRecord", &one).await;
-            if !status.is_success() {
+            let answer = answers.next().unwrap_or_default();
+            if answer.get("ErrorCode").is_some() {
                 failed += 1;
-                results.push(json!({
-                    "ErrorCode": "InternalFailure",
-                    "ErrorMessage": answer["message"].as_str().unwrap_or("upstream failed"),
-                }));
+                results.push(answer);
                 continue;
             }
             let seq = answer["SequenceNumber"].as_str().unwrap_or("0").to_owned();
-            match routed {
+            match routes.next().flatten() {
                 Some((shard, _)) => {
                     self.written(&name, &shard, &seq);
                     results.push(json!({
@@ -915,9 +939,7 @@ impl Shared {
                         "SequenceNumber": long_sequence(seq.parse().unwrap_or(0)),
                     }));
                 }
-                None => {
-                    results.push(json!({ "ShardId": answer["ShardId"], "SequenceNumber": seq }))
-                }
+                None => results.push(answer),
             }
         }
         json_response(
