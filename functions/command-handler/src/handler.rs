@@ -80,13 +80,25 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
             causation_id: None,
         };
         // Keys are scoped to the caller: one client's key never replays another's answer.
-        let idempotency = envelope.idempotency_key.map(|key| IdempotencyKey {
-            key: format!("{actor}:{key}"),
-            fingerprint: envelope.fingerprint.clone(),
-        });
+        // A request without one gets one made for it: every commit is recorded under a key,
+        // so a commit whose answer is lost can be looked up, or retried safely with it.
+        let (visible_key, idempotency) = match envelope.idempotency_key {
+            Some(key) => (
+                key.clone(),
+                IdempotencyKey::given(format!("{actor}:{key}"), envelope.fingerprint.clone()),
+            ),
+            None => {
+                let key = format!("made-{}", uuid::Uuid::new_v4());
+                (
+                    key.clone(),
+                    IdempotencyKey::made(format!("{actor}:{key}"), envelope.fingerprint.clone()),
+                )
+            }
+        };
+        let idempotency = Some(idempotency);
         match route.domain {
-            Domain::Ride => {
-                self.run::<RideAggregate>(
+            Domain::Ride => self
+                .run::<RideAggregate>(
                     route,
                     id,
                     envelope.body,
@@ -95,9 +107,9 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
                     context,
                 )
                 .await
-            }
-            Domain::Video => {
-                self.run::<VideoAggregate>(
+                .map_err(|e| e.answer(&visible_key)),
+            Domain::Video => self
+                .run::<VideoAggregate>(
                     route,
                     id,
                     envelope.body,
@@ -106,7 +118,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
                     context,
                 )
                 .await
-            }
+                .map_err(|e| e.answer(&visible_key)),
         }
     }
 
@@ -118,12 +130,12 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
         expected_version: Option<u64>,
         idempotency: Option<IdempotencyKey>,
         context: RequestContext,
-    ) -> Result<Response<Body>, Problem>
+    ) -> Result<Response<Body>, Refusal>
     where
         A: Aggregate,
         A::Command: serde::de::DeserializeOwned + serde::Serialize,
     {
-        let command: A::Command = request::command(&route, body)?;
+        let command: A::Command = request::command(&route, body).map_err(Refusal::Problem)?;
         let outcome = self
             .service
             .execute::<A>(CommandRequest {
@@ -134,7 +146,10 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
                 context,
             })
             .await
-            .map_err(problem)?;
+            .map_err(|e| match e {
+                CommandError::OutcomeUnknown { .. } => Refusal::OutcomeUnknown,
+                other => Refusal::Problem(problem(other)),
+            })?;
         tracing::info!(
             stream = %format!("{}#{}", outcome.aggregate_type, outcome.aggregate_id),
             version = outcome.version,
@@ -181,16 +196,45 @@ fn accepted(route: CommandRoute, outcome: &CommandOutcome) -> Response<Body> {
     response
 }
 
+/// Why a command was not answered with its outcome.
+enum Refusal {
+    Problem(Problem),
+    /// The commit's answer was lost: the caller needs the key to retry with.
+    OutcomeUnknown,
+}
+
+impl Refusal {
+    /// The problem, with the key to retry with when the outcome is unknown.
+    fn answer(self, key: &str) -> Problem {
+        match self {
+            Refusal::Problem(p) => p,
+            Refusal::OutcomeUnknown => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "the command may or may not have been recorded (the store's answer was lost); \
+                 retry with the same Idempotency-Key to get its answer",
+            )
+            .with("idempotency_key", key)
+            .with_header(header::HeaderName::from_static("idempotency-key"), key)
+            .with_header(header::RETRY_AFTER, "1"),
+        }
+    }
+}
+
+fn refusal_status(kind: RefusalKind) -> StatusCode {
+    match kind {
+        RefusalKind::Rule => StatusCode::UNPROCESSABLE_ENTITY,
+        RefusalKind::NotFound => StatusCode::NOT_FOUND,
+        RefusalKind::AlreadyExists => StatusCode::CONFLICT,
+    }
+}
+
 /// The HTTP meaning of a refused or failed command.
 fn problem<E: DomainError>(error: CommandError<E>) -> Problem {
     match error {
-        CommandError::Domain(e) => {
-            let status = match e.kind() {
-                RefusalKind::Rule => StatusCode::UNPROCESSABLE_ENTITY,
-                RefusalKind::NotFound => StatusCode::NOT_FOUND,
-                RefusalKind::AlreadyExists => StatusCode::CONFLICT,
-            };
-            Problem::new(status, e.code(), e.to_string())
+        CommandError::Domain(e) => Problem::new(refusal_status(e.kind()), e.code(), e.to_string()),
+        CommandError::Refused(stored) => {
+            Problem::new(refusal_status(stored.kind), stored.code, stored.message)
         }
         CommandError::VersionConflict { expected, actual } => {
             Problem::new(StatusCode::CONFLICT, "version_conflict", error.to_string())
@@ -220,6 +264,26 @@ fn problem<E: DomainError>(error: CommandError<E>) -> Problem {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
                 "the write model is unavailable; nothing was written, retry later",
+            )
+            .with_header(header::RETRY_AFTER, "1")
+        }
+        CommandError::Busy => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_busy",
+            "the entity is being written by other requests; nothing was written, retry later",
+        )
+        .with_header(header::RETRY_AFTER, "1"),
+        CommandError::Unstorable(e) => Problem::bad_request(
+            "invalid_body",
+            format!("a number no store can hold: {e}"),
+        )
+        .with("field", e.field),
+        // Settled by the service: the key answers, or this says it cannot.
+        CommandError::OutcomeUnknown { .. } | CommandError::Store(StoreError::Uncertain(_)) => {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "the command may or may not have been recorded; retry with the same Idempotency-Key",
             )
             .with_header(header::RETRY_AFTER, "1")
         }

@@ -221,7 +221,9 @@ where
         point: AsOf,
         deadline: &Deadline,
     ) -> Result<Value, HydratorError> {
-        let found = match self.source.entity_events(key, point, deadline).await? {
+        let found = // Boxed: reading one entity's log is a large future (archive, index and stream
+        // reads); on the heap it cannot overflow a worker thread's stack.
+        match Box::pin(self.source.entity_events(key, point, deadline)).await? {
             EntityRead::Absent => {
                 return Ok(json!({
                     "entity": key.to_string(),
@@ -283,7 +285,7 @@ where
         deadline: &Deadline,
     ) -> Result<Value, HydratorError> {
         let point = to.map_or(AsOf::Now, AsOf::Time);
-        let found = match self.source.entity_events(key, point, deadline).await? {
+        let found = match Box::pin(self.source.entity_events(key, point, deadline)).await? {
             EntityRead::Absent => EntityEvents::default(),
             EntityRead::Found(found) => found,
         };

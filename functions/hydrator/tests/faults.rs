@@ -268,8 +268,41 @@ where
             "{backend} schedule {seed}: rebuilt read models differ"
         );
     }
+    // Faults that only reshape reads (empty pages, expiring iterators, small listings, a
+    // little slowness) are survived whole: every answer is the fault-free one.
+    set_faults(Faults {
+        empty_page: 0.5,
+        expire_iterator: 0.2,
+        slow: 0.2,
+        delay: std::time::Duration::from_millis(5),
+        s3_page: Some(1),
+        shards_page: Some(1),
+        ..Faults::none()
+    });
+    for (h, baseline) in hydrators.iter().zip(&baselines) {
+        for ((request, answer), expected) in requests
+            .iter()
+            .zip(answers(h, requests).await)
+            .zip(baseline)
+        {
+            assert_eq!(
+                &answer.unwrap_or_else(|e| panic!("{backend} {request:?}: {e}")),
+                expected,
+                "{backend} {request:?} under survivable faults"
+            );
+        }
+    }
+    match hydrators[0]
+        .handle(HydratorRequest::Verify {}, &Deadline::none())
+        .await
+    {
+        Ok(report) => assert_eq!(report, verify, "{backend}: verify under survivable faults"),
+        Err(e) => panic!("{backend}: verify under survivable faults: {e}"),
+    }
     set_faults(Faults::none());
     eprintln!("{backend}: {tally:?}");
+    // The log is whole: an answer may be unavailable under faults, never incomplete.
+    assert_eq!(tally.incomplete, 0, "{backend}: {tally:?}");
     // The faults are survivable: many answers come through whole despite them (on the
     // embedded backend a fault is one the SDK's retries did not get past).
     assert!(
@@ -277,6 +310,48 @@ where
         "{backend}: {tally:?}"
     );
     tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_log_cannot_give_in_time_is_out_of_time_not_late() {
+    let (env, proxy) = TestEnv::behind_proxy().await;
+    let w = World::build(env).await;
+    let h = w.hydrator(
+        w.source(&w.env.names.event_stream, PREFIX)
+            .with_archive_delay(Duration::ZERO),
+    );
+    // Every archive read stalls for 6 s; the answer has 1 s.
+    proxy.set(Faults {
+        slow: 1.0,
+        delay: Duration::from_secs(6),
+        only: vec!["GetObject".into()],
+        ..Faults::none()
+    });
+    let started = std::time::Instant::now();
+    let answer = h
+        .handle(
+            HydratorRequest::State {
+                aggregate_type: "video".into(),
+                aggregate_id: "seed".into(),
+                as_of: None,
+                version: None,
+            },
+            &Deadline::after(Duration::from_secs(1)),
+        )
+        .await;
+    let took = started.elapsed();
+    proxy.set(Faults::none());
+    assert!(
+        matches!(
+            answer,
+            Err(HydratorError::Source(
+                timeline_core::replay::SourceError::OutOfTime(_)
+            ))
+        ),
+        "{answer:?}"
+    );
+    // Answered around its deadline, not after the stalled call.
+    assert!(took < Duration::from_secs(4), "{took:?}");
 }
 
 fn assert_met(backend: &str, injected: &BTreeMap<String, usize>) {

@@ -124,13 +124,13 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
             self.resumed = true;
         }
         let shards = self.reader.shards().await?;
-        let ready: Vec<String> = self
+        let ready: Vec<(String, bool)> = self
             .follower
             .ready(&shards)
             .into_iter()
-            .map(|s| s.id.clone())
+            .map(|s| (s.id.clone(), s.closed))
             .collect();
-        for shard in ready {
+        for (shard, closed) in ready {
             let from = self.follower.from(&shard);
             let page = self
                 .reader
@@ -145,7 +145,8 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
                 // Not the end: the shard has more after an empty page; read on at once.
                 report.empty_pages += 1;
             }
-            if end == PageEnd::Closed {
+            // A closed shard read to its end (a reader may also say so as "caught up").
+            if end == PageEnd::Closed || closed && end == PageEnd::CaughtUp {
                 // Its children are read from the next poll on.
                 self.follower.finish(&shard);
                 report.shards_finished += 1;

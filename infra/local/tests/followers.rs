@@ -192,35 +192,10 @@ async fn the_mapping_and_the_pump_follow_a_split_and_a_merge_in_order_through_fa
     proxy.set(Faults::none());
     let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);
     let hash = reader.key_hash("ride#r0");
-    let parent = lineage(&reader.shards().await.unwrap(), hash)[0].id.clone();
-    env.clients
-        .kinesis
-        .split_shard()
-        .stream_name(&env.names.event_stream)
-        .shard_to_split(&parent)
-        .new_starting_hash_key(hash.to_string())
-        .send()
-        .await
-        .unwrap();
+    let parent = env.split_at("ride#r0").await;
     run(&api, &adjust(&rides, 1200)).await;
     // Merge the children back, and go on writing.
-    let children: Vec<String> = reader
-        .shards()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.parents == [parent.clone()])
-        .map(|s| s.id)
-        .collect();
-    env.clients
-        .kinesis
-        .merge_shards()
-        .stream_name(&env.names.event_stream)
-        .shard_to_merge(&children[0])
-        .adjacent_shard_to_merge(&children[1])
-        .send()
-        .await
-        .unwrap();
+    env.merge_children(&parent).await;
     run(&api, &adjust(&rides, 1300)).await;
     assert_eq!(lineage(&reader.shards().await.unwrap(), hash).len(), 3);
 

@@ -184,7 +184,9 @@ impl ReadModelStore for DynamoReadModels {
                 .table_name(&self.table)
                 .key("pk", s(key.partition_key()))
                 .key("sk", s(history_sk(p.occurred_at, p.version)))
-                .update_expression("SET #p = :p")
+                // The first position stays: a republished copy's later one would send a
+                // reader past the records in between.
+                .update_expression("SET #p = if_not_exists(#p, :p)")
                 .condition_expression("attribute_exists(pk)")
                 .expression_attribute_names("#p", "position")
                 .expression_attribute_values(

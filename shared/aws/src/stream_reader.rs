@@ -256,7 +256,7 @@ impl StreamReader for KinesisReader {
             let out = match self
                 .client
                 .get_records()
-                .shard_iterator(iterator)
+                .shard_iterator(iterator.clone())
                 .limit(limit.clamp(1, MAX_READ) as i32)
                 .send()
                 .await
@@ -267,7 +267,14 @@ impl StreamReader for KinesisReader {
                     renewed = true;
                     continue;
                 }
-                Err(e) => return Err(log_error(e)),
+                Err(e) => {
+                    let e = log_error(e);
+                    // Throttled: the iterator is still good (and past any empty pages).
+                    if e.is_throttled() {
+                        self.cache().keep(shard, from.clone(), iterator);
+                    }
+                    return Err(e);
+                }
             };
             let records: Vec<LogRecord> = out
                 .records()

@@ -4,7 +4,7 @@
 //! Heads whose outbox is non-empty carry `outbox = "pending"` and `pending_since`, the keys
 //! of the sparse index the sweep reads; clearing the outbox removes both.
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
@@ -69,6 +69,45 @@ where
     R: std::fmt::Debug,
 {
     StoreError::Unavailable(DisplayErrorContext(e).to_string())
+}
+
+/// Codes with which DynamoDB refuses a write without doing it.
+const REFUSED: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "ValidationException",
+    "ResourceNotFoundException",
+    "ItemCollectionSizeLimitExceededException",
+    "ConditionalCheckFailedException",
+    "TransactionCanceledException",
+    "TransactionConflictException",
+];
+
+/// A failed write: refused (nothing written) when DynamoDB said so, else uncertain (a 500,
+/// a timeout, a dropped connection: it may have been done).
+fn write_failed<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let refused = match &e {
+        SdkError::ConstructionFailure(_) => true,
+        SdkError::ServiceError(_) => e.code().is_some_and(|code| REFUSED.contains(&code)),
+        _ => false,
+    };
+    let detail = DisplayErrorContext(e).to_string();
+    if refused {
+        StoreError::Unavailable(detail)
+    } else {
+        StoreError::Uncertain(detail)
+    }
+}
+
+/// Whole seconds since the epoch: how the TTL attribute holds expiry, and how both the
+/// condition of a write and a read compare it (a record is expired from its second on).
+fn epoch_seconds(at: Timestamp) -> i64 {
+    at.as_millis().div_euclid(1000)
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -153,24 +192,22 @@ impl DynamoWriteStore {
             aggregate_id: record.stream.aggregate_id.clone(),
             version: record.version,
             outcome: record.outcome.to_string(),
-            expires_at: record.expires_at.as_millis() / 1000,
+            expires_at: epoch_seconds(record.expires_at),
         })
         .map_err(corrupt)?;
         // TTL deletion is lazy: an expired record still in the table may be replaced.
         Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-            .expression_attribute_values(
-                ":now",
-                AttributeValue::N((now.as_millis() / 1000).to_string()),
-            )
+            .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
+            .expression_attribute_values(":now", AttributeValue::N(epoch_seconds(now).to_string()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::None)
             .build()
             .map_err(corrupt)
     }
 
-    async fn commit_head_only(&self, put: Put) -> Result<(), CommitError> {
+    /// One conditional `PutItem`; a failed condition is `conflict`.
+    async fn put_if(&self, put: Put, conflict: CommitError) -> Result<(), CommitError> {
         let result = self
             .client
             .put_item()
@@ -186,9 +223,11 @@ impl DynamoWriteStore {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
-                Err(CommitError::HeadConflict)
+                Err(conflict)
             }
-            Err(e) => Err(unavailable(e).into()),
+            // The item is in another transaction: nothing was written; try again soon.
+            Err(e) if e.code() == Some("TransactionConflictException") => Err(CommitError::Busy),
+            Err(e) => Err(write_failed(e).into()),
         }
     }
 
@@ -213,7 +252,7 @@ impl DynamoWriteStore {
                 aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
                 _ => None,
             }) else {
-                return Err(unavailable(err).into());
+                return Err(write_failed(err).into());
             };
             let codes: Vec<&str> = canceled
                 .cancellation_reasons()
@@ -227,14 +266,18 @@ impl DynamoWriteStore {
             if failed(0) {
                 return Err(CommitError::HeadConflict);
             }
-            if codes.contains(&"TransactionConflict") && attempt < 4 {
-                tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
-                continue;
+            if codes.contains(&"TransactionConflict") {
+                if attempt < 4 {
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
+                    continue;
+                }
+                return Err(CommitError::Busy);
             }
             if codes.is_empty() {
                 // Some emulators omit the reasons: the head condition is the likely one.
                 return Err(CommitError::HeadConflict);
             }
+            // Cancelled (throttled, invalid): nothing of the transaction was written.
             return Err(
                 StoreError::Unavailable(format!("transaction cancelled: {codes:?}")).into(),
             );
@@ -265,7 +308,7 @@ impl WriteModelStore for DynamoWriteStore {
     async fn commit(&self, commit: Commit) -> Result<(), CommitError> {
         let head = self.head_put(&commit)?;
         match &commit.idempotency {
-            None => self.commit_head_only(head).await,
+            None => self.put_if(head, CommitError::HeadConflict).await,
             Some(record) => {
                 let key = self.idempotency_put(record, commit.now)?;
                 self.commit_with_key(head, key).await
@@ -336,6 +379,11 @@ impl WriteModelStore for DynamoWriteStore {
         }
     }
 
+    async fn remember(&self, record: IdempotencyRecord, now: Timestamp) -> Result<(), CommitError> {
+        let put = self.idempotency_put(&record, now)?;
+        self.put_if(put, CommitError::IdempotencyConflict).await
+    }
+
     async fn load_idempotency(
         &self,
         key: &str,
@@ -357,7 +405,7 @@ impl WriteModelStore for DynamoWriteStore {
             return Ok(None);
         };
         let item: IdempotencyItem = from_item(item).map_err(corrupt)?;
-        if item.expires_at * 1000 <= now.as_millis() {
+        if item.expires_at <= epoch_seconds(now) {
             return Ok(None);
         }
         Ok(Some(IdempotencyRecord {

@@ -169,32 +169,10 @@ async fn a_keys_records_go_on_in_the_child_after_a_split_and_a_merge() {
     publish(&env, "other", 1..=2).await;
 
     // Split the key's shard at its hash: the key goes on in the upper child.
-    let shards = reader.shards().await.unwrap();
-    let parent = lineage(&shards, hash)[0].clone();
-    client
-        .split_shard()
-        .stream_name(stream)
-        .shard_to_split(&parent.id)
-        .new_starting_hash_key(hash.to_string())
-        .send()
-        .await
-        .unwrap();
+    let parent = env.split_at(key).await;
     publish(&env, "k", 4..=5).await;
     // Merge the two children back: the key goes on in the grandchild.
-    let shards = reader.shards().await.unwrap();
-    let children: Vec<_> = shards
-        .iter()
-        .filter(|s| s.parents == [parent.id.clone()])
-        .collect();
-    assert_eq!(children.len(), 2);
-    client
-        .merge_shards()
-        .stream_name(stream)
-        .shard_to_merge(&children[0].id)
-        .adjacent_shard_to_merge(&children[1].id)
-        .send()
-        .await
-        .unwrap();
+    env.merge_children(&parent).await;
     publish(&env, "k", 6..=7).await;
 
     let shards = reader.shards().await.unwrap();

@@ -5,11 +5,12 @@
 //! clock or generates ids: the write protocol adds those in the envelope.
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 
 /// How the edge should treat a refused command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RefusalKind {
     /// A business rule failed (HTTP 422).
     Rule,
@@ -42,7 +43,8 @@ pub trait Aggregate: 'static {
     const TYPE: &'static str;
     /// `Default` is the state of an entity with no events.
     type State: Default + Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync;
-    type Command: Clone + Debug + Send + Sync;
+    /// Serialize: its numbers are checked against what the stores hold before it is decided.
+    type Command: Clone + Debug + Serialize + Send + Sync;
     type Event: DomainEvent;
     type Error: DomainError;
 

@@ -19,6 +19,7 @@ pub mod retry;
 pub mod ride;
 pub mod sequence;
 pub mod shards;
+pub mod storable;
 pub mod testkit;
 pub mod time;
 pub mod timetravel;

@@ -122,6 +122,9 @@ struct Gathered {
     key: StreamKey,
     partition_key: String,
     found: BTreeMap<u64, EventEnvelope>,
+    /// Copies that claim a version another event already claims: passed on, so the merge
+    /// reports the conflict and no answer built on either is marked complete.
+    conflicting: Vec<EventEnvelope>,
     wanted: BTreeSet<u64>,
     problems: Vec<SourceProblem>,
 }
@@ -136,13 +139,13 @@ impl Gathered {
                 // Copies of one version are kept apart only when they differ (merge reports it).
                 match self.found.get(&event.version) {
                     Some(existing) if existing.event_id != event.event_id => {
-                        self.problems.push(problem(
-                            self.key.to_string(),
-                            format!(
-                                "two events claim version {}: {} and {}",
-                                event.version, existing.event_id, event.event_id
-                            ),
-                        ))
+                        if !self
+                            .conflicting
+                            .iter()
+                            .any(|c| c.event_id == event.event_id)
+                        {
+                            self.conflicting.push(event);
+                        }
                     }
                     Some(_) => {}
                     None => {
@@ -176,6 +179,21 @@ fn unavailable(e: impl ToString) -> SourceError {
 
 fn out_of_time(what: &str) -> SourceError {
     SourceError::OutOfTime(format!("the time budget ran out {what}"))
+}
+
+/// Awaits a call for no longer than the deadline allows: a slow store becomes "out of
+/// time" (retry later) before the function's own timeout, never after it.
+async fn within<T>(
+    deadline: &Deadline,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, SourceError>>,
+) -> Result<T, SourceError> {
+    match deadline.remaining() {
+        None => call.await,
+        Some(left) => tokio::time::timeout(left, call)
+            .await
+            .map_err(|_| out_of_time(what))?,
+    }
 }
 
 impl<A, R, I, H> LogSource<A, R, I, H>
@@ -279,11 +297,12 @@ where
                 return Ok(shards);
             }
         }
-        let shards = Arc::new(
+        let listed = async {
             retry_throttled(deadline, || self.stream.shards(), LogError::is_throttled)
                 .await
-                .map_err(|e| self.stream_failed(e))?,
-        );
+                .map_err(|e| self.stream_failed(e))
+        };
+        let shards = Arc::new(within(deadline, "listing the shards", listed).await?);
         *self.shards.lock().expect("not poisoned") = Some((Instant::now(), shards.clone()));
         Ok(shards)
     }
@@ -299,34 +318,35 @@ where
         if deadline.passed() {
             return Err(out_of_time("reading the stream"));
         }
-        retry_throttled(
-            deadline,
-            || self.stream.read(shard, from, limit),
-            LogError::is_throttled,
-        )
-        .await
-        .map_err(|e| match e {
-            LogError::Throttled(_) if deadline.passed() => {
-                out_of_time("while the stream was throttled")
-            }
-            e => self.stream_failed(e),
-        })
+        let read = async {
+            retry_throttled(
+                deadline,
+                || self.stream.read(shard, from, limit),
+                LogError::is_throttled,
+            )
+            .await
+            .map_err(|e| match e {
+                LogError::Throttled(_) if deadline.passed() => {
+                    out_of_time("while the stream was throttled")
+                }
+                e => self.stream_failed(e),
+            })
+        };
+        within(deadline, "reading the stream", read).await
     }
 
     /// The archive keys whose objects can hold records that arrived within `window`.
-    async fn keys_in(&self, window: Window) -> Result<Vec<String>, SourceError> {
+    async fn keys_in(
+        &self,
+        window: Window,
+        deadline: &Deadline,
+    ) -> Result<Vec<String>, SourceError> {
+        let (from, to) = window.map_or((None, None), |(f, t)| (Some(f), Some(t)));
+        let listed = async { self.archive.list_keys(from, to).await.map_err(unavailable) };
+        let keys = within(deadline, "listing the archive", listed).await?;
         let Some((from, to)) = window else {
-            return self
-                .archive
-                .list_keys(None, None)
-                .await
-                .map_err(unavailable);
+            return Ok(keys);
         };
-        let keys = self
-            .archive
-            .list_keys(Some(from), Some(to))
-            .await
-            .map_err(unavailable)?;
         Ok(keys
             .into_iter()
             .filter(|k| match parse_object_key(self.archive.prefix(), k) {
@@ -349,18 +369,16 @@ where
     ) -> Result<(), SourceError> {
         let mut objects = stream::iter(keys)
             .map(|key| async move {
-                let result = self.archive.read_object(&key).await;
+                let read = async { Ok(self.archive.read_object(&key).await) };
+                let result = within(deadline, "reading the archive", read).await;
                 (key, result)
             })
             .buffered(PARALLELISM);
         while let Some((key, result)) = objects.next().await {
-            match result {
+            match result? {
                 Ok(records) => each(records),
                 Err(e @ ArchiveError::Corrupt { .. }) => problems.push(problem(key, e)),
                 Err(e) => return Err(unavailable(e)),
-            }
-            if deadline.passed() {
-                return Err(out_of_time("reading the archive"));
             }
         }
         Ok(())
@@ -376,7 +394,7 @@ where
     ) -> Result<(), SourceError> {
         for window in merge_windows(windows) {
             let keys: Vec<String> = self
-                .keys_in(window)
+                .keys_in(window, deadline)
                 .await?
                 .into_iter()
                 .filter(|k| read.insert(k.clone()))
@@ -472,30 +490,38 @@ where
             return Ok(());
         };
         let position_of = |version: u64| indexed.get(&version).and_then(|e| e.position.clone());
-        let (start_shard, mut from) = match position_of(first) {
-            Some(p) => (Some(p.shard_id), ReadFrom::At(p.sequence_number)),
+        // Where to start: the oldest wanted version's record; else just after the last
+        // indexed record before it; else when the last indexed event before it (or the
+        // entity) was recorded, less the clocks' skew.
+        let recorded_before = indexed
+            .range(..first)
+            .next_back()
+            .map(|(_, e)| e.position.as_ref().map_or(e.recorded_at, |p| p.arrival))
+            .or(head.and_then(|h| h.created_at))
+            .map(|t| ReadFrom::Time(t.plus_millis(-CLOCK_SKEW_MS)));
+        let (start, mut from) = match position_of(first) {
+            Some(p) => (Some(p.clone()), ReadFrom::At(p.sequence_number)),
             None => match indexed
                 .range(..first)
                 .rev()
                 .find_map(|(_, e)| e.position.clone())
             {
-                Some(p) => (Some(p.shard_id), ReadFrom::After(p.sequence_number)),
-                None => match head.and_then(|h| h.created_at) {
-                    Some(created) => (None, ReadFrom::Time(created.plus_millis(-CLOCK_SKEW_MS))),
-                    None => (None, ReadFrom::Oldest),
-                },
+                Some(p) => (Some(p.clone()), ReadFrom::After(p.sequence_number)),
+                None => (None, recorded_before.unwrap_or(ReadFrom::Oldest)),
             },
         };
         let partition_key = gathered.partition_key.clone();
         // A log with an index on keys reads exactly this key's records.
-        let indexed_read = retry_throttled(
-            deadline,
-            || self.stream.read_key(&partition_key, &from),
-            LogError::is_throttled,
-        )
-        .await
-        .map_err(|e| self.stream_failed(e))?;
-        if let Some(records) = indexed_read {
+        let indexed_read = async {
+            retry_throttled(
+                deadline,
+                || self.stream.read_key(&partition_key, &from),
+                LogError::is_throttled,
+            )
+            .await
+            .map_err(|e| self.stream_failed(e))
+        };
+        if let Some(records) = within(deadline, "reading the stream", indexed_read).await? {
             gathered.keep_records(&self.stream_name, records);
             return Ok(());
         }
@@ -503,14 +529,24 @@ where
         let mut shards = self.shard_list(false, deadline).await?;
         let hash = self.stream.key_hash(&partition_key);
         let mut line: Vec<Shard> = lineage(&shards, hash).into_iter().cloned().collect();
-        let mut at = match start_shard.and_then(|s| line.iter().position(|l| l.id == s)) {
-            Some(i) => i,
-            None => {
-                // The indexed shard is gone (expired): from the start of the lineage.
-                if !matches!(from, ReadFrom::Time(_)) {
-                    from = ReadFrom::Oldest;
+        let find = |line: &[Shard], id: &str| line.iter().position(|l| l.id == id);
+        let mut at = match &start {
+            None => 0,
+            Some(p) => {
+                if find(&line, &p.shard_id).is_none() {
+                    // A listing from before the record's shard was made: list again.
+                    shards = self.shard_list(true, deadline).await?;
+                    line = lineage(&shards, hash).into_iter().cloned().collect();
                 }
-                0
+                match find(&line, &p.shard_id) {
+                    Some(i) => i,
+                    None => {
+                        // The shard is gone (past the stream's retention): from the start of
+                        // the lineage, at the time the record arrived.
+                        from = ReadFrom::Time(p.arrival.plus_millis(-CLOCK_SKEW_MS));
+                        0
+                    }
+                }
             }
         };
         let mut refreshed = false;
@@ -551,11 +587,13 @@ where
                 from = ReadFrom::At(p.sequence_number);
                 continue;
             }
+            // Caught up with a shard that has children (closed) is its end; only the tip of
+            // the key's open shard, the last of its lineage, means nothing more exists yet.
+            let open_tip = !shard.closed && at + 1 >= line.len();
             match page.end {
                 PageEnd::Behind => from = next,
-                // The tip of the key's open shard: nothing more of it exists yet.
-                PageEnd::CaughtUp => return Ok(()),
-                PageEnd::Closed => {
+                PageEnd::CaughtUp if open_tip => return Ok(()),
+                PageEnd::CaughtUp | PageEnd::Closed => {
                     at += 1;
                     // Children start at their oldest record, unless no record of the key
                     // was met yet and the read started at a time.
@@ -632,14 +670,13 @@ where
                 let (id, seq) = rest
                     .rsplit_once(':')
                     .ok_or_else(|| unavailable(format!("not a replay position: {rest:?}")))?;
-                // A shard no longer listed (expired) is finished; start with the first.
-                let at = order.iter().position(|s| s.id == id).unwrap_or(0);
-                let from = if seq.is_empty() {
-                    ReadFrom::Oldest
-                } else {
-                    ReadFrom::After(seq.to_owned())
-                };
-                (at, from)
+                // A shard no longer listed (expired) is finished: start again with the first
+                // listed, from its oldest record (copies are skipped by the replay).
+                match order.iter().position(|s| s.id == id) {
+                    Some(at) if !seq.is_empty() => (at, ReadFrom::After(seq.to_owned())),
+                    Some(at) => (at, ReadFrom::Oldest),
+                    None => (0, ReadFrom::Oldest),
+                }
             }
             None => (0, ReadFrom::Oldest),
         };
@@ -715,7 +752,11 @@ where
         as_of: AsOf,
         deadline: &Deadline,
     ) -> Result<EntityRead, SourceError> {
-        let (head, indexed) = futures::future::join(self.head(key), self.indexed(key)).await;
+        let (head, indexed) = futures::future::join(
+            within(deadline, "reading the head", self.head(key)),
+            within(deadline, "reading the history index", self.indexed(key)),
+        )
+        .await;
         let head = head?;
         let indexed: BTreeMap<u64, HistoryEntry> = indexed?
             .unwrap_or_default()
@@ -737,6 +778,7 @@ where
             key: key.clone(),
             partition_key: key.partition_key(),
             found: BTreeMap::new(),
+            conflicting: Vec::new(),
             wanted: BTreeSet::new(),
             problems: Vec::new(),
         };
@@ -789,8 +831,10 @@ where
                 self.read_whole_lineage(&mut gathered, deadline).await?;
             }
         }
+        let mut events: Vec<EventEnvelope> = gathered.found.into_values().collect();
+        events.extend(gathered.conflicting);
         Ok(EntityRead::Found(EntityEvents {
-            events: gathered.found.into_values().collect(),
+            events,
             latest,
             known_times,
             problems: gathered.problems,
@@ -816,12 +860,7 @@ where
         let keys = match cached {
             Some(keys) => keys,
             None => {
-                let listed = Arc::new(
-                    self.archive
-                        .list_keys(None, None)
-                        .await
-                        .map_err(unavailable)?,
-                );
+                let listed = Arc::new(self.keys_in(None, deadline).await?);
                 *self.keys.lock().expect("not poisoned") = Some(listed.clone());
                 listed
             }

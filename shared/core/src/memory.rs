@@ -71,6 +71,17 @@ impl WriteModelStore for MemoryStore {
         Ok(())
     }
 
+    async fn remember(&self, record: IdempotencyRecord, now: Timestamp) -> Result<(), CommitError> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(existing) = inner.idempotency.get(&record.key) {
+            if existing.expires_at > now {
+                return Err(CommitError::IdempotencyConflict);
+            }
+        }
+        inner.idempotency.insert(record.key.clone(), record);
+        Ok(())
+    }
+
     async fn load_idempotency(
         &self,
         key: &str,
@@ -454,7 +465,7 @@ impl ReadModelStore for MemoryReadModels {
                 .history
                 .get_mut(&(key.clone(), p.occurred_at, p.version))
             {
-                entry.position = Some(p.position.clone());
+                entry.position.get_or_insert_with(|| p.position.clone());
             }
         }
         Ok(())

@@ -27,7 +27,8 @@ pub struct Head {
     pub created_at: Option<Timestamp>,
 }
 
-/// A stored response for an `Idempotency-Key`.
+/// A stored response for an `Idempotency-Key`. It expires at a whole second (both stores
+/// compare expiry in whole seconds, as DynamoDB's TTL attribute holds it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
     pub key: String,
@@ -51,8 +52,14 @@ pub struct Commit {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum StoreError {
+    /// The call failed and wrote nothing (a read, or a write the store refused: throttled,
+    /// cancelled, invalid).
     #[error("write-model store unavailable: {0}")]
     Unavailable(String),
+    /// A write whose answer was lost (a timeout, a 500, a dropped connection): it may or may
+    /// not have been done.
+    #[error("write-model store gave no answer: {0}")]
+    Uncertain(String),
     #[error("write-model item is corrupt: {0}")]
     Corrupt(String),
 }
@@ -63,6 +70,10 @@ pub enum CommitError {
     HeadConflict,
     #[error("the idempotency key is already in use")]
     IdempotencyConflict,
+    /// The head is in another transaction right now (DynamoDB's `TransactionConflict`):
+    /// nothing was written, and the same commit may succeed a moment later.
+    #[error("the head is being written by another transaction")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -84,6 +95,15 @@ pub trait WriteModelStore: Send + Sync {
         from: u64,
         through: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores an answer under a key without changing any head (a command that changed
+    /// nothing, or a refusal), unless the key is in use and not expired at `now`
+    /// (`IdempotencyConflict`).
+    fn remember(
+        &self,
+        record: IdempotencyRecord,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send;
 
     /// The record for a key, if any and not expired at `now`.
     fn load_idempotency(

@@ -297,7 +297,12 @@ impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> StreamPump<R, A, P> {
     }
 
     /// Reads one shard up to its tip (or its end), buffering and delivering as it goes.
-    async fn read_shard(&mut self, shard: &str, report: &mut PumpReport) -> Result<(), PumpError> {
+    async fn read_shard(
+        &mut self,
+        shard: &str,
+        closed: bool,
+        report: &mut PumpReport,
+    ) -> Result<(), PumpError> {
         let mut empty = 0;
         loop {
             let from = self.follower.from(shard);
@@ -327,7 +332,12 @@ impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> StreamPump<R, A, P> {
                 }
             }
             match page.end {
+                // A closed shard read to its end (a reader may also say so as "caught up").
                 PageEnd::Closed => {
+                    self.follower.finish(shard);
+                    return Ok(());
+                }
+                PageEnd::CaughtUp if closed => {
                     self.follower.finish(shard);
                     return Ok(());
                 }
@@ -369,10 +379,10 @@ impl<R: StreamReader, A: ArchiveStore, P: Checkpoints> Pump for StreamPump<R, A,
                 .ready(&shards)
                 .into_iter()
                 .find(|s| !visited.contains(&s.id))
-                .map(|s| s.id.clone());
-            let Some(shard) = next else { break };
+                .map(|s| (s.id.clone(), s.closed));
+            let Some((shard, closed)) = next else { break };
             visited.insert(shard.clone());
-            self.read_shard(&shard, &mut report).await?;
+            self.read_shard(&shard, closed, &mut report).await?;
         }
         if self.buffer.interval_passed() {
             self.seal();

@@ -55,7 +55,8 @@ pub trait ReadModelStore: Send + Sync {
 
     /// Records where the records of history entries already written sit on the stream (a
     /// replay applies an event from the archive first, then meets it again on the stream).
-    /// Entries that do not exist are left alone.
+    /// An entry keeps the first position it was given (a republished copy comes later);
+    /// entries that do not exist are left alone.
     fn attach_positions(
         &self,
         key: &StreamKey,

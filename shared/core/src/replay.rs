@@ -113,14 +113,14 @@ pub struct RebuildReport {
 
 fn incoming(
     records: &[CommitRecord],
-    positions: &[crate::ports::LogPosition],
+    positions: &[Option<crate::ports::LogPosition>],
     start: usize,
 ) -> Vec<IncomingRecord> {
     records
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let position = positions.get(i);
+            let position = positions.get(i).and_then(Option::as_ref);
             IncomingRecord {
                 sequence_number: position
                     .map_or_else(|| (start + i).to_string(), |p| p.sequence_number.clone()),
@@ -184,7 +184,8 @@ pub async fn rebuild<S: EventSource, R: ReadModelStore>(
             Err(e) => return Err(e),
         };
         report.problems.extend(chunk.problems.iter().cloned());
-        let records = incoming(&chunk.records, &chunk.positions, report.records);
+        let positions: Vec<_> = chunk.positions.iter().cloned().map(Some).collect();
+        let records = incoming(&chunk.records, &positions, report.records);
         report.records += records.len();
         report.chunks += 1;
         for at in apply(target, &records, now, &mut report).await {
@@ -217,11 +218,11 @@ pub async fn rebuild<S: EventSource, R: ReadModelStore>(
     Ok(report)
 }
 
-/// The records of set-aside entries, and their positions when every one has one.
-fn split(deferred: &[&Deferred]) -> (Vec<CommitRecord>, Vec<crate::ports::LogPosition>) {
+/// The records of set-aside entries, and their positions where they have one.
+fn split(deferred: &[&Deferred]) -> (Vec<CommitRecord>, Vec<Option<crate::ports::LogPosition>>) {
     let commits = deferred.iter().map(|d| d.record.clone()).collect();
-    let positions: Option<Vec<_>> = deferred.iter().map(|d| d.position.clone()).collect();
-    (commits, positions.unwrap_or_default())
+    let positions = deferred.iter().map(|d| d.position.clone()).collect();
+    (commits, positions)
 }
 
 fn unapplied(record: &CommitRecord) -> SourceProblem {

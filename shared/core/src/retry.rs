@@ -80,6 +80,15 @@ where
     call.retry(backoff)
         .sleep(tokio::time::sleep)
         .when(|e| retryable(e) && !deadline.passed())
+        // Never sleep past the deadline: stop instead, with the last failure.
+        .adjust(|_, pause| {
+            let pause = pause?;
+            match deadline.remaining() {
+                None => Some(pause),
+                Some(left) if left > pause => Some(pause),
+                Some(_) => None,
+            }
+        })
         .await
 }
 
@@ -175,8 +184,12 @@ mod tests {
         )
         .await;
         assert_eq!(result, Err("throttled"));
-        // Bounded by the budget plus one pause, never the 30 s default.
-        assert!(started.elapsed() < Duration::from_secs(5));
+        // Never a pause past the deadline (a little scheduling slack aside).
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -1,21 +1,28 @@
-//! The write protocol of DESIGN section 4, generic over the ports:
+//! The write protocol, generic over the ports:
 //!
 //! 1. strongly consistent read of the head;
-//! 2. `decide` (or 409 if the caller's expected version is not the head's);
-//! 3. one conditional commit: new head + events appended to the outbox + idempotency record;
+//! 2. `decide` (or 409 if the caller's expected version is not the head's): [`plan`], pure;
+//! 3. one conditional commit: new head + events appended to the outbox + the idempotency
+//!    record of the request's key (every commit has one: the caller's key, or one made for
+//!    the request, so a commit whose answer was lost can be told apart from one that did
+//!    not happen);
 //! 4. publish the whole outbox as one record, then confirm (clear) what was published.
 //!
 //! If the process dies between any two steps nothing is lost: committed events wait in the
 //! outbox until the next command on that entity or the sweep publishes them, and readers
-//! dedupe on `(aggregate, version)` so a republish is harmless.
+//! dedupe on `(aggregate, version)` so a republish is harmless. Every answer is true: a
+//! refusal for a store error says nothing was written only when the store said so; a commit
+//! whose answer was lost is looked up by its key, and when that cannot tell, the answer says
+//! the outcome is unknown and names the key to retry with.
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{Aggregate, DomainError, RefusalKind};
 use crate::codec::encode_event;
 use crate::envelope::{CommitRecord, EventEnvelope, Metadata, StreamKey};
 use crate::hydrate::Hydrated;
 use crate::ports::{
     Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, StoreError, WriteModelStore,
 };
+use crate::storable::Unstorable;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -25,21 +32,29 @@ const EVENT_ID_NAMESPACE: uuid::Uuid =
 
 #[derive(Debug, Clone)]
 pub struct WriteConfig {
-    /// Outbox events one head may hold before new commands wait for a publish (keeps the
-    /// head item and the Kinesis record far below their 400 KB / 1 MiB limits).
+    /// Outbox events one head may hold before new commands wait for a publish.
     pub max_pending: usize,
-    /// Optimistic retries when the caller gave no expected version.
+    /// Bytes of outbox events one head may hold (its item is at most 400 KB in DynamoDB and
+    /// its record at most 1 MiB on Kinesis, with the state beside it).
+    pub max_pending_bytes: usize,
+    /// Optimistic retries when the caller gave no expected version, and tries of a commit
+    /// the store was too busy for.
     pub max_attempts: u32,
-    /// How long a stored idempotent response is replayed.
+    /// How long a stored answer is replayed for a key the caller gave.
     pub idempotency_ttl_secs: i64,
+    /// How long the record of a key made for a request (the caller gave none) is kept: long
+    /// enough for a retry after an answer that said the outcome was unknown.
+    pub made_key_ttl_secs: i64,
 }
 
 impl Default for WriteConfig {
     fn default() -> Self {
         WriteConfig {
             max_pending: 100,
+            max_pending_bytes: 256 * 1024,
             max_attempts: 5,
             idempotency_ttl_secs: 24 * 3600,
+            made_key_ttl_secs: 3600,
         }
     }
 }
@@ -57,6 +72,29 @@ pub struct RequestContext {
 pub struct IdempotencyKey {
     pub key: String,
     pub fingerprint: String,
+    /// Made for the request, not given by the caller: kept for a shorter time, and only
+    /// for commits (a refusal or a command that changed nothing is not stored under it).
+    pub made: bool,
+}
+
+impl IdempotencyKey {
+    /// A key the caller gave.
+    pub fn given(key: impl Into<String>, fingerprint: impl Into<String>) -> Self {
+        IdempotencyKey {
+            key: key.into(),
+            fingerprint: fingerprint.into(),
+            made: false,
+        }
+    }
+
+    /// A key made for a request that came without one.
+    pub fn made(key: impl Into<String>, fingerprint: impl Into<String>) -> Self {
+        IdempotencyKey {
+            key: key.into(),
+            fingerprint: fingerprint.into(),
+            made: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +102,7 @@ pub struct CommandRequest<C> {
     pub aggregate_id: String,
     pub command: C,
     pub expected_version: Option<u64>,
+    /// None: the service makes a key for the request.
     pub idempotency: Option<IdempotencyKey>,
     pub context: RequestContext,
 }
@@ -84,10 +123,29 @@ pub struct CommandOutcome {
     pub replayed: bool,
 }
 
+/// A refusal as stored under a key, so the same request gets the same refusal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRefusal {
+    pub kind: RefusalKind,
+    pub code: String,
+    pub message: String,
+}
+
+/// What a key's record holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredAnswer {
+    Refused { refused: StoredRefusal },
+    Done(CommandOutcome),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Domain(E),
+    /// A refusal replayed from the record of a repeated key.
+    #[error("{}", .0.message)]
+    Refused(StoredRefusal),
     #[error("expected version {expected}, but the entity is at version {actual}")]
     VersionConflict { expected: u64, actual: u64 },
     #[error("too many concurrent writers; the entity is at version {actual}")]
@@ -96,6 +154,16 @@ pub enum CommandError<E: std::error::Error + 'static> {
     IdempotencyKeyReused,
     #[error("{pending} events are waiting to be published for this entity; retry later")]
     OutboxFull { pending: usize },
+    /// The entity's head stayed locked by other transactions; nothing was written.
+    #[error("the entity is being written by other transactions; nothing was written")]
+    Busy,
+    /// A value no store can hold; nothing was written.
+    #[error(transparent)]
+    Unstorable(#[from] Unstorable),
+    /// The commit's answer was lost and its key could not say whether it happened: retrying
+    /// with `key` gives the answer (the original one if it did happen).
+    #[error("the outcome is unknown; retry with the same Idempotency-Key")]
+    OutcomeUnknown { key: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -106,6 +174,184 @@ pub struct SweepReport {
     pub examined: usize,
     pub published: usize,
     pub failed: usize,
+    /// Heads that could not be read (the sweep went on past them).
+    pub unreadable: usize,
+}
+
+/// What one attempt of the protocol decided, before any effect.
+#[derive(Debug)]
+pub enum Plan {
+    /// Nothing to write: the command changed nothing.
+    Nothing(CommandOutcome),
+    /// Commit this; the outcome is the answer once it is committed.
+    Commit {
+        commit: Box<Commit>,
+        outcome: CommandOutcome,
+    },
+}
+
+/// Why an attempt cannot be planned.
+#[derive(Debug)]
+pub enum Blocked<E: std::error::Error + 'static> {
+    /// The outbox must be drained first.
+    OutboxFull {
+        pending: usize,
+    },
+    Refused(CommandError<E>),
+}
+
+/// The head's outbox as bytes on the wire.
+fn pending_bytes(events: &[EventEnvelope]) -> usize {
+    events
+        .iter()
+        .map(|e| serde_json::to_vec(e).map_or(0, |b| b.len()))
+        .sum()
+}
+
+/// Step 2, pure: the head as read, the request, the command id and the time in; what to
+/// commit (or that nothing changes, or why not) out.
+pub fn plan<A: Aggregate>(
+    key: &StreamKey,
+    head: Option<&Head>,
+    request: &CommandRequest<A::Command>,
+    idempotency: &IdempotencyKey,
+    command_id: &str,
+    now: Timestamp,
+    config: &WriteConfig,
+) -> Result<Plan, Blocked<A::Error>> {
+    let current = restore::<A>(head).map_err(|e| Blocked::Refused(e.into()))?;
+    if let Some(expected) = request.expected_version {
+        if expected != current.version {
+            return Err(Blocked::Refused(CommandError::VersionConflict {
+                expected,
+                actual: current.version,
+            }));
+        }
+    }
+    let pending = head.map(|h| h.pending.as_slice()).unwrap_or_default();
+    if pending.len() >= config.max_pending || pending_bytes(pending) >= config.max_pending_bytes {
+        return Err(Blocked::OutboxFull {
+            pending: pending.len(),
+        });
+    }
+    let events = A::decide(&current.state, request.command.clone())
+        .map_err(|e| Blocked::Refused(CommandError::Domain(e)))?;
+    let current_version = current.version;
+    let (new_state, envelopes) =
+        envelopes::<A>(key, current, head, &events, command_id, request, now);
+    // A command that decides no events leaves the entity at its current version.
+    let version = envelopes.last().map_or(current_version, |e| e.version);
+    let outcome = CommandOutcome {
+        aggregate_type: key.aggregate_type.clone(),
+        aggregate_id: key.aggregate_id.clone(),
+        version,
+        events: envelopes.clone(),
+        created: head.is_none() && !envelopes.is_empty(),
+        published: true,
+        replayed: false,
+    };
+    if envelopes.is_empty() {
+        return Ok(Plan::Nothing(outcome));
+    }
+    let mut pending = pending.to_vec();
+    pending.extend(envelopes.iter().cloned());
+    if pending.len() > 1 && pending_bytes(&pending) > config.max_pending_bytes {
+        return Err(Blocked::OutboxFull {
+            pending: pending.len() - envelopes.len(),
+        });
+    }
+    let ttl = if idempotency.made {
+        config.made_key_ttl_secs
+    } else {
+        config.idempotency_ttl_secs
+    };
+    let commit = Commit {
+        expected_version: head.map_or(0, |h| h.version),
+        head: Head {
+            key: key.clone(),
+            version,
+            state: serde_json::to_value(&new_state).expect("state always serializes"),
+            pending,
+            last_occurred_at: envelopes.last().map(|e| e.occurred_at),
+            updated_at: now,
+            created_at: match head {
+                Some(h) => h.created_at,
+                None => Some(now),
+            },
+        },
+        idempotency: Some(record(idempotency, key, version, &outcome, now, ttl)),
+        now,
+    };
+    Ok(Plan::Commit {
+        commit: Box::new(commit),
+        outcome,
+    })
+}
+
+/// The record of an answer under a key, expiring at a whole second.
+fn record<T: Serialize>(
+    idempotency: &IdempotencyKey,
+    key: &StreamKey,
+    version: u64,
+    answer: &T,
+    now: Timestamp,
+    ttl_secs: i64,
+) -> IdempotencyRecord {
+    let expires = now.plus_millis(ttl_secs * 1000).as_millis();
+    IdempotencyRecord {
+        key: idempotency.key.clone(),
+        fingerprint: idempotency.fingerprint.clone(),
+        stream: key.clone(),
+        version,
+        outcome: serde_json::to_value(answer).expect("answers serialize"),
+        expires_at: Timestamp::from_millis(expires - expires.rem_euclid(1000)).expect("in range"),
+    }
+}
+
+/// Wraps decided events in envelopes and folds them into the state.
+fn envelopes<A: Aggregate>(
+    key: &StreamKey,
+    current: Hydrated<A::State>,
+    head: Option<&Head>,
+    events: &[A::Event],
+    command_id: &str,
+    request: &CommandRequest<A::Command>,
+    now: Timestamp,
+) -> (A::State, Vec<EventEnvelope>) {
+    // occurred_at never goes backwards within an entity, so "as of T" and "up to
+    // version N" agree even if clocks differ between Lambda instances.
+    let occurred_at = match head.and_then(|h| h.last_occurred_at) {
+        Some(last) if last > now => last,
+        _ => now,
+    };
+    let mut state = current.state;
+    let mut envelopes = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let (event_type, schema_version, data) = encode_event::<A>(event);
+        envelopes.push(EventEnvelope {
+            event_id: uuid::Uuid::new_v5(
+                &EVENT_ID_NAMESPACE,
+                format!("{command_id}:{index}").as_bytes(),
+            )
+            .to_string(),
+            aggregate_type: key.aggregate_type.clone(),
+            aggregate_id: key.aggregate_id.clone(),
+            version: current.version + 1 + index as u64,
+            event_type,
+            schema_version,
+            occurred_at,
+            recorded_at: now,
+            metadata: Metadata {
+                command_id: command_id.to_owned(),
+                correlation_id: request.context.correlation_id.clone(),
+                causation_id: request.context.causation_id.clone(),
+                actor: request.context.actor.clone(),
+            },
+            data,
+        });
+        state = A::evolve(state, event);
+    }
+    (state, envelopes)
 }
 
 pub struct CommandService<S, L, C> {
@@ -139,158 +385,172 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
 
     /// Runs one command through the whole write protocol.
     ///
-    /// An `Idempotency-Key` costs no extra request on the happy path: the commit's condition
-    /// on the key catches a repeat, and a refusal looks the key up before answering (the
-    /// original request may be why the command is now refused).
+    /// A key costs no extra request on the happy path: the commit's condition on the key
+    /// catches a repeat, and a refusal looks the key up before answering (the original
+    /// request may be why the command is now refused).
     pub async fn execute<A: Aggregate>(
         &self,
         request: CommandRequest<A::Command>,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
-        match self.run::<A>(&request).await {
-            Err(
-                refusal @ (CommandError::Domain(_)
-                | CommandError::VersionConflict { .. }
-                | CommandError::Contention { .. }),
-            ) => {
-                if let Some(idem) = &request.idempotency {
-                    let now = self.clock.now();
-                    if let Some(record) = self.store.load_idempotency(&idem.key, now).await? {
-                        return self.replay(record, idem).await;
-                    }
-                }
-                Err(refusal)
-            }
-            other => other,
+        crate::storable::check(
+            &serde_json::to_value(&request.command).expect("commands serialize"),
+        )?;
+        let idempotency = request.idempotency.clone().unwrap_or_else(|| {
+            IdempotencyKey::made(format!("made:{}", uuid::Uuid::new_v4()), "made")
+        });
+        match self.run::<A>(&request, &idempotency).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => self.settle::<A>(e, &request, &idempotency).await,
         }
     }
 
+    /// What a failed run answers: a refusal may be the answer to an earlier request with the
+    /// same key (which may be why it is refused now); a commit whose answer was lost is
+    /// looked up by its key.
+    async fn settle<A: Aggregate>(
+        &self,
+        error: CommandError<A::Error>,
+        request: &CommandRequest<A::Command>,
+        idempotency: &IdempotencyKey,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        let now = self.clock.now();
+        match error {
+            CommandError::Domain(_)
+            | CommandError::VersionConflict { .. }
+            | CommandError::Contention { .. }
+            | CommandError::OutboxFull { .. }
+            | CommandError::Busy => {
+                if let Some(record) = self.store.load_idempotency(&idempotency.key, now).await? {
+                    return self.replay(record, idempotency).await;
+                }
+                if let CommandError::Domain(e) = &error {
+                    if let Some(answer) = self
+                        .remember_refusal::<A>(e, request, idempotency, now)
+                        .await
+                    {
+                        return answer;
+                    }
+                }
+                Err(error)
+            }
+            CommandError::Store(StoreError::Uncertain(detail)) => {
+                tracing::warn!(%detail, key = %idempotency.key, "commit answer lost; looking the key up");
+                match self.store.load_idempotency(&idempotency.key, now).await {
+                    Ok(Some(record)) => self.replay(record, idempotency).await,
+                    // Not there yet may still mean a commit in flight: only a retry knows.
+                    Ok(None) | Err(_) => Err(CommandError::OutcomeUnknown {
+                        key: idempotency.key.clone(),
+                    }),
+                }
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Stores a refusal under the caller's key, so the same request keeps its answer. Some
+    /// answer when a twin request stored another under the key meanwhile (that one is the
+    /// answer); None when the refusal stands (stored, or not storable: it is still true).
+    async fn remember_refusal<A: Aggregate>(
+        &self,
+        refusal: &A::Error,
+        request: &CommandRequest<A::Command>,
+        idempotency: &IdempotencyKey,
+        now: Timestamp,
+    ) -> Option<Result<CommandOutcome, CommandError<A::Error>>> {
+        if idempotency.made {
+            return None;
+        }
+        let key = StreamKey::new(A::TYPE, &request.aggregate_id);
+        let answer = StoredAnswer::Refused {
+            refused: StoredRefusal {
+                kind: refusal.kind(),
+                code: refusal.code().to_owned(),
+                message: refusal.to_string(),
+            },
+        };
+        let ttl = self.config.idempotency_ttl_secs;
+        let remembered = self
+            .store
+            .remember(record(idempotency, &key, 0, &answer, now, ttl), now)
+            .await;
+        match remembered {
+            Err(CommitError::IdempotencyConflict) => Some(self.replay_key(idempotency, now).await),
+            _ => None,
+        }
+    }
+
+    /// Steps 1 to 4, retried while the head moves (without an expected version) or the store
+    /// is busy with another transaction on it.
     async fn run<A: Aggregate>(
         &self,
         request: &CommandRequest<A::Command>,
+        idempotency: &IdempotencyKey,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
         let key = StreamKey::new(A::TYPE, &request.aggregate_id);
-        let command_id = match &request.idempotency {
-            // Key and fingerprint: a retry gets the same ids, and a key reused for another
-            // request after its record expired does not.
-            Some(idem) => uuid::Uuid::new_v5(
-                &EVENT_ID_NAMESPACE,
-                format!("{}\n{}", idem.key, idem.fingerprint).as_bytes(),
-            ),
-            None => uuid::Uuid::new_v4(),
-        }
+        // Key and fingerprint: a retry gets the same ids, and a key reused for another
+        // request after its record expired does not.
+        let command_id = uuid::Uuid::new_v5(
+            &EVENT_ID_NAMESPACE,
+            format!("{}\n{}", idempotency.key, idempotency.fingerprint).as_bytes(),
+        )
         .to_string();
 
         let mut attempt = 0;
         loop {
             attempt += 1;
             let head = self.store.load_head(&key).await?;
-            let current = restore::<A>(head.as_ref())?;
-            if let Some(expected) = request.expected_version {
-                if expected != current.version {
-                    return Err(CommandError::VersionConflict {
-                        expected,
-                        actual: current.version,
-                    });
-                }
-            }
-            let pending_before = head.as_ref().map_or(0, |h| h.pending.len());
-            if pending_before >= self.config.max_pending {
-                // Drain the outbox first; if the log is still down, refuse for now. Draining
-                // counts as an attempt: if the outbox cannot be cleared (confirm keeps
-                // failing) this must not republish the same record forever.
-                if attempt <= self.config.max_attempts
-                    && self
-                        .publish_outbox(head.as_ref().expect("pending implies a head"))
-                        .await
-                {
-                    continue;
-                }
-                return Err(CommandError::OutboxFull {
-                    pending: pending_before,
-                });
-            }
-
-            let events =
-                A::decide(&current.state, request.command.clone()).map_err(CommandError::Domain)?;
             let now = self.clock.now();
-            let current_version = current.version;
-            let (new_state, envelopes) = self.envelopes::<A>(
+            let planned = plan::<A>(
                 &key,
-                current,
                 head.as_ref(),
-                &events,
-                &command_id,
                 request,
-                now,
-            );
-            // A command that decides no events leaves the entity at its current version.
-            let version = envelopes.last().map_or(current_version, |e| e.version);
-            let created = head.is_none() && !envelopes.is_empty();
-            let mut outcome = CommandOutcome {
-                aggregate_type: key.aggregate_type.clone(),
-                aggregate_id: key.aggregate_id.clone(),
-                version,
-                events: envelopes.clone(),
-                created,
-                published: true,
-                replayed: false,
-            };
-            if envelopes.is_empty() {
-                // Nothing happened: nothing to write. Events an earlier publish left in the
-                // outbox still go out, so the answer is true about where they are.
-                if let Some(head) = head.as_ref() {
-                    outcome.published = self.publish_outbox(head).await;
-                }
-                return Ok(outcome);
-            }
-
-            let mut pending = head.as_ref().map(|h| h.pending.clone()).unwrap_or_default();
-            pending.extend(envelopes.iter().cloned());
-            let new_head = Head {
-                key: key.clone(),
-                version,
-                state: serde_json::to_value(&new_state).expect("state always serializes"),
-                pending,
-                last_occurred_at: envelopes.last().map(|e| e.occurred_at),
-                updated_at: now,
-                created_at: match head.as_ref() {
-                    Some(h) => h.created_at,
-                    None => Some(now),
-                },
-            };
-            let idempotency = request.idempotency.as_ref().map(|idem| IdempotencyRecord {
-                key: idem.key.clone(),
-                fingerprint: idem.fingerprint.clone(),
-                stream: key.clone(),
-                version,
-                outcome: serde_json::to_value(&outcome).expect("outcome always serializes"),
-                expires_at: now.plus_millis(self.config.idempotency_ttl_secs * 1000),
-            });
-            let commit = Commit {
-                expected_version: head.as_ref().map_or(0, |h| h.version),
-                head: new_head.clone(),
                 idempotency,
+                &command_id,
                 now,
+                &self.config,
+            );
+            let (commit, outcome) = match planned {
+                Err(Blocked::Refused(e)) => return Err(e),
+                Err(Blocked::OutboxFull { pending }) => {
+                    // Drain the outbox first; if the log is still down, refuse for now.
+                    // Draining counts as an attempt: if the outbox cannot be cleared (confirm
+                    // keeps failing) this must not republish the same record forever.
+                    let head = head.as_ref().expect("pending implies a head");
+                    if attempt <= self.config.max_attempts && self.publish_outbox(head).await {
+                        continue;
+                    }
+                    return Err(CommandError::OutboxFull { pending });
+                }
+                Ok(Plan::Nothing(mut outcome)) => {
+                    // Nothing happened: nothing to write. Events an earlier publish left in
+                    // the outbox still go out, so the answer is true about where they are.
+                    if let Some(head) = head.as_ref() {
+                        outcome.published = self.publish_outbox(head).await;
+                    }
+                    if !idempotency.made {
+                        let ttl = self.config.idempotency_ttl_secs;
+                        let answer = StoredAnswer::Done(outcome.clone());
+                        let stored = record(idempotency, &key, outcome.version, &answer, now, ttl);
+                        if let Err(CommitError::IdempotencyConflict) =
+                            self.store.remember(stored, now).await
+                        {
+                            return self.replay_key(idempotency, now).await;
+                        }
+                    }
+                    return Ok(outcome);
+                }
+                Ok(Plan::Commit { commit, outcome }) => (commit, outcome),
             };
-            match self.store.commit(commit).await {
+            let new_head = commit.head.clone();
+            match self.store.commit(*commit).await {
                 Ok(()) => {
+                    let mut outcome = outcome;
                     outcome.published = self.publish_outbox(&new_head).await;
                     return Ok(outcome);
                 }
+                // A twin request with the same key won the race: answer as it did.
                 Err(CommitError::IdempotencyConflict) => {
-                    // A twin request with the same key won the race: answer as it did.
-                    let idem = request
-                        .idempotency
-                        .as_ref()
-                        .expect("conflict implies a key");
-                    let record = self
-                        .store
-                        .load_idempotency(&idem.key, now)
-                        .await?
-                        .ok_or_else(|| {
-                            StoreError::Unavailable("idempotency record vanished".into())
-                        })?;
-                    return self.replay(record, idem).await;
+                    return self.replay_key(idempotency, now).await
                 }
                 Err(CommitError::HeadConflict) => {
                     let actual = self.store.load_head(&key).await?.map_or(0, |h| h.version);
@@ -302,60 +562,34 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
                     }
                     tracing::debug!(stream = %key, attempt, "head moved; deciding again");
                 }
+                Err(CommitError::Busy) => {
+                    if attempt >= self.config.max_attempts {
+                        return Err(CommandError::Busy);
+                    }
+                    tracing::debug!(stream = %key, attempt, "head busy; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6)))
+                        .await;
+                }
                 Err(CommitError::Store(e)) => return Err(e.into()),
             }
         }
     }
 
-    /// Wraps decided events in envelopes and folds them into the state.
-    #[allow(clippy::too_many_arguments)]
-    fn envelopes<A: Aggregate>(
+    /// Answers with what is stored under a key in use.
+    async fn replay_key<E: std::error::Error + 'static>(
         &self,
-        key: &StreamKey,
-        current: Hydrated<A::State>,
-        head: Option<&Head>,
-        events: &[A::Event],
-        command_id: &str,
-        request: &CommandRequest<A::Command>,
+        idempotency: &IdempotencyKey,
         now: Timestamp,
-    ) -> (A::State, Vec<EventEnvelope>) {
-        // occurred_at never goes backwards within an entity, so "as of T" and "up to
-        // version N" agree even if clocks differ between Lambda instances.
-        let occurred_at = match head.and_then(|h| h.last_occurred_at) {
-            Some(last) if last > now => last,
-            _ => now,
-        };
-        let mut state = current.state;
-        let mut envelopes = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            let (event_type, schema_version, data) = encode_event::<A>(event);
-            envelopes.push(EventEnvelope {
-                event_id: uuid::Uuid::new_v5(
-                    &EVENT_ID_NAMESPACE,
-                    format!("{command_id}:{index}").as_bytes(),
-                )
-                .to_string(),
-                aggregate_type: key.aggregate_type.clone(),
-                aggregate_id: key.aggregate_id.clone(),
-                version: current.version + 1 + index as u64,
-                event_type,
-                schema_version,
-                occurred_at,
-                recorded_at: now,
-                metadata: Metadata {
-                    command_id: command_id.to_owned(),
-                    correlation_id: request.context.correlation_id.clone(),
-                    causation_id: request.context.causation_id.clone(),
-                    actor: request.context.actor.clone(),
-                },
-                data,
-            });
-            state = A::evolve(state, event);
-        }
-        (state, envelopes)
+    ) -> Result<CommandOutcome, CommandError<E>> {
+        let record = self
+            .store
+            .load_idempotency(&idempotency.key, now)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable("idempotency record vanished".into()))?;
+        self.replay(record, idempotency).await
     }
 
-    /// Answers a repeated key with the stored outcome; publishes its events first if they
+    /// Answers a repeated key with the stored answer; publishes its events first if they
     /// are still in the outbox, so the answer says where they are now.
     async fn replay<E: std::error::Error + 'static>(
         &self,
@@ -365,19 +599,24 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
         if record.fingerprint != idem.fingerprint {
             return Err(CommandError::IdempotencyKeyReused);
         }
-        let mut outcome: CommandOutcome = serde_json::from_value(record.outcome)
+        let answer: StoredAnswer = serde_json::from_value(record.outcome)
             .map_err(|e| StoreError::Corrupt(format!("idempotency record {}: {e}", record.key)))?;
+        let mut outcome = match answer {
+            StoredAnswer::Refused { refused } => return Err(CommandError::Refused(refused)),
+            StoredAnswer::Done(outcome) => outcome,
+        };
         outcome.replayed = true;
-        let head = self.store.load_head(&record.stream).await?;
-        outcome.published = match head {
-            Some(h)
+        outcome.published = match self.store.load_head(&record.stream).await {
+            Ok(Some(h))
                 if h.pending
                     .first()
                     .is_some_and(|e| e.version <= record.version) =>
             {
                 self.publish_outbox(&h).await
             }
-            _ => true,
+            Ok(_) => true,
+            // The command was done; only whether it is published yet is not known.
+            Err(_) => false,
         };
         Ok(outcome)
     }
@@ -419,14 +658,21 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
     }
 
     /// Publishes what failed publishes left in outboxes. Safe to run at any time and
-    /// concurrently with commands: every record still carries the whole pending run.
+    /// concurrently with commands: every record still carries the whole pending run. A head
+    /// that cannot be read is counted and passed over, so one bad item never stops the rest.
     pub async fn sweep(&self, limit: usize) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
         for key in self.store.pending_heads(limit).await? {
             report.examined += 1;
             // The index is eventually consistent: read the head itself.
-            let Some(head) = self.store.load_head(&key).await? else {
-                continue;
+            let head = match self.store.load_head(&key).await {
+                Ok(Some(head)) => head,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(stream = %key, error = %e, "sweep could not read a head");
+                    report.unreadable += 1;
+                    continue;
+                }
             };
             if head.pending.is_empty() {
                 continue;
@@ -450,5 +696,33 @@ fn restore<A: Aggregate>(head: Option<&Head>) -> Result<Hydrated<A::State>, Stor
             state: serde_json::from_value(h.state.clone())
                 .map_err(|e| StoreError::Corrupt(format!("state of {}: {e}", h.key)))?,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_outcome_from_before_refusals_were_stored_still_reads() {
+        let outcome = CommandOutcome {
+            aggregate_type: "ride".into(),
+            aggregate_id: "1".into(),
+            version: 1,
+            events: vec![],
+            created: true,
+            published: true,
+            replayed: false,
+        };
+        let json = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(
+            serde_json::from_value::<StoredAnswer>(json).unwrap(),
+            StoredAnswer::Done(outcome)
+        );
+        let refused = serde_json::json!({ "refused": { "kind": "rule", "code": "ride.closed", "message": "m" } });
+        assert!(matches!(
+            serde_json::from_value::<StoredAnswer>(refused).unwrap(),
+            StoredAnswer::Refused { .. }
+        ));
     }
 }

@@ -53,6 +53,17 @@ async fn publish(log: &MemoryLog, id: &str, versions: std::ops::RangeInclusive<u
     }
 }
 
+/// Puts `records` in the archive as one object, as Firehose would have.
+async fn archive_one_object(archive: &MemoryArchive, records: &[CommitRecord]) {
+    archive
+        .put_object(
+            "events/2026/11/28/10/a-1-2026-11-28-10-00-00-x",
+            timeline_core::archive::encode_object(records, false),
+        )
+        .await
+        .unwrap();
+}
+
 fn config(buffer_bytes: usize) -> PumpConfig {
     let mut c = PumpConfig::new("test-archive");
     c.buffer_bytes = buffer_bytes;
@@ -283,13 +294,7 @@ async fn events_no_longer_on_the_stream_are_found_in_the_archive() {
         CommitRecord::new(vec![event("r9", 1)]).unwrap(),
         CommitRecord::new(vec![event("r9", 2)]).unwrap(),
     ];
-    archive
-        .put_object(
-            "events/2026/11/28/10/a-1-2026-11-28-10-00-00-x",
-            timeline_core::archive::encode_object(&old, false),
-        )
-        .await
-        .unwrap();
+    archive_one_object(&archive, &old).await;
     let log = MemoryLog::default();
     publish(&log, "r9", 3..=3).await;
     let source = LogSource::new(archive, log, "s", None::<NoIndex>, None::<MemoryStore>);
@@ -302,6 +307,47 @@ async fn events_no_longer_on_the_stream_are_found_in_the_archive() {
     let mut versions: Vec<u64> = found.events.iter().map(|e| e.version).collect();
     versions.sort();
     assert_eq!(versions, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn two_different_copies_of_a_version_are_both_kept_and_the_answer_says_so() {
+    // The archive holds one event as version 2; the stream holds another. Neither is dropped
+    // in favour of the other: the answer is partial and names the conflict.
+    let archive = MemoryArchive::default();
+    let mut other = event("r7", 2);
+    other.event_id = "someone-else".into();
+    let old = vec![
+        CommitRecord::new(vec![event("r7", 1)]).unwrap(),
+        CommitRecord::new(vec![other]).unwrap(),
+    ];
+    archive_one_object(&archive, &old).await;
+    let log = MemoryLog::default();
+    publish(&log, "r7", 1..=3).await;
+    let source = LogSource::new(archive, log, "s", None::<NoIndex>, None::<MemoryStore>);
+    let key = StreamKey::new("ride", "r7");
+    let found = found_in(
+        source
+            .entity_events(&key, AsOf::Now, &Deadline::none())
+            .await,
+    );
+    let mut ids: Vec<&str> = found
+        .events
+        .iter()
+        .filter(|e| e.version == 2)
+        .map(|e| e.event_id.as_str())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, ["r7-2", "someone-else"], "both copies reach the merge");
+    let merged = merge(key, found.events).knowing(found.latest, found.known_times);
+    assert!(
+        merged.issues.iter().any(|i| matches!(
+            i,
+            timeline_core::timetravel::LogIssue::Conflict { version: 2, .. }
+        )),
+        "{:?}",
+        merged.issues
+    );
 }
 
 #[tokio::test]

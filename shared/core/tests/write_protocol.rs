@@ -86,10 +86,7 @@ fn at_version<C>(mut request: CommandRequest<C>, version: u64) -> CommandRequest
 }
 
 fn with_key<C>(mut request: CommandRequest<C>, key: &str, fingerprint: &str) -> CommandRequest<C> {
-    request.idempotency = Some(IdempotencyKey {
-        key: key.into(),
-        fingerprint: fingerprint.into(),
-    });
+    request.idempotency = Some(IdempotencyKey::given(key, fingerprint));
     request
 }
 
@@ -300,6 +297,9 @@ impl WriteModelStore for Interleaving {
         through: u64,
     ) -> Result<(), StoreError> {
         self.inner.confirm_published(key, from, through).await
+    }
+    async fn remember(&self, record: IdempotencyRecord, now: Timestamp) -> Result<(), CommitError> {
+        self.inner.remember(record, now).await
     }
     async fn load_idempotency(
         &self,
@@ -757,7 +757,8 @@ async fn the_sweep_publishes_what_failed_publishes_left_behind() {
         SweepReport {
             examined: 1,
             published: 1,
-            failed: 0
+            failed: 0,
+            unreadable: 0,
         }
     );
     let records = service.log().records();
@@ -784,7 +785,8 @@ async fn the_sweep_reports_what_it_could_not_publish_and_keeps_it_pending() {
         SweepReport {
             examined: 2,
             published: 1,
-            failed: 1
+            failed: 1,
+            unreadable: 0,
         }
     );
     let still_pending = ["a", "b"]
@@ -848,6 +850,9 @@ impl WriteModelStore for OutboxNeverClears {
     }
     async fn confirm_published(&self, _: &StreamKey, _: u64, _: u64) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("throttled".into()))
+    }
+    async fn remember(&self, record: IdempotencyRecord, now: Timestamp) -> Result<(), CommitError> {
+        self.0.remember(record, now).await
     }
     async fn load_idempotency(
         &self,

@@ -42,13 +42,18 @@ pub const DEFAULT_SHARD_COUNT: u32 = 2;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bumped when the schema changes in a way older code cannot read.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// What brings a database written at version N-1 to N (a new database is created at the
 /// latest version by [`SCHEMA`] directly).
 const MIGRATIONS: &[(i64, &str)] = &[
     // Heads keep when the entity's first event was recorded (where its records start).
     (2, "ALTER TABLE heads ADD COLUMN created_at TEXT;"),
+    // Expired idempotency records are found (and removed) by their expiry.
+    (
+        3,
+        "CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +308,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     outcome        TEXT NOT NULL,
     expires_at     INTEGER NOT NULL  -- millis
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
 
 -- The log: AUTOINCREMENT so a sequence number is never reused, even after deletes.
 CREATE TABLE IF NOT EXISTS log (

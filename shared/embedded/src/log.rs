@@ -115,39 +115,41 @@ fn publish(
     })
 }
 
-/// Where a read starts, as SQL bounds: records with `seq >= low` and `arrival >= since`.
-struct Bounds {
-    low: i64,
-    since: i64,
+/// Where a read starts: at a sequence number, or (as Kinesis's `AT_TIMESTAMP`) at the first
+/// record that arrived at or after a time, and every record after it whatever its arrival
+/// (arrivals are stamped before the write lock, so they are not strictly in order).
+enum Bounds {
+    Seq(i64),
+    Since(i64),
 }
 
 fn bounds(from: &ReadFrom) -> Result<Option<Bounds>, LogError> {
-    Ok(Some(match from {
-        ReadFrom::Oldest => Bounds {
-            low: 0,
-            since: i64::MIN,
-        },
-        ReadFrom::Time(t) => Bounds {
-            low: 0,
-            since: t.as_millis(),
-        },
-        ReadFrom::After(seq) => match position(Some(seq))? {
-            After::Seq(seq) => Bounds {
-                low: seq.saturating_add(1),
-                since: i64::MIN,
-            },
-            After::End => return Ok(None),
-            After::Start => unreachable!("a position was given"),
-        },
-        ReadFrom::At(seq) => match position(Some(seq))? {
-            After::Seq(seq) => Bounds {
-                low: seq,
-                since: i64::MIN,
-            },
-            After::End => return Ok(None),
-            After::Start => unreachable!("a position was given"),
-        },
-    }))
+    let seq = |s: &str, next: i64| match position(Some(s))? {
+        After::Seq(seq) => Ok(Some(Bounds::Seq(seq.saturating_add(next)))),
+        After::End => Ok(None),
+        After::Start => unreachable!("a position was given"),
+    };
+    match from {
+        ReadFrom::Oldest => Ok(Some(Bounds::Seq(0))),
+        ReadFrom::Time(t) => Ok(Some(Bounds::Since(t.as_millis()))),
+        ReadFrom::After(s) => seq(s, 1),
+        ReadFrom::At(s) => seq(s, 0),
+    }
+}
+
+type Row = (i64, String, Vec<u8>, i64);
+
+fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+/// Runs a read query; `params` fill the query's parameters.
+fn query(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<Row>> {
+    conn.prepare_cached(sql)?.query_map(params, row)?.collect()
 }
 
 fn read(
@@ -156,13 +158,22 @@ fn read(
     from: &Bounds,
     limit: usize,
 ) -> Result<Vec<LogRecord>, LogError> {
-    let mut statement = conn
-        .prepare_cached(
+    let rows = match from {
+        Bounds::Seq(low) => query(
+            conn,
             "SELECT seq, partition_key, data, arrival FROM log
-             WHERE shard = ?1 AND seq >= ?2 AND arrival >= ?3 ORDER BY seq LIMIT ?4",
-        )
-        .map_err(unavailable)?;
-    let rows = statement.query(params![shard, from.low, from.since, limit as i64]);
+             WHERE shard = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            params![shard, low, limit as i64],
+        ),
+        Bounds::Since(t) => query(
+            conn,
+            "SELECT seq, partition_key, data, arrival FROM log
+             WHERE shard = ?1
+               AND seq >= (SELECT MIN(seq) FROM log WHERE shard = ?1 AND arrival >= ?2)
+             ORDER BY seq LIMIT ?3",
+            params![shard, t, limit as i64],
+        ),
+    };
     collect(rows, shard)
 }
 
@@ -173,42 +184,40 @@ fn read_key(
     partition_key: &str,
     from: &Bounds,
 ) -> Result<Vec<LogRecord>, LogError> {
-    let mut statement = conn
-        .prepare_cached(
+    let rows = match from {
+        Bounds::Seq(low) => query(
+            conn,
             "SELECT seq, partition_key, data, arrival FROM log
-             WHERE partition_key = ?1 AND seq >= ?2 AND arrival >= ?3 ORDER BY seq",
-        )
-        .map_err(unavailable)?;
-    let rows = statement.query(params![partition_key, from.low, from.since]);
+             WHERE partition_key = ?1 AND seq >= ?2 ORDER BY seq",
+            params![partition_key, low],
+        ),
+        Bounds::Since(t) => query(
+            conn,
+            "SELECT seq, partition_key, data, arrival FROM log
+             WHERE partition_key = ?1
+               AND seq >= (SELECT MIN(seq) FROM log WHERE partition_key = ?1 AND arrival >= ?2)
+             ORDER BY seq",
+            params![partition_key, t],
+        ),
+    };
     collect(rows, shard)
 }
 
-fn collect(
-    rows: rusqlite::Result<rusqlite::Rows<'_>>,
-    shard: u32,
-) -> Result<Vec<LogRecord>, LogError> {
-    let rows = rows.map_err(unavailable)?.mapped(|row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, Vec<u8>>(2)?,
-            row.get::<_, i64>(3)?,
-        ))
-    });
-    let mut records = Vec::new();
-    for row in rows {
-        let (seq, partition_key, data, arrival) = row.map_err(unavailable)?;
-        records.push(LogRecord {
-            shard_id: shard_id(shard),
-            sequence_number: sequence_number(seq),
-            partition_key,
-            data,
-            arrival: Timestamp::from_millis(arrival).ok_or_else(|| {
-                LogError::Unavailable(format!("record {seq} has an arrival out of range"))
-            })?,
-        });
-    }
-    Ok(records)
+fn collect(rows: rusqlite::Result<Vec<Row>>, shard: u32) -> Result<Vec<LogRecord>, LogError> {
+    rows.map_err(unavailable)?
+        .into_iter()
+        .map(|(seq, partition_key, data, arrival)| {
+            Ok(LogRecord {
+                shard_id: shard_id(shard),
+                sequence_number: sequence_number(seq),
+                partition_key,
+                data,
+                arrival: Timestamp::from_millis(arrival).ok_or_else(|| {
+                    LogError::Unavailable(format!("record {seq} has an arrival out of range"))
+                })?,
+            })
+        })
+        .collect()
 }
 
 impl EventLog for Embedded {

@@ -302,7 +302,7 @@ impl ReadModelStore for Embedded {
                 let mut update = tx
                     .prepare_cached(
                         "UPDATE history SET entry = json_set(entry, '$.position', json(?3))
-                         WHERE pk = ?1 AND sk = ?2",
+                         WHERE pk = ?1 AND sk = ?2 AND json_extract(entry, '$.position') IS NULL",
                     )
                     .map_err(unavailable)?;
                 for (sk, position) in &updates {

@@ -110,25 +110,14 @@ fn commit(conn: &mut Connection, commit: &Commit) -> Result<(), CommitError> {
     let pending = serde_json::to_string(&head.pending).map_err(corrupt)?;
     let state = serde_json::to_string(&head.state).map_err(corrupt)?;
     let version = version_param(head.version)?;
-    let now = commit.now.as_millis();
     // IMMEDIATE: take the write lock before reading, so another process cannot slip a
     // write in between the checks and the writes.
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(unavailable)?;
+    // The key first, as the DynamoDB transaction reports it.
     if let Some(record) = &commit.idempotency {
-        let live: Option<i64> = tx
-            .query_row(
-                "SELECT expires_at FROM idempotency WHERE key = ?1",
-                [&record.key],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(unavailable)?;
-        // Expiry is lazy, as with a TTL: an expired record still here may be replaced.
-        if live.is_some_and(|expires_at| expires_at > now) {
-            return Err(CommitError::IdempotencyConflict);
-        }
+        put_idempotency(&tx, record, commit.now)?;
     }
     let current: Option<i64> = tx
         .query_row("SELECT version FROM heads WHERE pk = ?1", [&pk], |row| {
@@ -159,23 +148,6 @@ fn commit(conn: &mut Connection, commit: &Commit) -> Result<(), CommitError> {
         ],
     )
     .map_err(unavailable)?;
-    if let Some(record) = &commit.idempotency {
-        tx.execute(
-            "INSERT OR REPLACE INTO idempotency (key, fingerprint, aggregate_type, aggregate_id,
-                 version, outcome, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                record.key,
-                record.fingerprint,
-                record.stream.aggregate_type,
-                record.stream.aggregate_id,
-                version_param(record.version)?,
-                serde_json::to_string(&record.outcome).map_err(corrupt)?,
-                record.expires_at.as_millis(),
-            ],
-        )
-        .map_err(unavailable)?;
-    }
     tx.commit().map_err(unavailable)?;
     Ok(())
 }
@@ -229,6 +201,62 @@ fn confirm_published(
     }
     .map_err(unavailable)?;
     tx.commit().map_err(unavailable)
+}
+
+/// Stores an answer under a key unused or expired at `now`.
+fn remember(
+    conn: &mut Connection,
+    record: &IdempotencyRecord,
+    now: Timestamp,
+) -> Result<(), CommitError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    put_idempotency(&tx, record, now)?;
+    tx.commit().map_err(unavailable)?;
+    Ok(())
+}
+
+/// The key's record, unless the key is live (`IdempotencyConflict`); and a few expired
+/// records go, so the table holds the live keys and little more (a TTL, as DynamoDB's).
+fn put_idempotency(
+    tx: &rusqlite::Transaction<'_>,
+    record: &IdempotencyRecord,
+    now: Timestamp,
+) -> Result<(), CommitError> {
+    let live: Option<i64> = tx
+        .query_row(
+            "SELECT expires_at FROM idempotency WHERE key = ?1",
+            [&record.key],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    if live.is_some_and(|expires_at| expires_at > now.as_millis()) {
+        return Err(CommitError::IdempotencyConflict);
+    }
+    tx.execute(
+        "DELETE FROM idempotency WHERE key IN
+             (SELECT key FROM idempotency WHERE expires_at <= ?1 LIMIT 16)",
+        [now.as_millis()],
+    )
+    .map_err(unavailable)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO idempotency (key, fingerprint, aggregate_type, aggregate_id,
+             version, outcome, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            record.key,
+            record.fingerprint,
+            record.stream.aggregate_type,
+            record.stream.aggregate_id,
+            version_param(record.version)?,
+            serde_json::to_string(&record.outcome).map_err(corrupt)?,
+            record.expires_at.as_millis(),
+        ],
+    )
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 fn load_idempotency(
@@ -307,6 +335,11 @@ impl WriteModelStore for Embedded {
     ) -> Result<(), StoreError> {
         let key = key.clone();
         self.with_conn(move |conn| confirm_published(conn, &key, from, through))
+            .await
+    }
+
+    async fn remember(&self, record: IdempotencyRecord, now: Timestamp) -> Result<(), CommitError> {
+        self.with_conn(move |conn| remember(conn, &record, now))
             .await
     }
 

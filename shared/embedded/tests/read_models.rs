@@ -209,6 +209,61 @@ async fn history_entries_are_upserted_not_duplicated() {
 }
 
 #[tokio::test]
+async fn a_stream_position_once_attached_is_kept_as_the_memory_models_keep_it() {
+    // A replay attaches where each record sits on the stream; a later replay that reads a
+    // second copy (a Firehose retry, a redelivered batch) must not move it.
+    let dir = TempDir::new();
+    let models = dir.open();
+    let memory = MemoryReadModels::default();
+    let key = ride("p");
+    let mut write = W::new("p", 0, 2).build();
+    for e in &mut write.history {
+        e.position = None;
+    }
+    models.write(write.clone()).await.unwrap();
+    memory.write(write).await.unwrap();
+    let at = |seq: &str| timeline_core::read_ports::PositionOf {
+        occurred_at: noon(),
+        version: 2,
+        position: timeline_core::ports::LogPosition {
+            shard_id: "shardId-000000000003".into(),
+            sequence_number: seq.into(),
+            arrival: noon(),
+        },
+    };
+    for seq in ["111", "222"] {
+        models.attach_positions(&key, &[at(seq)]).await.unwrap();
+        memory.attach_positions(&key, &[at(seq)]).await.unwrap();
+    }
+    let positions = |items: Vec<HistoryEntry>| -> Vec<Option<String>> {
+        items
+            .into_iter()
+            .map(|e| e.position.map(|p| p.sequence_number))
+            .collect()
+    };
+    let embedded = positions(
+        models
+            .history(&key, None, None, &page(10, None))
+            .await
+            .unwrap()
+            .items,
+    );
+    assert_eq!(
+        embedded,
+        [None, Some("111".to_owned())],
+        "the first one wins"
+    );
+    let expected = positions(
+        memory
+            .history(&key, None, None, &page(10, None))
+            .await
+            .unwrap()
+            .items,
+    );
+    assert_eq!(embedded, expected);
+}
+
+#[tokio::test]
 async fn lists_by_rider_are_newest_first_and_page_without_duplicates_or_misses() {
     let dir = TempDir::new();
     let models = dir.open();

@@ -378,10 +378,7 @@ async fn a_repeated_idempotency_key_replays_from_the_embedded_store() {
     let service = service(&store);
     let keyed = |fingerprint: &str| {
         let mut r = request("idem", book("rider-1"));
-        r.idempotency = Some(IdempotencyKey {
-            key: "k-1".into(),
-            fingerprint: fingerprint.into(),
-        });
+        r.idempotency = Some(IdempotencyKey::given("k-1", fingerprint));
         r
     };
     let first = service.execute::<RideAggregate>(keyed("fp")).await.unwrap();

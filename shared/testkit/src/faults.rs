@@ -468,6 +468,20 @@ fn store_fault(before: Before, operation: &str) -> Option<StoreError> {
     unavailable(before, operation).map(StoreError::Unavailable)
 }
 
+/// A write's fault as the DynamoDB adapter reports it: a throttled write was refused (not
+/// done); after a 500 the caller cannot tell whether it was done.
+fn write_fault(before: Before, operation: &str) -> Option<StoreError> {
+    match before {
+        Before::Go => None,
+        Before::Throttled => Some(StoreError::Unavailable(format!(
+            "{operation}: throttled (injected)"
+        ))),
+        Before::Failed => Some(StoreError::Uncertain(format!(
+            "{operation}: 500 (injected)"
+        ))),
+    }
+}
+
 impl<S: WriteModelStore> WriteModelStore for Faulty<S> {
     async fn load_head(&self, key: &StreamKey) -> Result<Option<Head>, StoreError> {
         if let Some(e) = store_fault(self.schedule.before("GetItem").await, "GetItem") {
@@ -482,12 +496,23 @@ impl<S: WriteModelStore> WriteModelStore for Faulty<S> {
         } else {
             "PutItem"
         };
-        if let Some(e) = store_fault(self.schedule.before(operation).await, operation) {
+        if let Some(e) = write_fault(self.schedule.before(operation).await, operation) {
             return Err(e.into());
         }
         self.inner.commit(commit).await?;
         if self.schedule.lose_answer(operation) {
-            return Err(StoreError::Unavailable(LOST.into()).into());
+            return Err(StoreError::Uncertain(LOST.into()).into());
+        }
+        Ok(())
+    }
+
+    async fn remember(&self, record: IdempotencyRecord, now: Timestamp) -> Result<(), CommitError> {
+        if let Some(e) = write_fault(self.schedule.before("PutItem").await, "PutItem") {
+            return Err(e.into());
+        }
+        self.inner.remember(record, now).await?;
+        if self.schedule.lose_answer("PutItem") {
+            return Err(StoreError::Uncertain(LOST.into()).into());
         }
         Ok(())
     }
@@ -498,12 +523,12 @@ impl<S: WriteModelStore> WriteModelStore for Faulty<S> {
         from: u64,
         through: u64,
     ) -> Result<(), StoreError> {
-        if let Some(e) = store_fault(self.schedule.before("UpdateItem").await, "UpdateItem") {
+        if let Some(e) = write_fault(self.schedule.before("UpdateItem").await, "UpdateItem") {
             return Err(e);
         }
         self.inner.confirm_published(key, from, through).await?;
         if self.schedule.lose_answer("UpdateItem") {
-            return Err(StoreError::Unavailable(LOST.into()));
+            return Err(StoreError::Uncertain(LOST.into()));
         }
         Ok(())
     }

@@ -143,6 +143,60 @@ impl TestEnv {
         }
     }
 
+    /// Splits the open shard that holds `partition_key` at the key's hash (the key goes on in
+    /// the upper child); returns the parent's id.
+    pub async fn split_at(&self, partition_key: &str) -> String {
+        let reader = timeline_aws::stream_reader::KinesisReader::new(
+            self.clients.kinesis.clone(),
+            &self.names.event_stream,
+        );
+        use timeline_core::ports::StreamReader;
+        let hash = reader.key_hash(partition_key);
+        let shards = reader.shards().await.expect("list shards");
+        let parent = timeline_core::shards::lineage(&shards, hash)
+            .last()
+            .expect("a shard holds every hash")
+            .id
+            .clone();
+        self.clients
+            .kinesis
+            .split_shard()
+            .stream_name(&self.names.event_stream)
+            .shard_to_split(&parent)
+            .new_starting_hash_key(hash.to_string())
+            .send()
+            .await
+            .expect("split the shard");
+        parent
+    }
+
+    /// Merges the two children of `parent` back into one shard.
+    pub async fn merge_children(&self, parent: &str) {
+        let reader = timeline_aws::stream_reader::KinesisReader::new(
+            self.clients.kinesis.clone(),
+            &self.names.event_stream,
+        );
+        use timeline_core::ports::StreamReader;
+        let children: Vec<String> = reader
+            .shards()
+            .await
+            .expect("list shards")
+            .into_iter()
+            .filter(|s| s.parents == [parent.to_owned()])
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(children.len(), 2, "{parent} was split in two");
+        self.clients
+            .kinesis
+            .merge_shards()
+            .stream_name(&self.names.event_stream)
+            .shard_to_merge(&children[0])
+            .adjacent_shard_to_merge(&children[1])
+            .send()
+            .await
+            .expect("merge the children");
+    }
+
     pub fn read_models(&self) -> timeline_aws::read_models::DynamoReadModels {
         timeline_aws::read_models::DynamoReadModels::new(
             self.clients.dynamodb.clone(),

@@ -38,8 +38,9 @@ use std::time::Instant;
 /// Shards of the moto stream behind a stream created through the proxy: the most its
 /// shards, children included, can number.
 pub const PHYSICAL_SHARDS: usize = 16;
-/// A 56-digit sequence number is this prefix and the moto number, zero-padded.
-const SEQUENCE_PREFIX: &str = "49590338271490256608559692";
+/// A 56-digit sequence number is this prefix, the moto shard (two digits) and the moto
+/// number (zero-padded), so a number from one shard is refused on another, as Kinesis does.
+const SEQUENCE_PREFIX: &str = "495903382714902566085596";
 const SEQUENCE_DIGITS: usize = 30;
 
 type Body = Full<Bytes>;
@@ -55,6 +56,12 @@ struct VShard {
     physical: String,
     /// The first hash of the moto shard (an explicit hash key that lands in it).
     physical_start: u128,
+    /// The moto shard's number (in sequence numbers).
+    physical_index: usize,
+    /// Records up to this moto number are past the stream's retention.
+    trimmed_through: Option<u64>,
+    /// Past the retention itself: no longer listed (a closed shard, once its records expire).
+    retired: bool,
     /// The last sequence number written to it, once closed.
     ending: Option<String>,
     closed: bool,
@@ -93,6 +100,8 @@ struct Token {
     issued: Instant,
     /// Empty pages still to give on this chain.
     empties: usize,
+    /// Straight from `GetShardIterator` (such an iterator does not expire at once).
+    fresh: bool,
 }
 
 #[derive(Debug, Default)]
@@ -189,6 +198,35 @@ impl FaultProxy {
     /// Faults injected so far, by kind.
     pub fn injected(&self) -> BTreeMap<String, usize> {
         self.shared.schedule.injected()
+    }
+
+    /// The stream's retention passes over `shard`'s records up to `through` (a sequence
+    /// number the proxy gave): they can no longer be read, and a read from before them starts
+    /// at the oldest record left. Streams created through the proxy only.
+    pub fn trim(&self, stream: &str, shard: &str, through: &str) {
+        let (_, n) = short_sequence(through).expect("a sequence number the proxy gave");
+        self.with_shard(stream, shard, |s| {
+            s.trimmed_through = Some(s.trimmed_through.unwrap_or(0).max(n))
+        });
+    }
+
+    /// A closed shard passes its retention: it is no longer listed, nor readable.
+    pub fn retire(&self, stream: &str, shard: &str) {
+        self.with_shard(stream, shard, |s| {
+            assert!(s.closed, "only a closed shard expires whole");
+            s.retired = true;
+        });
+    }
+
+    fn with_shard(&self, stream: &str, shard: &str, change: impl FnOnce(&mut VShard)) {
+        let mut state = self.shared.state.lock().unwrap();
+        change(
+            state
+                .streams
+                .get_mut(stream)
+                .and_then(|v| v.shard_mut(shard))
+                .expect("a shard of a stream created through the proxy"),
+        );
     }
 }
 
@@ -337,20 +375,21 @@ fn md5_hash(key: &str) -> u128 {
     u128::from_be_bytes(Md5::digest(key.as_bytes()).into())
 }
 
-fn long_sequence(n: u64) -> String {
-    format!("{SEQUENCE_PREFIX}{n:0width$}", width = SEQUENCE_DIGITS)
+fn long_sequence(shard: usize, n: u64) -> String {
+    format!(
+        "{SEQUENCE_PREFIX}{shard:02}{n:0width$}",
+        width = SEQUENCE_DIGITS
+    )
 }
 
-/// moto's sequence number for one of ours (any other form is passed through as it is).
-fn short_sequence(seq: &str) -> String {
-    match seq.strip_prefix(SEQUENCE_PREFIX) {
-        Some(rest) if rest.len() == SEQUENCE_DIGITS => rest
-            .trim_start_matches('0')
-            .parse::<u64>()
-            .unwrap_or(0)
-            .to_string(),
-        _ => seq.to_owned(),
+/// The moto shard and number of one of ours; None for any other form.
+fn short_sequence(seq: &str) -> Option<(usize, u64)> {
+    let rest = seq.strip_prefix(SEQUENCE_PREFIX)?;
+    if rest.len() != SEQUENCE_DIGITS + 2 || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
+    let (shard, n) = rest.split_at(2);
+    Some((shard.parse().ok()?, n.parse().ok()?))
 }
 
 fn stream_name(body: &Value) -> Option<String> {
@@ -372,15 +411,9 @@ fn physical_id(i: usize) -> String {
     format!("shardId-{i:012}")
 }
 
-fn shard_json(s: &VShard, long: bool) -> Value {
-    let seq = |n: u64| {
-        if long {
-            long_sequence(n)
-        } else {
-            n.to_string()
-        }
-    };
-    let mut range = json!({ "StartingSequenceNumber": seq(0) });
+fn shard_json(s: &VShard) -> Value {
+    let first = s.trimmed_through.map_or(0, |t| t + 1);
+    let mut range = json!({ "StartingSequenceNumber": long_sequence(s.physical_index, first) });
     if let Some(ending) = &s.ending {
         range["EndingSequenceNumber"] = json!(ending);
     }
@@ -720,6 +753,9 @@ impl Shared {
                 range,
                 physical: physical_id(i),
                 physical_start: physical_start(i),
+                physical_index: i,
+                trimmed_through: None,
+                retired: false,
                 ending: None,
                 closed: false,
                 last_written: None,
@@ -771,7 +807,12 @@ impl Shared {
             .or_else(|| request["MaxResults"].as_u64().map(|m| m as usize))
             .unwrap_or(1000)
             .max(1);
-        let all: Vec<Value> = stream.shards.iter().map(|s| shard_json(s, true)).collect();
+        let all: Vec<Value> = stream
+            .shards
+            .iter()
+            .filter(|s| !s.retired)
+            .map(shard_json)
+            .collect();
         let end = (offset + size).min(all.len());
         let mut answer = json!({ "Shards": all[offset.min(all.len())..end] });
         if end < all.len() {
@@ -803,15 +844,17 @@ impl Shared {
             answer["StreamDescription"]["Shards"] = json!(stream
                 .shards
                 .iter()
-                .map(|s| shard_json(s, true))
+                .filter(|s| !s.retired)
+                .map(shard_json)
                 .collect::<Vec<_>>());
             answer["StreamDescription"]["HasMoreShards"] = json!(false);
         }
         json_response("kinesis", &answer)
     }
 
-    /// Where a record goes: the open shard holding its hash.
-    fn route(&self, stream: &str, record: &Value) -> Option<(String, u128)> {
+    /// Where a record goes: the open shard holding its hash (its id, the hash key that lands
+    /// it in its moto shard, and that shard's number).
+    fn route(&self, stream: &str, record: &Value) -> Option<(String, u128, usize)> {
         let state = self.state.lock().unwrap();
         let vstream = state.streams.get(stream)?;
         let hash = record["ExplicitHashKey"]
@@ -819,7 +862,7 @@ impl Shared {
             .and_then(|h| h.parse().ok())
             .unwrap_or_else(|| md5_hash(record["PartitionKey"].as_str().unwrap_or_default()));
         let shard = vstream.open_for(hash)?;
-        Some((shard.id.clone(), shard.physical_start))
+        Some((shard.id.clone(), shard.physical_start, shard.physical_index))
     }
 
     fn written(&self, stream: &str, shard: &str, seq: &str) {
@@ -845,7 +888,7 @@ impl Shared {
             return self.forward(parts, Bytes::from(request.to_string())).await;
         };
         let routed = self.route(&name, &request);
-        if let Some((_, start)) = &routed {
+        if let Some((_, start, _)) = &routed {
             request["ExplicitHashKey"] = json!(start.to_string());
         }
         let lose = self.schedule.lose_answer("PutRecord");
@@ -855,11 +898,11 @@ impl Shared {
         if !status.is_success() {
             return upstream_error("kinesis", status, &answer);
         }
-        if let Some((shard, _)) = routed {
+        if let Some((shard, _, index)) = routed {
             let seq = answer["SequenceNumber"].as_str().unwrap_or("0").to_owned();
             self.written(&name, &shard, &seq);
             answer["ShardId"] = json!(shard);
-            answer["SequenceNumber"] = json!(long_sequence(seq.parse().unwrap_or(0)));
+            answer["SequenceNumber"] = json!(long_sequence(index, seq.parse().unwrap_or(0)));
         }
         if lose {
             return server_error("kinesis");
@@ -890,7 +933,7 @@ impl Shared {
             }
             let mut one = record.clone();
             let routed = self.route(&name, &one);
-            if let Some((_, start)) = &routed {
+            if let Some((_, start, _)) = &routed {
                 one["ExplicitHashKey"] = json!(start.to_string());
             }
             routes.push(routed);
@@ -932,11 +975,11 @@ impl Shared {
             }
             let seq = answer["SequenceNumber"].as_str().unwrap_or("0").to_owned();
             match routes.next().flatten() {
-                Some((shard, _)) => {
+                Some((shard, _, index)) => {
                     self.written(&name, &shard, &seq);
                     results.push(json!({
                         "ShardId": shard,
-                        "SequenceNumber": long_sequence(seq.parse().unwrap_or(0)),
+                        "SequenceNumber": long_sequence(index, seq.parse().unwrap_or(0)),
                     }));
                 }
                 None => results.push(answer),
@@ -969,6 +1012,7 @@ impl Shared {
                 upstream,
                 issued: Instant::now(),
                 empties,
+                fresh,
             },
         );
         token
@@ -983,7 +1027,7 @@ impl Shared {
         let shard = request["ShardId"].as_str().unwrap_or_default().to_owned();
         let vstream = self.virtual_stream(&name);
         if let Some(vstream) = &vstream {
-            let Some(v) = vstream.shard(&shard) else {
+            let Some(v) = vstream.shard(&shard).filter(|v| !v.retired) else {
                 return error(
                     "kinesis",
                     StatusCode::BAD_REQUEST,
@@ -992,17 +1036,35 @@ impl Shared {
                 );
             };
             request["ShardId"] = json!(v.physical);
+            let invalid = |seq: &str| {
+                error(
+                    "kinesis",
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgumentException",
+                    &format!("StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} is invalid because it did not come from this stream."),
+                )
+            };
+            let kind = request["ShardIteratorType"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
             if let Some(seq) = request["StartingSequenceNumber"].as_str() {
-                let short = short_sequence(seq);
-                if short == seq {
-                    return error(
-                        "kinesis",
-                        StatusCode::BAD_REQUEST,
-                        "InvalidArgumentException",
-                        &format!("StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} is invalid."),
-                    );
+                match short_sequence(seq) {
+                    Some((index, n)) if index == v.physical_index => {
+                        // Past the retention: the read starts at the oldest record held.
+                        match v.trimmed_through.filter(|t| n <= *t) {
+                            Some(t) => {
+                                request["ShardIteratorType"] = json!("AFTER_SEQUENCE_NUMBER");
+                                request["StartingSequenceNumber"] = json!(t.to_string());
+                            }
+                            None => request["StartingSequenceNumber"] = json!(n.to_string()),
+                        }
+                    }
+                    _ => return invalid(seq),
                 }
-                request["StartingSequenceNumber"] = json!(short);
+            } else if let (Some(t), "TRIM_HORIZON") = (v.trimmed_through, kind.as_str()) {
+                request["ShardIteratorType"] = json!("AFTER_SEQUENCE_NUMBER");
+                request["StartingSequenceNumber"] = json!(t.to_string());
             }
         }
         let (status, answer) = self
@@ -1060,10 +1122,13 @@ impl Shared {
             );
         };
         let life = self.schedule.faults().iterator_life;
+        // Expired by age, or (drawn) as if the reader had held it too long: only an iterator
+        // handed on from a previous page, never one just obtained.
         if token.issued.elapsed() >= life
-            || self
-                .schedule
-                .roll("GetRecords", "expire_iterator", |f| f.expire_iterator)
+            || !token.fresh
+                && self
+                    .schedule
+                    .roll("GetRecords", "expire_iterator", |f| f.expire_iterator)
         {
             return error(
                 "kinesis",
@@ -1126,23 +1191,27 @@ impl Shared {
         } else {
             0
         };
-        let long = vstream.is_some();
+        let physical = vstream
+            .as_ref()
+            .and_then(|v| v.shard(&token.shard))
+            .map(|s| s.physical_index);
         let records: Vec<Value> = records
             .into_iter()
             .map(|mut r| {
-                if long {
+                if let Some(index) = physical {
                     let seq = r["SequenceNumber"]
                         .as_str()
                         .unwrap_or("0")
                         .parse()
                         .unwrap_or(0);
-                    r["SequenceNumber"] = json!(long_sequence(seq));
+                    r["SequenceNumber"] = json!(long_sequence(index, seq));
                 }
                 r
             })
             .collect();
         let mut answer = json!({ "Records": records, "MillisBehindLatest": behind });
-        if closed && !more && !empty_now {
+        // A closed shard with nothing after this page ends here, whatever else was drawn.
+        if closed && !more {
             // A closed shard read to its end: no next iterator, and its children.
             let children: Vec<Value> = vstream
                 .iter()
@@ -1289,7 +1358,7 @@ impl Shared {
 fn close(stream: &mut VStream, id: &str) {
     if let Some(s) = stream.shard_mut(id) {
         s.closed = true;
-        s.ending = Some(long_sequence(s.last_written.unwrap_or(0)));
+        s.ending = Some(long_sequence(s.physical_index, s.last_written.unwrap_or(0)));
     }
 }
 
@@ -1303,6 +1372,9 @@ fn open(stream: &mut VStream, parents: Vec<String>, range: (u128, u128)) {
         range,
         physical: physical_id(i),
         physical_start: physical_start(i),
+        physical_index: i,
+        trimmed_through: None,
+        retired: false,
         ending: None,
         closed: false,
         last_written: None,
@@ -1356,13 +1428,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn long_sequence_numbers_have_56_digits_and_map_back() {
-        let long = long_sequence(42);
+    fn long_sequence_numbers_have_56_digits_name_their_shard_and_map_back() {
+        let long = long_sequence(3, 42);
         assert_eq!(long.len(), 56);
-        assert_eq!(short_sequence(&long), "42");
-        assert_eq!(short_sequence("17"), "17");
+        assert_eq!(short_sequence(&long), Some((3, 42)));
+        assert_eq!(short_sequence("17"), None);
         assert!(
-            timeline_core::sequence::compare(&long_sequence(9), &long_sequence(10))
+            timeline_core::sequence::compare(&long_sequence(3, 9), &long_sequence(3, 10))
                 == std::cmp::Ordering::Less
         );
     }

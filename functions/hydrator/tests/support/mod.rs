@@ -30,6 +30,20 @@ pub fn location(address: &str, lat: f64) -> Value {
     json!({ "address": address, "lat": lat, "lon": -6.26 })
 }
 
+/// The processor fills the read models from every record on the stream now (the hydrator's
+/// index of when events happened and where their records are).
+pub async fn project(env: &TestEnv) {
+    let h = ProcessorHandler::new(env.read_models(), SystemClock);
+    let records = env.records().await;
+    let response = h
+        .handle(kinesis_event(
+            &records,
+            "arn:aws:kinesis:us-east-1:000000000000:stream/t",
+        ))
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+}
+
 pub async fn world() -> World {
     World::build(TestEnv::new().await).await
 }
@@ -94,46 +108,46 @@ impl World {
         );
         pump.poll().await.unwrap();
         pump.flush().await.unwrap();
-        // The processor fills the read models (the hydrator's index of where events are).
-        let h = ProcessorHandler::new(env.read_models(), SystemClock);
-        let records = env.records().await;
-        let response = h
-            .handle(kinesis_event(
-                &records,
-                "arn:aws:kinesis:us-east-1:000000000000:stream/t",
-            ))
-            .await;
-        assert!(response.batch_item_failures.is_empty());
+        project(&env).await;
         let events = env.events().await;
         World { env, events }
     }
 }
 
+/// The event source of `env`'s archive (under `prefix`) and `stream`, with its index and heads.
+pub fn source_for(env: &TestEnv, stream: &str, prefix: &str) -> AwsEventSource {
+    timeline_aws::event_source::aws_event_source(
+        S3Archive::new(env.clients.s3.clone(), &env.names.archive_bucket, prefix),
+        env.clients.kinesis.clone(),
+        stream,
+        Some(env.read_models()),
+        Some(env.store()),
+    )
+}
+
+/// A hydrator over `source` that rebuilds into `env`'s read-model table (or another one).
+pub fn hydrator_for(
+    env: &TestEnv,
+    source: AwsEventSource,
+) -> Hydrator<AwsEventSource, AwsStored, Target> {
+    let dynamodb = env.clients.dynamodb.clone();
+    let live = env.names.read_model_table.clone();
+    let target: Target =
+        Box::new(move |t| DynamoReadModels::new(dynamodb.clone(), t.unwrap_or(&live)));
+    let stored = AwsStored {
+        heads: env.store(),
+        views: env.read_models(),
+    };
+    Hydrator::new(source, stored, target)
+}
+
 impl World {
     pub fn source(&self, stream: &str, prefix: &str) -> AwsEventSource {
-        timeline_aws::event_source::aws_event_source(
-            S3Archive::new(
-                self.env.clients.s3.clone(),
-                &self.env.names.archive_bucket,
-                prefix,
-            ),
-            self.env.clients.kinesis.clone(),
-            stream,
-            Some(self.env.read_models()),
-            Some(self.env.store()),
-        )
+        source_for(&self.env, stream, prefix)
     }
 
     pub fn hydrator(&self, source: AwsEventSource) -> Hydrator<AwsEventSource, AwsStored, Target> {
-        let dynamodb = self.env.clients.dynamodb.clone();
-        let live = self.env.names.read_model_table.clone();
-        let target: Target =
-            Box::new(move |t| DynamoReadModels::new(dynamodb.clone(), t.unwrap_or(&live)));
-        let stored = AwsStored {
-            heads: self.env.store(),
-            views: self.env.read_models(),
-        };
-        Hydrator::new(source, stored, target)
+        hydrator_for(&self.env, source)
     }
 
     pub fn full(&self) -> Hydrator<AwsEventSource, AwsStored, Target> {
