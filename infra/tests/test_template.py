@@ -158,7 +158,7 @@ def test_the_hydrators_operator_modes_are_not_on_the_public_api(template, transf
 # the processor's event source mapping
 
 
-def test_the_processors_mapping_reports_partial_failures_and_never_blocks_a_shard(transformed):
+def test_the_processors_mapping_reports_partial_failures_and_never_discards(transformed):
     mappings = of_type(transformed["Resources"], "AWS::Lambda::EventSourceMapping")
     (mapping,) = mappings.values()
     p = mapping["Properties"]
@@ -166,9 +166,10 @@ def test_the_processors_mapping_reports_partial_failures_and_never_blocks_a_shar
     assert ref_target(p["EventSourceArn"]) == "EventStream"
     assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert p["BisectBatchOnFunctionError"] is True
-    # Bounded (-1, the default, means forever: one poison record blocks its shard).
-    assert 0 <= p["MaximumRetryAttempts"] <= 10
-    assert 60 <= p["MaximumRecordAgeInSeconds"] <= 6 * 3600
+    # Forever: the processor parks what it can never apply, so a failed batch is one a
+    # retry may fix; discarding by count or age would leave a gap in every entity it held.
+    assert p["MaximumRetryAttempts"] == -1
+    assert p["MaximumRecordAgeInSeconds"] == -1
     destination = p["DestinationConfig"]["OnFailure"]["Destination"]
     assert ref_target(destination) == "ProcessorFailureQueue"
     assert transformed["Resources"]["ProcessorFailureQueue"]["Type"] == "AWS::SQS::Queue"
@@ -430,7 +431,7 @@ def test_every_route_needs_the_cognito_authorizer(template, transformed):
 # alarms and outputs
 
 
-def test_alarms_watch_iterator_age_the_failure_queue_and_every_functions_errors_and_throttles(template):
+def test_alarms_watch_iterator_age_parking_the_failure_queue_and_every_functions_errors_and_throttles(template):
     alarms = of_type(template["Resources"], "AWS::CloudWatch::Alarm").values()
     watched = set()
     for alarm in alarms:
@@ -440,6 +441,12 @@ def test_alarms_watch_iterator_age_the_failure_queue_and_every_functions_errors_
             watched.add((p["MetricName"], ref_target(d["Value"])))
     assert ("IteratorAge", "ProcessorFunction") in watched
     assert ("ApproximateNumberOfMessagesVisible", "ProcessorFailureQueue") in watched
+    # Parked entities: the processor's own metric (its EMF namespace and dimension).
+    parked = [a["Properties"] for a in alarms if a["Properties"]["MetricName"] == "RecordsSetAside"]
+    assert [(p["Namespace"], p["Statistic"], p["Threshold"]) for p in parked] == [
+        ("Timeline/Processor", "Sum", 1)
+    ]
+    assert ("RecordsSetAside", "ProcessorFunction") in watched
     for name in functions(template):
         assert ("Errors", name) in watched, name
         assert ("Throttles", name) in watched, name

@@ -7,8 +7,10 @@ pub mod wiring;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use timeline_core::park::{redrive, RedriveError, RedriveReport};
+use timeline_core::ports::{Clock, SystemClock};
 use timeline_core::processor::Processor;
-use timeline_core::read_ports::ReadModelStore;
+use timeline_core::read_ports::{ReadModelError, ReadModelStore};
 use timeline_core::replay::{
     rebuild, verify, EntityEvents, EntityRead, EventSource, RebuildReport, Stored,
 };
@@ -51,6 +53,11 @@ pub enum HydratorRequest {
     },
     /// Replays the log and reports every drift from the heads and the views; writes nothing.
     Verify {},
+    /// The entities the processor parked (records it can never apply), oldest first.
+    Parked {},
+    /// Re-projects one parked entity (`ride#r1`) from the log into the live read models and
+    /// ends its parking once its view holds every committed version.
+    Redrive { entity: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +72,10 @@ pub enum HydratorError {
     /// of time): retry later.
     #[error(transparent)]
     Source(#[from] timeline_core::replay::SourceError),
+    #[error(transparent)]
+    Redrive(#[from] RedriveError),
+    #[error("read models: {0}")]
+    Store(#[from] ReadModelError),
 }
 
 pub struct Hydrator<S, T, F> {
@@ -161,7 +172,32 @@ where
                 let report = verify(&self.source, &self.stored, deadline).await?;
                 Ok(serde_json::to_value(report).expect("reports serialize"))
             }
+            HydratorRequest::Parked {} => {
+                let parked = (self.target)(None).parked().await?;
+                Ok(json!({ "parked": parked }))
+            }
+            HydratorRequest::Redrive { entity } => {
+                let report = self.redrive(&entity, deadline).await?;
+                Ok(serde_json::to_value(report).expect("reports serialize"))
+            }
         }
+    }
+
+    /// Re-projects one parked entity from the log (see [`timeline_core::park`]).
+    pub async fn redrive(
+        &self,
+        entity: &str,
+        deadline: &Deadline,
+    ) -> Result<RedriveReport, HydratorError> {
+        let processor = Processor::for_redrive((self.target)(None));
+        Ok(redrive(
+            &self.source,
+            &processor,
+            entity,
+            SystemClock.now(),
+            deadline,
+        )
+        .await?)
     }
 
     /// Replays the log into the read models (`target_table`, or the live ones), calling

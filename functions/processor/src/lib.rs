@@ -18,10 +18,11 @@ pub struct ProcessorHandler<R, C> {
 
 impl<R: ReadModelStore, C: Clock> ProcessorHandler<R, C> {
     pub fn new(store: R, clock: C) -> Self {
-        ProcessorHandler {
-            processor: Processor::new(store),
-            clock,
-        }
+        Self::with_processor(Processor::new(store), clock)
+    }
+
+    pub fn with_processor(processor: Processor<R>, clock: C) -> Self {
+        ProcessorHandler { processor, clock }
     }
 
     pub fn processor(&self) -> &Processor<R> {
@@ -51,7 +52,10 @@ impl<R: ReadModelStore, C: Clock> ProcessorHandler<R, C> {
 fn report(outcome: &BatchOutcome) {
     let stats = &outcome.stats;
     for (index, failure) in &outcome.failures {
-        tracing::error!(record = index, failure = %serde_json::to_string(failure).unwrap_or_default(), "record not applied");
+        tracing::error!(record = index, failure = %serde_json::to_string(failure).unwrap_or_default(), "record not applied; Kinesis retries from it");
+    }
+    for parked in &outcome.parked {
+        tracing::error!(parked = %serde_json::to_string(parked).unwrap_or_default(), "entity parked: its records are set aside until it is redriven");
     }
     tracing::info!(
         records = stats.records,
@@ -59,6 +63,8 @@ fn report(outcome: &BatchOutcome) {
         duplicates = stats.duplicates_skipped,
         failures = stats.failures,
         entities = stats.entities_written,
+        parked = stats.entities_parked,
+        set_aside = stats.records_set_aside,
         "batch projected"
     );
     let mut metrics = vec![
@@ -69,6 +75,13 @@ fn report(outcome: &BatchOutcome) {
             stats.duplicates_skipped as f64,
         ),
         Metric::new("RecordFailures", Unit::Count, stats.failures as f64),
+        // The parked-entity alarm watches these.
+        Metric::new("EntitiesParked", Unit::Count, stats.entities_parked as f64),
+        Metric::new(
+            "RecordsSetAside",
+            Unit::Count,
+            stats.records_set_aside as f64,
+        ),
     ];
     if let Some(lag) = stats.max_lag_ms {
         metrics.push(Metric::new("ProjectionLag", Unit::Milliseconds, lag as f64));

@@ -10,14 +10,13 @@ use timeline_aws::stream_reader::StreamRecord;
 use timeline_core::codec::encode_record;
 use timeline_core::memory::{MemoryLog, MemoryReadModels, MemoryStore};
 use timeline_core::ports::SystemClock;
-use timeline_core::read_ports::{
-    ReadModelError, ReadModelQueries, ReadModelStore, StoredView, ViewWrite,
-};
+use timeline_core::read_ports::{ReadModelError, ReadModelQueries, ReadModelStore, ViewWrite};
 use timeline_core::ride::{CancelledBy, Location, RideAggregate, RideCommand};
 use timeline_core::video::{VideoAggregate, VideoCommand};
 use timeline_core::views::fold;
 use timeline_core::write::{CommandRequest, CommandService, RequestContext};
 use timeline_core::{EventEnvelope, StreamKey};
+use timeline_testkit::faults::WriteCheck;
 use timeline_testkit::{by_value, kinesis_event};
 
 #[derive(Debug, Clone)]
@@ -159,33 +158,18 @@ fn expected(records: &[StreamRecord]) -> BTreeMap<StreamKey, serde_json::Value> 
         .collect()
 }
 
-/// Fails some writes, decided by a seeded counter, as a flaky table would.
-struct Flaky<R> {
-    inner: R,
-    every: u64,
-    calls: AtomicU64,
-}
-
-impl<R: ReadModelStore> ReadModelStore for Flaky<R> {
-    async fn load_views(
-        &self,
-        keys: &[StreamKey],
-    ) -> Result<std::collections::HashMap<StreamKey, StoredView>, ReadModelError> {
-        self.inner.load_views(keys).await
-    }
-    async fn write(&self, write: ViewWrite) -> Result<(), ReadModelError> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.every > 0 && n % self.every == self.every - 1 {
-            return Err(ReadModelError::Unavailable("flaky".into()));
-        }
-        self.inner.write(write).await
-    }
-    async fn attach_positions(
-        &self,
-        key: &StreamKey,
-        positions: &[timeline_core::read_ports::PositionOf],
-    ) -> Result<(), ReadModelError> {
-        self.inner.attach_positions(key, positions).await
+/// Fails every `every`th write, as a flaky table would.
+fn flaky<R: ReadModelStore>(inner: R, every: u64) -> impl ReadModelStore {
+    let calls = AtomicU64::new(0);
+    WriteCheck {
+        inner,
+        check: move |_: &ViewWrite| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(
+                (every > 0 && n % every == every - 1)
+                    .then(|| ReadModelError::Unavailable("flaky".into())),
+            )
+        },
     }
 }
 
@@ -248,7 +232,7 @@ proptest! {
         rt.block_on(async {
             let records = run_commands(&ops).await;
             let models = MemoryReadModels::default();
-            let h = ProcessorHandler::new(Flaky { inner: models.clone(), every: fail_every, calls: AtomicU64::new(0) }, SystemClock);
+            let h = ProcessorHandler::new(flaky(models.clone(), fail_every), SystemClock);
             deliver_all(&h, &records, &sizes, &redeliver).await;
             let views: BTreeMap<StreamKey, serde_json::Value> = models.views();
             prop_assert_eq!(views, expected(&records));
@@ -274,14 +258,7 @@ async fn the_same_property_holds_against_dynamodb_in_moto() {
             .current();
         let records = run_commands(&ops).await;
         let env = timeline_testkit::TestEnv::new().await;
-        let h = ProcessorHandler::new(
-            Flaky {
-                inner: env.read_models(),
-                every: 3,
-                calls: AtomicU64::new(0),
-            },
-            SystemClock,
-        );
+        let h = ProcessorHandler::new(flaky(env.read_models(), 3), SystemClock);
         deliver_all(&h, &records, &sizes, &redeliver).await;
         let models = env.read_models();
         for (key, view) in expected(&records) {

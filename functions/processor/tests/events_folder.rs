@@ -3,7 +3,7 @@
 
 use processor::{KinesisBatch, ProcessorHandler};
 use timeline_core::ports::SystemClock;
-use timeline_core::read_ports::ReadModelQueries;
+use timeline_core::read_ports::{ReadModelQueries, ReadModelStore};
 use timeline_core::StreamKey;
 use timeline_testkit::TestEnv;
 
@@ -73,14 +73,28 @@ async fn every_kinesis_batch_in_the_events_folder_is_projected_as_documented() {
     assert_eq!(outcome.stats.events_applied, 0);
     assert_eq!(env.read_model_items().await, after_first);
 
-    // A poison record is reported by its sequence number; the other entities still apply.
+    // A poison record parks its entity (nothing for Kinesis to retry); the other entities
+    // still apply.
     let fresh = TestEnv::new().await;
     let h = ProcessorHandler::new(fresh.read_models(), SystemClock);
     let poisoned = batch("poison-record.json");
     let poison_seq = poisoned.records[1].kinesis.sequence_number.clone();
-    assert_eq!(failures(&h.handle(poisoned).await), [poison_seq]);
+    assert!(failures(&h.handle(poisoned).await).is_empty());
     assert!(fresh.read_models().view(&ride).await.unwrap().is_some());
     assert!(fresh.read_models().view(&video).await.unwrap().is_some());
+    let parked = fresh.read_models().parked().await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(
+        (
+            parked[0].entity.as_str(),
+            parked[0].sequence_number.as_str()
+        ),
+        ("ride#ride-bad", poison_seq.as_str())
+    );
+    assert!(matches!(
+        parked[0].reason,
+        timeline_core::park::ParkReason::Undecodable { .. }
+    ));
 }
 
 fn to_records(event: KinesisBatch) -> Vec<timeline_core::processor::IncomingRecord> {

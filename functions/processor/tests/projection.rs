@@ -7,15 +7,16 @@ use processor::ProcessorHandler;
 use serde_json::{json, Value};
 use timeline_aws::read_models::DynamoReadModels;
 use timeline_aws::stream_reader::StreamRecord;
+use timeline_core::park::{redrive, ParkReason, RedriveReport};
 use timeline_core::ports::SystemClock;
 use timeline_core::read_ports::{
-    Lookup, LookupKind, PageRequest, ReadModelError, ReadModelQueries, ReadModelStore, StoredView,
-    ViewWrite,
+    Lookup, LookupKind, PageRequest, ReadModelError, ReadModelQueries, ReadModelStore, ViewWrite,
 };
 use timeline_core::ride::RideAggregate;
 use timeline_core::video::VideoAggregate;
 use timeline_core::views::fold;
 use timeline_core::{EventEnvelope, StreamKey};
+use timeline_testkit::faults::WriteCheck;
 use timeline_testkit::{by_value, kinesis_event, post, read, TestEnv};
 
 const ARN: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/test";
@@ -271,36 +272,6 @@ async fn a_batch_delivered_three_times_or_overlapping_leaves_the_same_bytes_as_o
     );
 }
 
-/// Fails the first write of one entity, as a throttled or unavailable table would.
-struct FlakyOnce<R> {
-    inner: R,
-    victim: StreamKey,
-    tripped: std::sync::atomic::AtomicBool,
-}
-
-impl<R: ReadModelStore> ReadModelStore for FlakyOnce<R> {
-    async fn load_views(
-        &self,
-        keys: &[StreamKey],
-    ) -> Result<std::collections::HashMap<StreamKey, StoredView>, ReadModelError> {
-        self.inner.load_views(keys).await
-    }
-    async fn write(&self, write: ViewWrite) -> Result<(), ReadModelError> {
-        if write.key == self.victim && !self.tripped.swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            return Err(ReadModelError::Unavailable("injected".into()));
-        }
-        self.inner.write(write).await
-    }
-    async fn attach_positions(
-        &self,
-        key: &StreamKey,
-        positions: &[timeline_core::read_ports::PositionOf],
-    ) -> Result<(), ReadModelError> {
-        self.inner.attach_positions(key, positions).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_mid_batch_reports_its_sequence_number_and_a_retry_from_there_converges() {
     let env = TestEnv::new().await;
@@ -315,11 +286,18 @@ async fn a_failure_mid_batch_reports_its_sequence_number_and_a_retry_from_there_
         .iter()
         .position(|r| r.partition_key == "ride#r2")
         .unwrap();
+    // The first write of r2 fails, as a throttled or unavailable table would.
+    let victim = StreamKey::new("ride", "r2");
+    let tripped = std::sync::atomic::AtomicBool::new(false);
     let h = ProcessorHandler::new(
-        FlakyOnce {
+        WriteCheck {
             inner: env.read_models(),
-            victim: StreamKey::new("ride", "r2"),
-            tripped: false.into(),
+            check: move |w: &ViewWrite| {
+                std::future::ready(
+                    (w.key == victim && !tripped.swap(true, std::sync::atomic::Ordering::SeqCst))
+                        .then(|| ReadModelError::Unavailable("injected".into())),
+                )
+            },
         },
         SystemClock,
     );
@@ -362,30 +340,24 @@ fn poison(shard: &[StreamRecord], at: usize, data: &[u8], key: &str) -> Vec<Stre
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_record_is_reported_and_does_not_stop_the_other_entities() {
+async fn a_record_that_can_never_apply_parks_its_entity_and_the_others_go_on() {
     let env = TestEnv::new().await;
     workload(&env).await;
     let records = env.records().await;
     let h = handler(&env);
+    let models = env.read_models();
     for shard in by_shard(records) {
+        // Nothing for Kinesis to retry: the entity is parked, the shard goes on.
         let batch = poison(&shard, 0, b"{not json", "ride#ghost");
-        let reported = deliver(&h, &batch).await;
-        assert_eq!(
-            reported.as_deref(),
-            Some(batch[1].sequence_number.as_str()),
-            "the poison record is the first failure"
-        );
-        // The mapping retries from there; the poison fails again, the rest is duplicates.
-        assert_eq!(
-            deliver(&h, &batch[1..]).await.as_deref(),
-            Some(batch[1].sequence_number.as_str())
-        );
-        // After bounded retries it goes to the on-failure destination and the shard moves on.
-        assert_eq!(deliver(&h, &batch[2..]).await, None);
+        assert_eq!(deliver(&h, &batch).await, None);
     }
     assert_eq!(actual_views(&env).await, expected_views(&env).await);
+    let parked = models.parked().await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].entity, "ride#ghost");
+    assert!(matches!(parked[0].reason, ParkReason::Undecodable { .. }));
 
-    // An unknown entity type and a gap are reported the same way.
+    // An unknown entity type, and a version that skips ahead (a gap), park the same way.
     let shard = &by_shard(env.records().await)[0];
     let mut unknown: Value = serde_json::from_slice(&shard[0].data).unwrap();
     for e in unknown["events"].as_array_mut().unwrap() {
@@ -401,10 +373,7 @@ async fn a_poison_record_is_reported_and_does_not_stop_the_other_entities() {
         unknown.to_string().as_bytes(),
         &format!("boat#{id}"),
     );
-    assert_eq!(
-        deliver(&h, &batch[1..2]).await.as_deref(),
-        Some(batch[1].sequence_number.as_str())
-    );
+    assert_eq!(deliver(&h, &batch[1..2]).await, None);
     let mut gap: Value = serde_json::from_slice(&shard[0].data).unwrap();
     let key = format!(
         "{}#{}",
@@ -415,8 +384,78 @@ async fn a_poison_record_is_reported_and_does_not_stop_the_other_entities() {
         e["version"] = json!(e["version"].as_u64().unwrap() + 50);
     }
     let batch = poison(shard, 0, gap.to_string().as_bytes(), &key);
-    assert_eq!(
-        deliver(&h, &batch[1..2]).await.as_deref(),
-        Some(batch[1].sequence_number.as_str())
+    // Delivered twice (a redelivery): parked once, both deliveries counted as set aside.
+    assert_eq!(deliver(&h, &batch[1..2]).await, None);
+    assert_eq!(deliver(&h, &batch[1..2]).await, None);
+    let parked = models.parked().await.unwrap();
+    let reasons: Vec<(&str, &ParkReason, u64)> = parked
+        .iter()
+        .map(|p| (p.entity.as_str(), &p.reason, p.set_aside))
+        .collect();
+    assert_eq!(parked.len(), 3, "{reasons:?}");
+    let gapped = models.parked_entity(&key).await.unwrap().unwrap();
+    assert!(
+        matches!(gapped.reason, ParkReason::Gap { .. }),
+        "{gapped:?}"
     );
+    assert_eq!(gapped.set_aside, 2);
+    assert_eq!(
+        models
+            .parked_entity(&format!("boat#{id}"))
+            .await
+            .unwrap()
+            .unwrap()
+            .reason,
+        ParkReason::UnknownType {
+            aggregate_type: "boat".into()
+        }
+    );
+
+    // The gapped entity's view holds every version the log has: a redrive reads the log,
+    // finds nothing missing, and ends the parking. The others stay parked, and say why.
+    let source = timeline_aws::event_source::aws_event_source(
+        timeline_aws::archive::S3Archive::new(
+            env.clients.s3.clone(),
+            &env.names.archive_bucket,
+            "events/",
+        ),
+        env.clients.kinesis.clone(),
+        &env.names.event_stream,
+        Some(env.read_models()),
+        Some(env.store()),
+    );
+    let redriver = timeline_core::processor::Processor::for_redrive(env.read_models());
+    let now = timeline_core::ports::Clock::now(&SystemClock);
+    let deadline = timeline_core::retry::Deadline::none();
+    let report = redrive(&source, &redriver, &key, now, &deadline)
+        .await
+        .unwrap();
+    assert!(report.unparked, "{report:?}");
+    assert_eq!(report.view_version, report.latest_version.unwrap());
+    assert!(models.parked_entity(&key).await.unwrap().is_none());
+    assert!(matches!(
+        redrive(&source, &redriver, "boat#x", now, &deadline).await,
+        Ok(RedriveReport { parked: None, .. })
+    ));
+    // No processor projects boats: it stays parked, and says why.
+    let boat = redrive(&source, &redriver, &format!("boat#{id}"), now, &deadline)
+        .await
+        .unwrap();
+    assert!(!boat.unparked);
+    assert!(matches!(boat.still, Some(ParkReason::UnknownType { .. })));
+    // The ghost never had an event: its (empty) view is whole, its parking ends.
+    assert!(
+        redrive(&source, &redriver, "ride#ghost", now, &deadline)
+            .await
+            .unwrap()
+            .unparked
+    );
+    let left: Vec<String> = models
+        .parked()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.entity)
+        .collect();
+    assert_eq!(left, [format!("boat#{id}")]);
 }

@@ -162,8 +162,8 @@ fn problem(error: ReadModelError) -> Problem {
                 "the read model for this request could not be read",
             )
         }
-        // Reads never write, so a conflict here is a bug in the adapter.
-        ReadModelError::Conflict => Problem::new(
+        // Reads never write, so a conflict or a refused write here is a bug in the adapter.
+        ReadModelError::Conflict | ReadModelError::Refused(_) => Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the read model for this request could not be read",

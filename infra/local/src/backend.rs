@@ -17,7 +17,7 @@ use timeline_core::log_source::LogSource;
 use timeline_core::ports::{Checkpoints, EventLog, NoCheckpoints, StreamReader, WriteModelStore};
 use timeline_core::pump::{Pump, PumpConfig, StreamPump};
 use timeline_core::read_ports::{
-    PositionOf, ReadModelError, ReadModelQueries, ReadModelStore, StoredView, ViewWrite,
+    Parked, PositionOf, ReadModelError, ReadModelQueries, ReadModelStore, StoredView, ViewWrite,
 };
 use timeline_core::replay::{EventSource, Stored};
 use timeline_core::StreamKey;
@@ -172,6 +172,18 @@ impl ReadModelStore for EmbeddedTarget {
         positions: &[PositionOf],
     ) -> Result<(), ReadModelError> {
         self.db()?.attach_positions(key, positions).await
+    }
+    async fn park(&self, parked: &Parked) -> Result<(), ReadModelError> {
+        self.db()?.park(parked).await
+    }
+    async fn parked(&self) -> Result<Vec<Parked>, ReadModelError> {
+        self.db()?.parked().await
+    }
+    async fn parked_entity(&self, entity: &str) -> Result<Option<Parked>, ReadModelError> {
+        self.db()?.parked_entity(entity).await
+    }
+    async fn unpark(&self, entity: &str, seen: u64) -> Result<bool, ReadModelError> {
+        self.db()?.unpark(entity, seen).await
     }
 }
 

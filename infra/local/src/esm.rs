@@ -6,15 +6,20 @@
 //!   it are done and the batch is retried from that record;
 //! - `BisectBatchOnFunctionError`: a batch that keeps failing at its first record is split in
 //!   two halves, each retried on its own, until the failing record stands alone;
-//! - `MaximumRetryAttempts`: a record that still fails after that many retries is sent to
-//!   the on-failure destination (here a sink the runner writes to a JSON-lines file) and the
-//!   shard moves on, so one poison record never blocks a shard;
+//! - `MaximumRetryAttempts: -1` (what the template sets): a failed record is retried until
+//!   it succeeds, never discarded; the processor only fails a record a retry may fix (it
+//!   parks an entity it can never apply), so the shard waits out an outage and goes on.
+//!   A few tries per poll, then the shard stays at the failed record until the next poll;
+//! - `MaximumRetryAttempts: n`: a record that still fails after n retries is sent to the
+//!   on-failure destination (here a sink the runner writes to a JSON-lines file) and the
+//!   shard moves on;
 //! - a failure identifier that is not in the batch fails the whole batch, as in AWS;
 //! - a child shard is read only once its parents are read to their end, so one key's
 //!   records reach the function in order across a reshard; an empty page is not the end of
 //!   a shard (the next poll goes on from there).
 //!
-//! Not emulated: `MaximumRecordAgeInSeconds`, `ParallelizationFactor` (one batch per shard
+//! Not emulated: `MaximumRecordAgeInSeconds` (the template sets none: a record is never
+//! discarded for its age), `ParallelizationFactor` (one batch per shard
 //! at a time, which keeps per-key order as AWS does), tumbling windows.
 
 use std::future::Future;
@@ -24,7 +29,8 @@ use timeline_core::shards::{Follower, PageEnd};
 #[derive(Debug, Clone)]
 pub struct MappingConfig {
     pub batch_size: usize,
-    pub max_retries: u32,
+    /// Retries before a record goes to the on-failure destination; None: retried forever.
+    pub max_retries: Option<u32>,
     pub bisect: bool,
 }
 
@@ -33,11 +39,15 @@ impl Default for MappingConfig {
     fn default() -> Self {
         MappingConfig {
             batch_size: 100,
-            max_retries: 5,
+            max_retries: None,
             bisect: true,
         }
     }
 }
+
+/// With retries forever, the tries of a failing batch in one poll before the shard waits
+/// for the next poll at the failed record.
+const TRIES_PER_POLL: u32 = 3;
 
 /// The function: returns the sequence number of the first record it could not apply.
 pub trait BatchHandler: Send + Sync {
@@ -60,13 +70,15 @@ pub struct MappingReport {
     pub empty_pages: usize,
     /// Closed shards read to their end in this poll (their children come next).
     pub shards_finished: usize,
+    /// Batches that kept failing: their shard waits at the failed record for the next poll.
+    pub stalled: usize,
 }
 
 impl MappingReport {
     /// Is there more to read at once (records delivered, an empty page that was not the
-    /// end, or children opened by a finished parent)?
+    /// end, or children opened by a finished parent)? A stalled shard is not: it waits.
     pub fn busy(&self) -> bool {
-        self.batches > 0 || self.empty_pages > 0 || self.shards_finished > 0
+        self.batches > self.stalled || self.empty_pages > 0 || self.shards_finished > 0
     }
 }
 
@@ -139,8 +151,17 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
             let end = page.end;
             if let Some(last) = page.records.last().map(|r| r.sequence_number.clone()) {
                 report.batches += 1;
-                self.deliver(&shard, page.records, &mut report).await?;
-                self.follower.done_up_to(&shard, &last);
+                match self.deliver(&shard, page.records, &mut report).await? {
+                    Delivered::All => self.follower.done_up_to(&shard, &last),
+                    Delivered::UpTo(done) => {
+                        // The rest waits for the next poll; the shard is not finished.
+                        report.stalled += 1;
+                        if let Some(done) = done {
+                            self.follower.done_up_to(&shard, &done);
+                        }
+                        continue;
+                    }
+                }
             } else if end == PageEnd::Behind {
                 // Not the end: the shard has more after an empty page; read on at once.
                 report.empty_pages += 1;
@@ -167,27 +188,31 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
         let mut total = MappingReport::default();
         loop {
             let r = self.poll().await?;
-            if !r.busy() {
-                return Ok(total);
-            }
             total.batches += r.batches;
             total.invocations += r.invocations;
             total.records_done += r.records_done;
             total.records_discarded += r.records_discarded;
             total.empty_pages += r.empty_pages;
             total.shards_finished += r.shards_finished;
+            total.stalled += r.stalled;
+            if !r.busy() {
+                return Ok(total);
+            }
         }
     }
 
-    /// Delivers one batch until every record is done or discarded; an error (the on-failure
+    /// Delivers one batch until every record is done or discarded, or (retrying forever)
+    /// until it has failed [`TRIES_PER_POLL`] times in a row; an error (the on-failure
     /// destination refused a record) leaves the shard's position where it was.
     async fn deliver(
         &self,
         shard: &str,
         batch: Vec<LogRecord>,
         report: &mut MappingReport,
-    ) -> Result<(), LogError> {
-        // Work list of sub-batches, each with the retries it has used.
+    ) -> Result<Delivered, LogError> {
+        let order: Vec<String> = batch.iter().map(|r| r.sequence_number.clone()).collect();
+        // Work list of sub-batches, each with the retries it has used. Sub-batches run in
+        // the shard's order, so what is done is always a prefix of the batch.
         let mut work: Vec<(Vec<LogRecord>, u32)> = vec![(batch, 0)];
         while let Some((records, attempts)) = work.pop() {
             if records.is_empty() {
@@ -206,7 +231,21 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
                 .unwrap_or(0);
             report.records_done += at;
             let rest: Vec<LogRecord> = records[at..].to_vec();
-            if attempts < self.config.max_retries {
+            let retry = match self.config.max_retries {
+                Some(max) => attempts < max,
+                None if attempts + 1 < TRIES_PER_POLL => true,
+                None => {
+                    let failed = order
+                        .iter()
+                        .position(|s| *s == rest[0].sequence_number)
+                        .unwrap_or(0);
+                    tracing::warn!(shard, sequence_number = %rest[0].sequence_number, "batch still failing; the shard waits there for the next poll");
+                    return Ok(Delivered::UpTo(
+                        failed.checked_sub(1).map(|i| order[i].clone()),
+                    ));
+                }
+            };
+            if retry {
                 if at == 0 && self.config.bisect && rest.len() > 1 {
                     // Failing at its first record again: split to isolate it. The second
                     // half runs after the first, keeping the shard's order.
@@ -231,8 +270,15 @@ impl<R: StreamReader, H: BatchHandler, S: FailureSink, P: Checkpoints>
             report.records_discarded += 1;
             work.push((after.to_vec(), 0));
         }
-        Ok(())
+        Ok(Delivered::All)
     }
+}
+
+/// How far a batch got.
+enum Delivered {
+    All,
+    /// Up to and including this record (none: not even the first); the rest waits.
+    UpTo(Option<String>),
 }
 
 #[cfg(test)]
@@ -361,7 +407,7 @@ mod tests {
             Sink::default(),
             MappingConfig {
                 batch_size: 10,
-                max_retries: 5,
+                max_retries: Some(5),
                 bisect: false,
             },
         );
@@ -395,7 +441,7 @@ mod tests {
             sink,
             MappingConfig {
                 batch_size: 10,
-                max_retries: 2,
+                max_retries: Some(2),
                 bisect: false,
             },
         );
@@ -411,6 +457,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retrying_forever_a_shard_waits_at_the_failed_record_and_discards_nothing() {
+        // 003 fails as long as the store is down (ten tries), then applies.
+        struct Outage(Script, std::sync::atomic::AtomicU32);
+        impl BatchHandler for Outage {
+            async fn handle(&self, records: &[LogRecord]) -> Option<String> {
+                let down = self.1.load(std::sync::atomic::Ordering::SeqCst) > 0;
+                if down && records.iter().any(|r| r.sequence_number == "003") {
+                    self.1.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    let before: Vec<LogRecord> = records
+                        .iter()
+                        .take_while(|r| r.sequence_number != "003")
+                        .cloned()
+                        .collect();
+                    self.0.handle(&before).await;
+                    return Some("003".into());
+                }
+                self.0.handle(records).await
+            }
+        }
+        let checkpoints = timeline_core::memory::MemoryCheckpoints::default();
+        let mut esm = EventSourceMapping::with_checkpoints(
+            log(5),
+            Outage(Script::default(), 10.into()),
+            Sink::default(),
+            MappingConfig::default(),
+            checkpoints.clone(),
+        );
+        let report = esm.drain().await.unwrap();
+        assert_eq!(report.stalled, 1, "{report:?}");
+        assert_eq!(checkpoints.saved()["shardId-0"], "002", "waits at 003");
+        for _ in 0..3 {
+            esm.drain().await.unwrap();
+        }
+        assert_eq!(
+            *esm.handler().0.applied.lock().unwrap(),
+            seqs(&["001", "002", "003", "004", "005"]),
+            "every record, in order, once the store is back"
+        );
+        assert!(esm.sink.0.lock().unwrap().is_empty(), "nothing discarded");
+        assert_eq!(checkpoints.saved()["shardId-0"], "005");
+    }
+
+    #[tokio::test]
     async fn bisect_isolates_a_poison_record_in_the_middle_of_a_batch() {
         let script = Script {
             poison: seqs(&["005"]),
@@ -422,7 +511,7 @@ mod tests {
             Sink::default(),
             MappingConfig {
                 batch_size: 8,
-                max_retries: 3,
+                max_retries: Some(3),
                 bisect: true,
             },
         );
@@ -461,7 +550,7 @@ mod tests {
             Sink::default(),
             MappingConfig {
                 batch_size: 10,
-                max_retries: 5,
+                max_retries: Some(5),
                 bisect: false,
             },
         );
@@ -479,7 +568,7 @@ mod tests {
             Sink::default(),
             MappingConfig {
                 batch_size: 2,
-                max_retries: 1,
+                max_retries: Some(1),
                 bisect: true,
             },
         );
@@ -503,7 +592,7 @@ mod tests {
         let checkpoints = timeline_core::memory::MemoryCheckpoints::default();
         let config = MappingConfig {
             batch_size: 10,
-            max_retries: 0,
+            max_retries: Some(0),
             bisect: false,
         };
         let mut esm =
@@ -524,7 +613,7 @@ mod tests {
         let checkpoints = timeline_core::memory::MemoryCheckpoints::default();
         let config = MappingConfig {
             batch_size: 2,
-            max_retries: 0,
+            max_retries: Some(0),
             bisect: false,
         };
         let mut first = EventSourceMapping::with_checkpoints(

@@ -4,7 +4,8 @@
 //! API Gateway proxy events), with the event source mapping into the processor, the
 //! Firehose-style pump into the archive and the outbox sweep running alongside.
 //! `timeline-local demo` plays the guided demo against it. The operator commands (`state`,
-//! `history`, `rebuild`, `verify`, `replay-archive`) run in-process against the same data.
+//! `history`, `rebuild`, `verify`, `replay-archive`, `parked`, `redrive`) run in-process
+//! against the same data.
 //!
 //! The data lives in the embedded backend (a directory) unless `AWS_ENDPOINT_URL` is set or
 //! `--backend aws` is given: then in the stream, tables and bucket of that endpoint.
@@ -101,6 +102,12 @@ enum Command {
     },
     /// Compare the log with the heads and the read models; changes nothing.
     Verify,
+    /// List the entities the processor parked (records it can never apply: a newer event
+    /// schema, a gap, a value the store refuses); exits 3 when there are any.
+    Parked,
+    /// Re-project a parked entity (e.g. `ride#r1`) from the log once the cause is fixed (a
+    /// newer processor, a missing record back in the log), and end its parking.
+    Redrive { entity: String },
     /// Publish the archive's records into the stream again (a new or recreated stream gets
     /// the timeline back; readers dedupe what the stream already holds).
     ReplayArchive {
@@ -254,6 +261,8 @@ async fn go<B: Backend, A: ArchiveStore>(
         Command::History { kind, id, from, to } => Operation::History { kind, id, from, to },
         Command::Rebuild { into, resume_after } => Operation::Rebuild { into, resume_after },
         Command::Verify => Operation::Verify,
+        Command::Parked => Operation::Parked,
+        Command::Redrive { entity } => Operation::Redrive { entity },
         Command::ReplayArchive {
             from_dir,
             prefix,

@@ -47,6 +47,12 @@ pub enum Operation {
         since: Option<Timestamp>,
         until: Option<Timestamp>,
     },
+    /// The entities the processor parked.
+    Parked,
+    /// Re-projects one parked entity from the log and ends its parking.
+    Redrive {
+        entity: String,
+    },
 }
 
 /// Runs `operation` on `backend` (`ReplayArchive` reads `archive`), shows it as `output`
@@ -157,6 +163,43 @@ pub async fn operate<B: Backend, A: ArchiveStore>(
                 report.duplicates_skipped,
                 report.problems.len()
             ));
+            serde_json::to_value(report)?
+        }
+        Operation::Parked => {
+            let answer = system
+                .hydrator
+                .handle(HydratorRequest::Parked {}, &Deadline::none())
+                .await?;
+            let parked = answer["parked"].as_array().map_or(0, Vec::len);
+            output.summary(format_args!(
+                "{parked} parked entities{}",
+                if parked > 0 {
+                    " (redrive each once the cause is fixed)"
+                } else {
+                    ""
+                }
+            ));
+            answer
+        }
+        Operation::Redrive { entity } => {
+            let report = output
+                .while_spinning(
+                    READING_LOG,
+                    system.hydrator.redrive(&entity, &Deadline::none()),
+                )
+                .await?;
+            let line = match (&report.parked, report.unparked) {
+                (None, _) => format!("{entity} is not parked: nothing done"),
+                (Some(_), true) => format!(
+                    "{entity} redriven: {} events applied, view at version {}; parking ended",
+                    report.events_applied, report.view_version
+                ),
+                (Some(_), false) => format!(
+                    "{entity} is still parked ({} events applied): see `still`",
+                    report.events_applied
+                ),
+            };
+            output.summary(format_args!("{line}"));
             serde_json::to_value(report)?
         }
     };
@@ -359,7 +402,8 @@ pub async fn stream_holds_records<R: StreamReader>(reader: &R) -> anyhow::Result
 /// exits with [`FOUND_PROBLEMS`] then, so scripts can tell.
 pub fn found_problems(answer: &Value) -> bool {
     let nonempty = |field: &str| answer[field].as_array().is_some_and(|a| !a.is_empty());
-    nonempty("drift") || nonempty("problems")
+    // A parked entity listed, or one a redrive could not end.
+    nonempty("drift") || nonempty("problems") || nonempty("parked") || !answer["still"].is_null()
 }
 
 /// The exit status of an operator command that ran but found problems.

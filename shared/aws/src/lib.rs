@@ -5,6 +5,7 @@ pub mod archive;
 pub mod config;
 pub mod event_log;
 pub mod event_source;
+pub mod keys;
 pub mod metrics;
 pub mod pump;
 pub mod read_models;

@@ -4,14 +4,15 @@
 //! - its history: `pk = <type>#<id>`, `sk = h#<occurred_at>#<version>`, one item per event,
 //!   so a time range is one `Query` on the sort key.
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use crate::keys::{all_shards, spread, PARKED_SHARDS};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_attribute_value, to_item};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use timeline_core::read_ports::layout;
 use timeline_core::read_ports::{
-    Lookup, LookupKind, Page, PageRequest, PositionOf, ReadModelError, ReadModelQueries,
+    Lookup, LookupKind, Page, PageRequest, Parked, PositionOf, ReadModelError, ReadModelQueries,
     ReadModelStore, StoredView, ViewWrite,
 };
 use timeline_core::views::HistoryEntry;
@@ -36,6 +37,19 @@ where
     R: std::fmt::Debug,
 {
     ReadModelError::Unavailable(DisplayErrorContext(e).to_string())
+}
+
+/// A failed write: refused for good when DynamoDB rejects the item itself (over 400 KB, a
+/// number out of range), else worth retrying.
+fn write_failed<E, R>(e: SdkError<E, R>) -> ReadModelError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    if e.code() == Some("ValidationException") {
+        return ReadModelError::Refused(DisplayErrorContext(e).to_string());
+    }
+    unavailable(e)
 }
 
 fn corrupt(e: impl std::fmt::Display) -> ReadModelError {
@@ -159,7 +173,7 @@ impl DynamoReadModels {
                     .request_items(&self.table, pending)
                     .send()
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(write_failed)?;
                 pending = out
                     .unprocessed_items
                     .and_then(|mut u| u.remove(&self.table))
@@ -314,9 +328,103 @@ impl ReadModelStore for DynamoReadModels {
             {
                 Err(ReadModelError::Conflict)
             }
+            Err(e) => Err(write_failed(e)),
+        }
+    }
+
+    async fn park(&self, parked: &Parked) -> Result<(), ReadModelError> {
+        let mut first: Item = to_item(parked).map_err(corrupt)?;
+        first.remove("set_aside");
+        // The first parking stays as it was; a later one only adds to the count.
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(spread(PARKED_PK, &parked.entity, PARKED_SHARDS)))
+            .key("sk", s(&parked.entity))
+            .update_expression(
+                "SET parking = if_not_exists(parking, :first), parked_at = if_not_exists(parked_at, :at) ADD set_aside :n",
+            )
+            .expression_attribute_values(":first", AttributeValue::M(first))
+            .expression_attribute_values(":at", s(parked.parked_at.to_string()))
+            .expression_attribute_values(":n", AttributeValue::N(parked.set_aside.to_string()))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn parked(&self) -> Result<Vec<Parked>, ReadModelError> {
+        let mut all = Vec::new();
+        for pk in all_shards(PARKED_PK, PARKED_SHARDS) {
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .into_paginator()
+                .items()
+                .send();
+            while let Some(item) = pages.next().await {
+                all.push(parked_of(item.map_err(unavailable)?)?);
+            }
+        }
+        Parked::sort(&mut all);
+        Ok(all)
+    }
+
+    async fn parked_entity(&self, entity: &str) -> Result<Option<Parked>, ReadModelError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(spread(PARKED_PK, entity, PARKED_SHARDS)))
+            .key("sk", s(entity))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item.map(parked_of).transpose()
+    }
+
+    async fn unpark(&self, entity: &str, seen: u64) -> Result<bool, ReadModelError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(spread(PARKED_PK, entity, PARKED_SHARDS)))
+            .key("sk", s(entity))
+            .condition_expression("set_aside = :seen")
+            .expression_attribute_values(":seen", AttributeValue::N(seen.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(unavailable(e)),
         }
     }
+}
+
+/// The partition of the parked-entity list (spread over [`PARKED_SHARDS`]).
+const PARKED_PK: &str = "parked";
+
+fn parked_of(mut item: Item) -> Result<Parked, ReadModelError> {
+    let Some(AttributeValue::M(mut parking)) = item.remove("parking") else {
+        return Err(corrupt("a parked item without its parking"));
+    };
+    parking.insert(
+        "set_aside".into(),
+        item.remove("set_aside")
+            .unwrap_or(AttributeValue::N("0".into())),
+    );
+    from_item(parking).map_err(corrupt)
 }
 
 fn view_of(item: Item) -> Result<serde_json::Value, ReadModelError> {

@@ -10,6 +10,7 @@ pub mod fold;
 pub mod hydrate;
 pub mod log_source;
 pub mod memory;
+pub mod park;
 pub mod ports;
 pub mod processor;
 pub mod pump;

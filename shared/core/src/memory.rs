@@ -317,6 +317,7 @@ struct ReadInner {
     views: BTreeMap<StreamKey, ViewWrite>,
     /// (stream, occurred_at, version) -> entry
     history: BTreeMap<(StreamKey, Timestamp, u64), HistoryEntry>,
+    parked: BTreeMap<String, crate::park::Parked>,
 }
 
 impl MemoryReadModels {
@@ -452,6 +453,50 @@ impl ReadModelStore for MemoryReadModels {
         }
         inner.views.insert(write.key.clone(), write);
         Ok(())
+    }
+
+    async fn park(&self, parked: &crate::park::Parked) -> Result<(), ReadModelError> {
+        let mut inner = self.inner.lock().unwrap();
+        match inner.parked.get_mut(&parked.entity) {
+            Some(existing) => existing.again(parked),
+            None => {
+                inner.parked.insert(parked.entity.clone(), parked.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn parked(&self) -> Result<Vec<crate::park::Parked>, ReadModelError> {
+        let mut all: Vec<_> = self
+            .inner
+            .lock()
+            .unwrap()
+            .parked
+            .values()
+            .cloned()
+            .collect();
+        crate::park::Parked::sort(&mut all);
+        Ok(all)
+    }
+
+    async fn parked_entity(
+        &self,
+        entity: &str,
+    ) -> Result<Option<crate::park::Parked>, ReadModelError> {
+        Ok(self.inner.lock().unwrap().parked.get(entity).cloned())
+    }
+
+    async fn unpark(&self, entity: &str, seen: u64) -> Result<bool, ReadModelError> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner
+            .parked
+            .get(entity)
+            .is_some_and(|p| p.set_aside == seen)
+        {
+            inner.parked.remove(entity);
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn attach_positions(

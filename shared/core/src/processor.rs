@@ -1,20 +1,25 @@
 //! The projection of a stream batch into read models, with at-least-once delivery in mind:
 //! apply an event only if it is the next version of its view, skip duplicates, never apply
-//! out of order, report a gap or an undecodable record as a failure of that record, and
-//! coalesce each entity's changes into one conditional view write per batch.
+//! out of order, and coalesce each entity's changes into one conditional view write per
+//! batch. A batch's entities are written concurrently (bounded), in order within each.
 //!
-//! The result names the first record that could not be applied, so the Lambda can answer
-//! `batchItemFailures` and Kinesis redelivers from there; everything after it that was
-//! applied comes back as duplicates and is skipped.
+//! A record that can never be applied (undecodable, unknown to this processor, a gap, a
+//! write the store refuses) parks its entity (see [`crate::park`]) and the batch goes on.
+//! What a retry may fix (the store unavailable, throttled, a view that moved) is a failure:
+//! the result names the first such record, so the Lambda can answer `batchItemFailures`
+//! and Kinesis redelivers from there; everything after it that was applied comes back as
+//! duplicates and is skipped.
 
 use crate::aggregate::Aggregate;
 use crate::codec::{decode_event, decode_record};
 use crate::envelope::{EventEnvelope, StreamKey};
+use crate::park::{ParkReason, Parked};
 use crate::read_ports::{ReadModelError, ReadModelStore, StoredView, ViewWrite};
 use crate::ride::RideAggregate;
 use crate::time::Timestamp;
 use crate::video::VideoAggregate;
 use crate::views::{project, ReadModel, View};
+use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
@@ -45,12 +50,9 @@ impl IncomingRecord {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RecordFailure {
-    /// Cannot succeed however often it is retried (undecodable, unknown entity type, unknown
-    /// event type or schema): goes to the on-failure destination after bounded retries.
-    Poison { reason: String },
-    /// A version is missing before this record's events: never happens under the write
-    /// invariant, so it is a bug or a hand-written record.
-    Gap { expected: u64, found: u64 },
+    /// Cannot succeed however often it is retried (see [`ParkReason`]): the live processor
+    /// parks the entity instead of reporting it; a replay reports it.
+    Unappliable(ParkReason),
     /// The read models could not be written; a retry may succeed.
     Store { reason: String },
 }
@@ -62,8 +64,26 @@ pub struct BatchStats {
     pub duplicates_skipped: usize,
     pub failures: usize,
     pub entities_written: usize,
+    /// Entities parked by this batch (again, when they already were).
+    pub entities_parked: usize,
+    /// Records set aside because their entity is parked (the one that parked it included).
+    pub records_set_aside: usize,
     /// Largest `now - occurred_at` among applied events, in milliseconds.
     pub max_lag_ms: Option<i64>,
+}
+
+impl BatchStats {
+    fn add(&mut self, other: &BatchStats) {
+        self.events_applied += other.events_applied;
+        self.duplicates_skipped += other.duplicates_skipped;
+        self.entities_written += other.entities_written;
+        self.entities_parked += other.entities_parked;
+        self.records_set_aside += other.records_set_aside;
+        self.max_lag_ms = match (self.max_lag_ms, other.max_lag_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -72,6 +92,9 @@ pub struct BatchOutcome {
     pub first_failure: Option<(usize, String)>,
     /// Every failure, by record index, for logs and metrics.
     pub failures: Vec<(usize, RecordFailure)>,
+    /// Entities parked by this batch (the live processor has stored these; a redrive only
+    /// reports them).
+    pub parked: Vec<Parked>,
     pub stats: BatchStats,
 }
 
@@ -81,27 +104,59 @@ struct EntityRun {
     events: Vec<(usize, EventEnvelope)>,
 }
 
+/// What the processor does with a record it can never apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Parks the entity and goes on (the processor Lambda).
+    Live,
+    /// Reports it as a failure, and records stream positions met again (rebuilds).
+    Replay,
+    /// Says it would park, without storing it (a redrive, which keeps the parking).
+    Redrive,
+}
+
+/// Entities written at once by default: a batch of 100 records is a few rounds of store
+/// calls, not a hundred (see the README's capacity model).
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
 pub struct Processor<R> {
     store: R,
-    /// On a replay: record the stream position of events met again (applied from the
-    /// archive first), so the history entries end as live processing leaves them.
-    attach_positions: bool,
+    mode: Mode,
+    concurrency: usize,
 }
 
 impl<R: ReadModelStore> Processor<R> {
+    /// The live processor: parks what it can never apply.
     pub fn new(store: R) -> Self {
         Processor {
             store,
-            attach_positions: false,
+            mode: Mode::Live,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 
-    /// A processor for replays (see the field).
+    /// A processor for replays: reports what it cannot apply, and records the stream
+    /// position of events met again (applied from the archive first), so the history
+    /// entries end as live processing leaves them.
     pub fn for_replay(store: R) -> Self {
         Processor {
-            store,
-            attach_positions: true,
+            mode: Mode::Replay,
+            ..Processor::new(store)
         }
+    }
+
+    /// A processor for [`crate::park::redrive`]: reports a parking without storing it.
+    pub fn for_redrive(store: R) -> Self {
+        Processor {
+            mode: Mode::Redrive,
+            ..Processor::new(store)
+        }
+    }
+
+    /// At most `n` entities written at once (1: one after another).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
     }
 
     pub fn store(&self) -> &R {
@@ -111,7 +166,10 @@ impl<R: ReadModelStore> Processor<R> {
     pub async fn process(&self, records: &[IncomingRecord], now: Timestamp) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
         outcome.stats.records = records.len();
+        // A replay reports the first failure of a key and stops that key there; the live
+        // processor lets each later record decide for itself (a gap parks it too).
         let mut blocked: HashSet<String> = HashSet::new();
+        let mut unappliable: Vec<(usize, Option<StreamKey>, ParkReason)> = Vec::new();
         let mut runs: Vec<EntityRun> = Vec::new();
         let mut run_of: HashMap<StreamKey, usize> = HashMap::new();
 
@@ -119,30 +177,13 @@ impl<R: ReadModelStore> Processor<R> {
             if blocked.contains(&record.partition_key) {
                 continue;
             }
-            let decoded = decode_record(&record.data)
-                .map_err(|e| e.to_string())
-                .and_then(|commit| {
-                    let key = commit
-                        .stream_key()
-                        .expect("validated records are not empty");
-                    if key.partition_key() != record.partition_key {
-                        return Err(format!(
-                            "record for {key} arrived under partition key {}",
-                            record.partition_key
-                        ));
-                    }
-                    if !known_aggregate(&key.aggregate_type) {
-                        return Err(format!("unknown entity type {:?}", key.aggregate_type));
-                    }
-                    Ok((key, commit.events))
-                });
-            match decoded {
+            match decode(record) {
                 Err(reason) => {
-                    tracing::error!(index, sequence_number = %record.sequence_number, %reason, "poison record");
-                    outcome
-                        .failures
-                        .push((index, RecordFailure::Poison { reason }));
-                    blocked.insert(record.partition_key.clone());
+                    tracing::error!(index, sequence_number = %record.sequence_number, ?reason, "record cannot be applied");
+                    unappliable.push((index, None, reason));
+                    if self.mode == Mode::Replay {
+                        blocked.insert(record.partition_key.clone());
+                    }
                 }
                 Ok((key, events)) => {
                     let slot = *run_of.entry(key.clone()).or_insert_with(|| {
@@ -160,40 +201,108 @@ impl<R: ReadModelStore> Processor<R> {
         }
 
         let keys: Vec<StreamKey> = runs.iter().map(|r| r.key.clone()).collect();
-        let stored = match self.store.load_views(&keys).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                // Nothing can be applied: fail from the first record with events.
-                let reason = e.to_string();
-                for run in &runs {
-                    outcome.failures.push((
-                        run.events[0].0,
-                        RecordFailure::Store {
-                            reason: reason.clone(),
-                        },
-                    ));
+        let stored = if keys.is_empty() {
+            HashMap::new()
+        } else {
+            match self.store.load_views(&keys).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    // Nothing can be applied: fail from the first record with events.
+                    let reason = e.to_string();
+                    for run in &runs {
+                        outcome.failures.push((
+                            run.events[0].0,
+                            RecordFailure::Store {
+                                reason: reason.clone(),
+                            },
+                        ));
+                    }
+                    return finish(outcome, records);
                 }
-                return finish(outcome, records);
             }
         };
 
-        for run in runs {
-            let current = stored.get(&run.key).cloned();
-            let result = match run.key.aggregate_type.as_str() {
-                "ride" => {
-                    self.apply::<RideAggregate>(&run, records, current, now, &mut outcome.stats)
-                        .await
+        // The futures are made first (a closure returning an async block would not be
+        // `Send` for every lifetime), then run at most `concurrency` at once, in order.
+        let pending: Vec<_> = runs
+            .iter()
+            .map(|run| self.apply_run(run, records, stored.get(&run.key).cloned(), now))
+            .collect();
+        let ends: Vec<RunEnd> = stream::iter(pending)
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        for (run, end) in runs.iter().zip(ends) {
+            outcome.stats.add(&end.stats);
+            match end.failure {
+                None => {}
+                Some((index, RecordFailure::Unappliable(reason))) => {
+                    unappliable.push((index, Some(run.key.clone()), reason));
                 }
-                _ => {
-                    self.apply::<VideoAggregate>(&run, records, current, now, &mut outcome.stats)
-                        .await
-                }
-            };
-            if let Some(failure) = result {
-                outcome.failures.push(failure);
+                Some(failure) => outcome.failures.push(failure),
             }
         }
+
+        for (index, key, reason) in unappliable {
+            if self.mode == Mode::Replay {
+                outcome
+                    .failures
+                    .push((index, RecordFailure::Unappliable(reason)));
+                continue;
+            }
+            let record = &records[index];
+            let entity = key.map_or_else(|| record.partition_key.clone(), |k| k.partition_key());
+            // This record and every later one of the entity in the batch are set aside.
+            let set_aside = records[index..]
+                .iter()
+                .filter(|r| r.partition_key == record.partition_key)
+                .count() as u64;
+            let parked = Parked {
+                entity,
+                from_version: match &reason {
+                    ParkReason::Gap { expected, .. } => Some(*expected),
+                    ParkReason::UnreadableEvent { version, .. } => Some(*version),
+                    _ => first_version(record),
+                },
+                shard_id: record.shard_id.clone(),
+                sequence_number: record.sequence_number.clone(),
+                reason,
+                parked_at: now,
+                set_aside,
+            };
+            if self.mode == Mode::Live {
+                if let Err(e) = self.store.park(&parked).await {
+                    outcome.failures.push((
+                        index,
+                        RecordFailure::Store {
+                            reason: format!("parking {}: {e}", parked.entity),
+                        },
+                    ));
+                    continue;
+                }
+                tracing::error!(entity = %parked.entity, reason = ?parked.reason, set_aside, "entity parked");
+            }
+            outcome.stats.entities_parked += 1;
+            outcome.stats.records_set_aside += set_aside as usize;
+            outcome.parked.push(parked);
+        }
         finish(outcome, records)
+    }
+
+    async fn apply_run(
+        &self,
+        run: &EntityRun,
+        records: &[IncomingRecord],
+        current: Option<StoredView>,
+        now: Timestamp,
+    ) -> RunEnd {
+        if run.key.aggregate_type == RideAggregate::TYPE {
+            self.apply::<RideAggregate>(run, records, current, now)
+                .await
+        } else {
+            self.apply::<VideoAggregate>(run, records, current, now)
+                .await
+        }
     }
 
     /// Folds one entity's events onto its stored view and writes the result once.
@@ -203,8 +312,8 @@ impl<R: ReadModelStore> Processor<R> {
         records: &[IncomingRecord],
         current: Option<StoredView>,
         now: Timestamp,
-        stats: &mut BatchStats,
-    ) -> Option<(usize, RecordFailure)> {
+    ) -> RunEnd {
+        let mut stats = BatchStats::default();
         let expected_version = current.as_ref().map_or(0, |c| c.version);
         let mut view: Option<View<A::State>> = match current {
             None => None,
@@ -212,19 +321,25 @@ impl<R: ReadModelStore> Processor<R> {
                 Ok(v) => Some(v),
                 Err(e) => {
                     let reason = format!("stored view of {} is unreadable: {e}", run.key);
-                    return Some((run.events[0].0, RecordFailure::Store { reason }));
+                    return RunEnd::failed(
+                        stats,
+                        run.events[0].0,
+                        RecordFailure::Unappliable(ParkReason::UnreadableView { reason }),
+                    );
                 }
             },
         };
         let mut history = Vec::new();
         let mut failure = None;
-        let mut first_applied: Option<usize> = None;
+        let mut first_applied: Option<(usize, u64)> = None;
         let mut positions = Vec::new();
         for (index, envelope) in &run.events {
             let version = view.as_ref().map_or(0, |v| v.version);
             if envelope.version <= version {
                 stats.duplicates_skipped += 1;
-                if let Some(position) = records[*index].position().filter(|_| self.attach_positions)
+                if let Some(position) = records[*index]
+                    .position()
+                    .filter(|_| self.mode == Mode::Replay)
                 {
                     positions.push(crate::read_ports::PositionOf {
                         occurred_at: envelope.occurred_at,
@@ -241,10 +356,10 @@ impl<R: ReadModelStore> Processor<R> {
                 );
                 failure = Some((
                     *index,
-                    RecordFailure::Gap {
+                    RecordFailure::Unappliable(ParkReason::Gap {
                         expected: version + 1,
                         found: envelope.version,
-                    },
+                    }),
                 ));
                 break;
             }
@@ -254,9 +369,10 @@ impl<R: ReadModelStore> Processor<R> {
                     tracing::error!(stream = %run.key, version = envelope.version, error = %e, "undecodable event");
                     failure = Some((
                         *index,
-                        RecordFailure::Poison {
+                        RecordFailure::Unappliable(ParkReason::UnreadableEvent {
+                            version: envelope.version,
                             reason: e.to_string(),
-                        },
+                        }),
                     ));
                     break;
                 }
@@ -265,7 +381,7 @@ impl<R: ReadModelStore> Processor<R> {
             entry.position = records[*index].position();
             view = Some(next);
             history.push(entry);
-            first_applied.get_or_insert(*index);
+            first_applied.get_or_insert((*index, envelope.version));
             let lag = now.as_millis() - envelope.occurred_at.as_millis();
             stats.max_lag_ms = Some(stats.max_lag_ms.map_or(lag, |m| m.max(lag)));
         }
@@ -274,16 +390,17 @@ impl<R: ReadModelStore> Processor<R> {
             // record's, to be tried again.
             if let Err(e) = self.store.attach_positions(&run.key, &positions).await {
                 let first = run.events.iter().map(|(i, _)| *i).min().unwrap_or(0);
-                return Some((
+                return RunEnd::failed(
+                    stats,
                     first,
                     RecordFailure::Store {
                         reason: e.to_string(),
                     },
-                ));
+                );
             }
         }
-        let (Some(view), Some(first_applied)) = (view, first_applied) else {
-            return failure;
+        let (Some(view), Some((first_applied, first_version))) = (view, first_applied) else {
+            return RunEnd { stats, failure };
         };
         let write = ViewWrite {
             key: run.key.clone(),
@@ -301,21 +418,77 @@ impl<R: ReadModelStore> Processor<R> {
             Ok(()) => {
                 stats.events_applied += applied;
                 stats.entities_written += 1;
-                failure
+                RunEnd { stats, failure }
+            }
+            Err(ReadModelError::Refused(reason)) => {
+                tracing::error!(stream = %run.key, version = first_version, %reason, "the read models refuse the view");
+                RunEnd::failed(
+                    stats,
+                    first_applied,
+                    RecordFailure::Unappliable(ParkReason::Refused { reason }),
+                )
             }
             Err(e) => {
                 if e == ReadModelError::Conflict {
                     tracing::warn!(stream = %run.key, "view moved under us; will retry");
                 }
-                Some((
+                RunEnd::failed(
+                    stats,
                     first_applied,
                     RecordFailure::Store {
                         reason: e.to_string(),
                     },
-                ))
+                )
             }
         }
     }
+}
+
+/// How one entity's part of a batch ended.
+struct RunEnd {
+    stats: BatchStats,
+    /// The record it stopped at, and why.
+    failure: Option<(usize, RecordFailure)>,
+}
+
+impl RunEnd {
+    fn failed(stats: BatchStats, index: usize, failure: RecordFailure) -> Self {
+        RunEnd {
+            stats,
+            failure: Some((index, failure)),
+        }
+    }
+}
+
+/// The entity and events of a record, or why it names none this processor projects.
+fn decode(record: &IncomingRecord) -> Result<(StreamKey, Vec<EventEnvelope>), ParkReason> {
+    let commit = decode_record(&record.data).map_err(|e| ParkReason::Undecodable {
+        reason: e.to_string(),
+    })?;
+    let key = commit
+        .stream_key()
+        .expect("validated records are not empty");
+    if key.partition_key() != record.partition_key {
+        return Err(ParkReason::Undecodable {
+            reason: format!(
+                "record for {key} arrived under partition key {}",
+                record.partition_key
+            ),
+        });
+    }
+    if !known_aggregate(&key.aggregate_type) {
+        return Err(ParkReason::UnknownType {
+            aggregate_type: key.aggregate_type,
+        });
+    }
+    Ok((key, commit.events))
+}
+
+/// The first version a record holds, if it can be read that far.
+fn first_version(record: &IncomingRecord) -> Option<u64> {
+    decode_record(&record.data)
+        .ok()
+        .and_then(|c| c.events.first().map(|e| e.version))
 }
 
 fn finish(mut outcome: BatchOutcome, records: &[IncomingRecord]) -> BatchOutcome {

@@ -1,6 +1,7 @@
 //! Ports of the read side: the processor writes views and history, the query API reads them.
 
 use crate::envelope::StreamKey;
+pub use crate::park::Parked;
 use crate::time::Timestamp;
 use crate::views::HistoryEntry;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,9 @@ pub enum ReadModelError {
     Corrupt(String),
     #[error("the cursor is not one this API issued")]
     InvalidCursor,
+    /// The store refuses the write for good (an item over its limits): retrying cannot help.
+    #[error("read models refuse the write: {0}")]
+    Refused(String),
 }
 
 pub trait ReadModelStore: Send + Sync {
@@ -62,6 +66,27 @@ pub trait ReadModelStore: Send + Sync {
         key: &StreamKey,
         positions: &[PositionOf],
     ) -> impl Future<Output = Result<(), ReadModelError>> + Send;
+
+    /// Parks an entity (see [`crate::park`]): the first parking of an entity is kept as it
+    /// is; parking it again only adds `parked.set_aside` to the count of records set aside.
+    fn park(&self, parked: &Parked) -> impl Future<Output = Result<(), ReadModelError>> + Send;
+
+    /// Every parked entity, oldest parking first.
+    fn parked(&self) -> impl Future<Output = Result<Vec<Parked>, ReadModelError>> + Send;
+
+    /// One entity's parking (`entity` is a partition key, `ride#r1`), if parked.
+    fn parked_entity(
+        &self,
+        entity: &str,
+    ) -> impl Future<Output = Result<Option<Parked>, ReadModelError>> + Send;
+
+    /// Ends an entity's parking if nothing was set aside since the count `seen` was read;
+    /// false when the count moved (or the entity is no longer parked).
+    fn unpark(
+        &self,
+        entity: &str,
+        seen: u64,
+    ) -> impl Future<Output = Result<bool, ReadModelError>> + Send;
 }
 
 /// The log position of one history entry (found by its time and version).

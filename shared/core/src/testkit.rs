@@ -68,3 +68,118 @@ impl<A: Aggregate> When<A> {
         }
     }
 }
+
+/// Version `version` of ride `id` as the command handler would record it (booked at
+/// 2026-11-28T10:00:00Z, then one fare adjustment per version, a millisecond apart): a
+/// fixture for tests of the log, the processor and replays.
+pub fn sample_ride(id: &str, version: u64) -> crate::EventEnvelope {
+    use crate::ride::{Location, RideAggregate, RideEvent};
+    let at: crate::Timestamp = "2026-11-28T10:00:00Z".parse().expect("a time");
+    let place = |address: &str, lat| Location {
+        address: address.into(),
+        lat,
+        lon: -6.2,
+    };
+    let event = if version == 1 {
+        RideEvent::RideBooked {
+            rider_id: "rider-1".into(),
+            pickup: place("A", 53.3),
+            dropoff: place("B", 53.4),
+            fare_estimate_cents: Some(1000),
+        }
+    } else {
+        RideEvent::FareAdjusted {
+            from_cents: Some(1000 + version as i64 - 1),
+            to_cents: 1000 + version as i64,
+            reason: "r".into(),
+        }
+    };
+    let (event_type, schema_version, data) = crate::codec::encode_event::<RideAggregate>(&event);
+    crate::EventEnvelope {
+        event_id: format!("{id}-{version}"),
+        aggregate_type: "ride".into(),
+        aggregate_id: id.into(),
+        version,
+        event_type,
+        schema_version,
+        occurred_at: at.plus_millis(version as i64),
+        recorded_at: at.plus_millis(version as i64),
+        metadata: crate::Metadata {
+            command_id: format!("c-{id}-{version}"),
+            correlation_id: None,
+            causation_id: None,
+            actor: "t".into(),
+        },
+        data,
+    }
+}
+
+/// Read models whose view writes first pass `check`: an error it answers is the write's
+/// answer, and nothing is written (a flaky table, a value the table refuses, a slow one, a
+/// race at a chosen moment). Everything else goes straight through.
+#[derive(Clone)]
+pub struct WriteCheck<R, F> {
+    pub inner: R,
+    pub check: F,
+}
+
+impl<R, F, Fut> crate::read_ports::ReadModelStore for WriteCheck<R, F>
+where
+    R: crate::read_ports::ReadModelStore,
+    F: Fn(&crate::read_ports::ViewWrite) -> Fut + Send + Sync,
+    Fut: std::future::Future<Output = Option<crate::read_ports::ReadModelError>> + Send,
+{
+    async fn load_views(
+        &self,
+        keys: &[crate::StreamKey],
+    ) -> Result<
+        std::collections::HashMap<crate::StreamKey, crate::read_ports::StoredView>,
+        crate::read_ports::ReadModelError,
+    > {
+        self.inner.load_views(keys).await
+    }
+
+    async fn write(
+        &self,
+        write: crate::read_ports::ViewWrite,
+    ) -> Result<(), crate::read_ports::ReadModelError> {
+        if let Some(e) = (self.check)(&write).await {
+            return Err(e);
+        }
+        self.inner.write(write).await
+    }
+
+    async fn attach_positions(
+        &self,
+        key: &crate::StreamKey,
+        positions: &[crate::read_ports::PositionOf],
+    ) -> Result<(), crate::read_ports::ReadModelError> {
+        self.inner.attach_positions(key, positions).await
+    }
+
+    async fn park(
+        &self,
+        parked: &crate::park::Parked,
+    ) -> Result<(), crate::read_ports::ReadModelError> {
+        self.inner.park(parked).await
+    }
+
+    async fn parked(&self) -> Result<Vec<crate::park::Parked>, crate::read_ports::ReadModelError> {
+        self.inner.parked().await
+    }
+
+    async fn parked_entity(
+        &self,
+        entity: &str,
+    ) -> Result<Option<crate::park::Parked>, crate::read_ports::ReadModelError> {
+        self.inner.parked_entity(entity).await
+    }
+
+    async fn unpark(
+        &self,
+        entity: &str,
+        seen: u64,
+    ) -> Result<bool, crate::read_ports::ReadModelError> {
+        self.inner.unpark(entity, seen).await
+    }
+}

@@ -6,61 +6,18 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use timeline_core::archive::{encode_object, object_key, ArchiveStore};
-use timeline_core::codec::encode_event;
 use timeline_core::log_source::LogSource;
 use timeline_core::memory::{MemoryArchive, MemoryLog, MemoryReadModels, MemoryStore};
 use timeline_core::processor::Processor;
 use timeline_core::replay::{rebuild, EntityRead, EventSource, ReplayChunk, SourceError};
 use timeline_core::retry::Deadline;
-use timeline_core::ride::{Location, RideAggregate, RideEvent};
 use timeline_core::timetravel::AsOf;
-use timeline_core::{CommitRecord, EventEnvelope, Metadata, StreamKey, Timestamp};
+use timeline_core::{CommitRecord, StreamKey, Timestamp};
+
+use timeline_core::testkit::sample_ride as ride;
 
 fn at() -> Timestamp {
     "2026-11-28T10:00:00Z".parse().unwrap()
-}
-
-fn ride(id: &str, version: u64) -> EventEnvelope {
-    let event = if version == 1 {
-        RideEvent::RideBooked {
-            rider_id: "rider-1".into(),
-            pickup: Location {
-                address: "A".into(),
-                lat: 53.3,
-                lon: -6.2,
-            },
-            dropoff: Location {
-                address: "B".into(),
-                lat: 53.4,
-                lon: -6.2,
-            },
-            fare_estimate_cents: Some(1000),
-        }
-    } else {
-        RideEvent::FareAdjusted {
-            from_cents: Some(1000 + version as i64 - 1),
-            to_cents: 1000 + version as i64,
-            reason: "r".into(),
-        }
-    };
-    let (event_type, schema_version, data) = encode_event::<RideAggregate>(&event);
-    EventEnvelope {
-        event_id: format!("{id}-{version}"),
-        aggregate_type: "ride".into(),
-        aggregate_id: id.into(),
-        version,
-        event_type,
-        schema_version,
-        occurred_at: at().plus_millis(version as i64),
-        recorded_at: at().plus_millis(version as i64),
-        metadata: Metadata {
-            command_id: format!("c-{id}-{version}"),
-            correlation_id: None,
-            causation_id: None,
-            actor: "t".into(),
-        },
-        data,
-    }
 }
 
 fn record(id: &str, versions: std::ops::RangeInclusive<u64>) -> CommitRecord {

@@ -42,7 +42,7 @@ pub const DEFAULT_SHARD_COUNT: u32 = 2;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bumped when the schema changes in a way older code cannot read.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// What brings a database written at version N-1 to N (a new database is created at the
 /// latest version by [`SCHEMA`] directly).
@@ -54,6 +54,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         "CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);",
     ),
+    // Entities the processor parked (created by SCHEMA, which runs after the migrations).
+    (4, ""),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -337,6 +339,13 @@ CREATE INDEX IF NOT EXISTS views_by_rider ON views (rider_key, created_sk, pk)
 CREATE INDEX IF NOT EXISTS views_by_driver ON views (driver_key, created_sk, pk)
     WHERE driver_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS views_by_status ON views (status_key, updated_sk, pk);
+
+-- Parked entities (see timeline_core::park), by partition key.
+CREATE TABLE IF NOT EXISTS parked (
+    entity    TEXT PRIMARY KEY,
+    parked_at TEXT NOT NULL,
+    entry     TEXT NOT NULL   -- the Parked, as JSON
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS history (
     pk    TEXT NOT NULL,

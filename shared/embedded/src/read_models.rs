@@ -22,7 +22,7 @@ use timeline_core::read_ports::layout::{
     decode_cursor, encode_cursor, history_range, history_sk, page_limit, VIEW_SK,
 };
 use timeline_core::read_ports::{
-    Lookup, LookupKind, Page, PageRequest, PositionOf, ReadModelError, ReadModelQueries,
+    Lookup, LookupKind, Page, PageRequest, Parked, PositionOf, ReadModelError, ReadModelQueries,
     ReadModelStore, StoredView, ViewWrite,
 };
 use timeline_core::views::HistoryEntry;
@@ -75,6 +75,20 @@ fn load_views(
         }
     }
     Ok(found)
+}
+
+fn parked_entry(conn: &Connection, entity: &str) -> Result<Option<Parked>, ReadModelError> {
+    let entry: Option<String> = conn
+        .query_row(
+            "SELECT entry FROM parked WHERE entity = ?1",
+            [entity],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    entry
+        .map(|e| serde_json::from_str(&e).map_err(corrupt))
+        .transpose()
 }
 
 fn write(conn: &mut Connection, write: &ViewWrite) -> Result<(), ReadModelError> {
@@ -277,6 +291,74 @@ impl ReadModelStore for Embedded {
 
     async fn write(&self, w: ViewWrite) -> Result<(), ReadModelError> {
         self.with_conn(move |conn| write(conn, &w)).await
+    }
+
+    async fn park(&self, parked: &Parked) -> Result<(), ReadModelError> {
+        let parked = parked.clone();
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let entry = match parked_entry(&tx, &parked.entity)? {
+                Some(mut existing) => {
+                    existing.again(&parked);
+                    existing
+                }
+                None => parked,
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO parked (entity, parked_at, entry) VALUES (?1, ?2, ?3)",
+                params![
+                    entry.entity,
+                    entry.parked_at.to_string(),
+                    serde_json::to_string(&entry).map_err(corrupt)?
+                ],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn parked(&self) -> Result<Vec<Parked>, ReadModelError> {
+        self.with_conn(|conn| {
+            let mut statement = conn
+                .prepare("SELECT entry FROM parked")
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(unavailable)?;
+            let mut all = Vec::new();
+            for row in rows {
+                all.push(serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?);
+            }
+            Parked::sort(&mut all);
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn parked_entity(&self, entity: &str) -> Result<Option<Parked>, ReadModelError> {
+        let entity = entity.to_owned();
+        self.with_conn(move |conn| parked_entry(conn, &entity))
+            .await
+    }
+
+    async fn unpark(&self, entity: &str, seen: u64) -> Result<bool, ReadModelError> {
+        let entity = entity.to_owned();
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            if parked_entry(&tx, &entity)?.is_none_or(|p| p.set_aside != seen) {
+                return Ok(false);
+            }
+            tx.execute("DELETE FROM parked WHERE entity = ?1", [&entity])
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn attach_positions(

@@ -19,11 +19,12 @@ use timeline_core::ports::{
     Published, StoreError, StreamReader, WriteModelStore,
 };
 use timeline_core::read_ports::{
-    Lookup, Page, PageRequest, PositionOf, ReadModelError, ReadModelQueries, ReadModelStore,
-    StoredView, ViewWrite,
+    Lookup, Page, PageRequest, Parked, PositionOf, ReadModelError, ReadModelQueries,
+    ReadModelStore, StoredView, ViewWrite,
 };
 use timeline_core::replay::Stored;
 use timeline_core::shards::{PageEnd, ReadFrom, Shard};
+pub use timeline_core::testkit::WriteCheck;
 use timeline_core::views::HistoryEntry;
 use timeline_core::{CommitRecord, StreamKey, Timestamp};
 
@@ -461,6 +462,42 @@ impl<R: ReadModelStore> ReadModelStore for Faulty<R> {
             return Err(e);
         }
         self.inner.attach_positions(key, positions).await
+    }
+
+    async fn park(&self, parked: &Parked) -> Result<(), ReadModelError> {
+        if let Some(e) = read_fault(self.schedule.before("UpdateItem").await, "UpdateItem") {
+            return Err(e);
+        }
+        self.inner.park(parked).await?;
+        if self.schedule.lose_answer("UpdateItem") {
+            return Err(ReadModelError::Unavailable(LOST.into()));
+        }
+        Ok(())
+    }
+
+    async fn parked(&self) -> Result<Vec<Parked>, ReadModelError> {
+        if let Some(e) = read_fault(self.schedule.before("Query").await, "Query") {
+            return Err(e);
+        }
+        self.inner.parked().await
+    }
+
+    async fn parked_entity(&self, entity: &str) -> Result<Option<Parked>, ReadModelError> {
+        if let Some(e) = read_fault(self.schedule.before("GetItem").await, "GetItem") {
+            return Err(e);
+        }
+        self.inner.parked_entity(entity).await
+    }
+
+    async fn unpark(&self, entity: &str, seen: u64) -> Result<bool, ReadModelError> {
+        if let Some(e) = read_fault(self.schedule.before("DeleteItem").await, "DeleteItem") {
+            return Err(e);
+        }
+        let done = self.inner.unpark(entity, seen).await?;
+        if self.schedule.lose_answer("DeleteItem") {
+            return Err(ReadModelError::Unavailable(LOST.into()));
+        }
+        Ok(done)
     }
 }
 
