@@ -2,17 +2,19 @@
 # Benchmarks (figures printed side by side with their baselines; never timed assertions):
 # each function's cold start against a minimal lambda_runtime hello world, sustained commands
 # per second through the local runner on its embedded backend (neither needs moto), the
-# in-process cost of one command, and the archive replay (local disk and S3 in moto).
-# Usage: infra/bench.sh [coldstart|sustained|command|replay]   (default: all four)
+# in-process cost of one command, the processor's records per second per shard against
+# read models with a DynamoDB round trip's latency, and the archive replay (local disk and
+# S3 in moto).
+# Usage: infra/bench.sh [coldstart|sustained|processor|command|replay]   (default: all five)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 which=${1:-all}
 case "$which" in
-    all | replay | command | coldstart | sustained) ;;
+    all | replay | command | coldstart | sustained | processor) ;;
     *)
-        echo "usage: infra/bench.sh [coldstart|sustained|command|replay]" >&2
+        echo "usage: infra/bench.sh [coldstart|sustained|processor|command|replay]" >&2
         exit 2
         ;;
 esac
@@ -26,7 +28,10 @@ fi
 if [ "$which" = all ] || [ "$which" = sustained ]; then
     (unset AWS_ENDPOINT_URL; cargo bench --locked -p timeline-local --bench sustained)
 fi
-case "$which" in coldstart | sustained) exit 0 ;; esac
+if [ "$which" = all ] || [ "$which" = processor ]; then
+    cargo bench --locked -p processor --bench throughput
+fi
+case "$which" in coldstart | sustained | processor) exit 0 ;; esac
 
 source infra/moto.sh
 venv="$root/.venv"

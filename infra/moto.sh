@@ -22,7 +22,8 @@ moto_start() {
     local venv=$1 log=$2
     mkdir -p "$(dirname "$log")"
     MOTO_PORT=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "$venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$log" 2>&1 &
+    # One request at a time (see moto_server.py: moto's transactions are not isolated).
+    MOTO_PORT=$MOTO_PORT "$venv/bin/python" infra/moto_server.py "$MOTO_PORT" >"$log" 2>&1 &
     MOTO_PID=$!
     for _ in $(seq 1 100); do
         if "$venv/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$MOTO_PORT/moto-api/')" 2>/dev/null; then

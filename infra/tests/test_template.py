@@ -127,6 +127,15 @@ def test_api_functions_answer_within_the_api_gateway_timeout(template):
             assert timeout <= 29, f"{name}: API Gateway gives up after 29 s"
 
 
+def test_the_command_handler_outlasts_its_calls_so_a_stalled_publish_still_answers(template):
+    # The SDK's operation timeout (shared/aws/src/config.rs) bounds each call; a command
+    # makes at most four in a row (head, commit, publish, confirm).
+    config = (ROOT / "shared" / "aws" / "src" / "config.rs").read_text()
+    operation = re.search(r"\.operation_timeout\(Duration::from_secs\((\d+)\)\)", config)
+    fn = functions(template)["CommandHandlerFunction"]["Properties"]
+    assert 4 * int(operation.group(1)) < fn["Timeout"] <= 29
+
+
 def test_every_function_environment_names_resources_that_exist(template, transformed, resources):
     by_env = {t["env"]: t["logical_id"] for t in resources["tables"]}
     by_env[resources["stream"]["env"]] = resources["stream"]["logical_id"]

@@ -238,6 +238,21 @@ async fn every_bad_request_gets_its_4xx_problem_and_writes_nothing() {
             "unsupported_media_type",
         )
         .header("Content-Type", "application/x-www-form-urlencoded"),
+        // Numbers DynamoDB cannot hold: refused here, on every backend, before a commit.
+        case(
+            "a latitude too small to store",
+            "/rides",
+            r#"{"id": "r9", "rider_id": "x", "pickup": {"address": "A", "lat": 1e-200, "lon": 1}, "dropoff": {"address": "B", "lat": 2, "lon": 1}}"#,
+            400,
+            "invalid_body",
+        ),
+        case(
+            "a distance too large to store",
+            "/rides/r1/complete",
+            r#"{"final_fare_cents": 100, "distance_km": 1e200}"#,
+            400,
+            "invalid_body",
+        ),
         case(
             "wrong method",
             "/rides/r1/start",
@@ -261,6 +276,14 @@ async fn every_bad_request_gets_its_4xx_problem_and_writes_nothing() {
             c.name
         );
         assert_eq!(problem["code"], c.code, "{}: {problem}", c.name);
+        if c.name.ends_with("to store") {
+            let field = problem["field"].as_str().unwrap_or_default();
+            assert!(
+                field == "pickup.lat" || field == "distance_km",
+                "{}: {problem}",
+                c.name
+            );
+        }
         assert_eq!(problem["status"], c.status, "{}", c.name);
         assert!(
             problem["detail"].as_str().is_some_and(|d| !d.is_empty()),

@@ -38,8 +38,12 @@ async fn book(api: &Api, id: &str) {
 /// are exactly 1..=n.
 fn assert_ordered(events: &[EventEnvelope]) -> BTreeMap<String, u64> {
     let mut highest: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ids: BTreeMap<(String, u64), &str> = BTreeMap::new();
     for e in events {
         let key = e.stream_key().to_string();
+        // A copy of a version is the same event; two events never share a version.
+        let id = ids.entry((key.clone(), e.version)).or_insert(&e.event_id);
+        assert_eq!(*id, e.event_id, "{key} version {} is two events", e.version);
         let seen = highest.entry(key.clone()).or_default();
         assert!(
             e.version <= *seen + 1,

@@ -435,17 +435,7 @@ async fn embedded_world(dir: &Path) -> (Embedded, Vec<EventEnvelope>) {
     for shard in db.shards().await.unwrap() {
         let page = db.read(&shard.id, &ReadFrom::Oldest, 10_000).await.unwrap();
         assert_eq!(page.end, PageEnd::CaughtUp);
-        let incoming: Vec<IncomingRecord> = page
-            .records
-            .iter()
-            .map(|r| IncomingRecord {
-                sequence_number: r.sequence_number.clone(),
-                partition_key: r.partition_key.clone(),
-                data: r.data.clone(),
-                shard_id: Some(r.shard_id.clone()),
-                arrival: Some(r.arrival),
-            })
-            .collect();
+        let incoming: Vec<IncomingRecord> = page.records.iter().map(IncomingRecord::from).collect();
         let outcome = processor
             .process(
                 &incoming,
@@ -596,8 +586,10 @@ async fn a_rebuild_killed_at_random_points_resumes_to_the_same_read_models() {
                 *last.lock().unwrap() = report.position.clone();
             };
             let run = h.rebuild(Some(&into), from, &none, &mut keep);
-            // Killed mid-read, mid-write, between parts.
-            let budget = Duration::from_millis(rng.u64(1..whole_run.max(2)));
+            // Killed mid-read, mid-write, between parts; the first try of a round (the
+            // whole work) within a third of a whole run, so every round is killed.
+            let most = if kills == 0 { whole_run / 3 } else { whole_run };
+            let budget = Duration::from_millis(rng.u64(1..most.max(2)));
             match tokio::time::timeout(budget, run).await {
                 Ok(report) => {
                     let report = report.unwrap();

@@ -58,16 +58,7 @@ pub struct ProcessorFunction<R>(pub Processor<R>);
 
 impl<R: ReadModelStore> BatchHandler for ProcessorFunction<R> {
     async fn handle(&self, records: &[LogRecord]) -> Option<String> {
-        let incoming: Vec<IncomingRecord> = records
-            .iter()
-            .map(|r| IncomingRecord {
-                shard_id: Some(r.shard_id.clone()),
-                arrival: Some(r.arrival),
-                sequence_number: r.sequence_number.clone(),
-                partition_key: r.partition_key.clone(),
-                data: r.data.clone(),
-            })
-            .collect();
+        let incoming: Vec<IncomingRecord> = records.iter().map(IncomingRecord::from).collect();
         let outcome = self.0.process(&incoming, SystemClock.now()).await;
         for (index, failure) in &outcome.failures {
             tracing::warn!(record = %records[*index].sequence_number, ?failure, "processor could not apply a record");

@@ -4,7 +4,7 @@
 //! - its history: `pk = <type>#<id>`, `sk = h#<occurred_at>#<version>`, one item per event,
 //!   so a time range is one `Query` on the sort key.
 
-use crate::keys::{all_shards, spread, PARKED_SHARDS};
+use crate::keys::{all_shards, spread, PARKED_SHARDS, STATUS_SHARDS};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_attribute_value, to_item};
@@ -120,9 +120,15 @@ impl DynamoReadModels {
             "view".into(),
             to_attribute_value(&write.view).map_err(corrupt)?,
         );
+        // Spread over shards: a status family is shared by many entities, and every view
+        // write of one of them writes the index (see `keys`).
         item.insert(
             "status_key".into(),
-            s(format!("{kind}#{}", write.status_family)),
+            s(spread(
+                &format!("{kind}#{}", write.status_family),
+                &write.key.partition_key(),
+                STATUS_SHARDS,
+            )),
         );
         item.insert("updated_sk".into(), s(format!("{}#{id}", write.updated_at)));
         item.insert("created_sk".into(), s(format!("{}#{id}", write.created_at)));
@@ -435,6 +441,141 @@ fn view_of(item: Item) -> Result<serde_json::Value, ReadModelError> {
     serde_dynamo::aws_sdk_dynamodb_1::from_attribute_value(view).map_err(corrupt)
 }
 
+/// Where a status list stands in one shard of its family.
+#[derive(Debug, Clone, PartialEq)]
+enum ShardAt {
+    /// Not read yet: from its newest item.
+    Top,
+    /// After this item (its `updated_sk` and `pk`).
+    After(String, String),
+    /// Read to its end.
+    Done,
+}
+
+impl ShardAt {
+    fn encode(&self) -> String {
+        match self {
+            ShardAt::Top => String::new(),
+            ShardAt::After(sort, pk) => format!("{sort}\n{pk}"),
+            ShardAt::Done => "-".into(),
+        }
+    }
+
+    fn decode(text: &str) -> Result<ShardAt, ReadModelError> {
+        Ok(match text {
+            "" => ShardAt::Top,
+            "-" => ShardAt::Done,
+            _ => {
+                let (sort, pk) = text.split_once('\n').ok_or(ReadModelError::InvalidCursor)?;
+                ShardAt::After(sort.to_owned(), pk.to_owned())
+            }
+        })
+    }
+}
+
+impl DynamoReadModels {
+    /// Views in one status family, newest update first, across the family's shards: each
+    /// page asks every shard not read to its end for up to a page of its newest items after
+    /// where the cursor left it, and keeps the newest `limit` of them all. The cursor holds
+    /// where each shard stands.
+    async fn list_by_status(
+        &self,
+        family: &str,
+        page: &PageRequest,
+    ) -> Result<Page<serde_json::Value>, ReadModelError> {
+        let names: Vec<String> = (0..STATUS_SHARDS).map(|n| format!("s{n}")).collect();
+        let free: Vec<&str> = names.iter().map(String::as_str).collect();
+        let at: Vec<ShardAt> = match layout::decode_cursor(
+            page.cursor.as_deref(),
+            &[("status", family)],
+            &free,
+            None,
+        )? {
+            None => vec![ShardAt::Top; STATUS_SHARDS as usize],
+            Some(flat) => names
+                .iter()
+                .map(|n| ShardAt::decode(&flat[n]))
+                .collect::<Result<_, _>>()?,
+        };
+        let limit = limit(page);
+        let reads = all_shards(family, STATUS_SHARDS)
+            .zip(&at)
+            .map(|(shard, at)| async move {
+                let start = match at {
+                    ShardAt::Done => return Ok((Vec::new(), true)),
+                    ShardAt::Top => None,
+                    ShardAt::After(sort, pk) => Some(HashMap::from([
+                        ("status_key".to_owned(), s(&shard)),
+                        ("updated_sk".to_owned(), s(sort)),
+                        ("pk".to_owned(), s(pk)),
+                        ("sk".to_owned(), s(VIEW_SK)),
+                    ])),
+                };
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(BY_STATUS)
+                    .key_condition_expression("status_key = :v")
+                    .expression_attribute_values(":v", s(&shard))
+                    .scan_index_forward(false)
+                    .limit(limit)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                let ended = out.last_evaluated_key().is_none();
+                Ok::<_, ReadModelError>((out.items.unwrap_or_default(), ended))
+            });
+        let read = futures::future::try_join_all(reads).await?;
+        // Every shard's items, newest first (`updated_sk` ends with the id: no two equal).
+        let sort_of = |item: &Item| {
+            item.get("updated_sk")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut merged: Vec<(String, usize, Item)> = read
+            .iter()
+            .enumerate()
+            .flat_map(|(n, (items, _))| items.iter().map(move |i| (sort_of(i), n, i.clone())))
+            .collect();
+        merged.sort_by(|a, b| b.0.cmp(&a.0));
+        merged.truncate(limit as usize);
+        let mut at = at;
+        let mut taken = vec![0usize; at.len()];
+        for (sort, n, item) in &merged {
+            taken[*n] += 1;
+            let pk = item
+                .get("pk")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            at[*n] = ShardAt::After(sort.clone(), pk);
+        }
+        for (n, (items, ended)) in read.iter().enumerate() {
+            if *ended && taken[n] == items.len() {
+                at[n] = ShardAt::Done;
+            }
+        }
+        let next_cursor = (!at.iter().all(|a| *a == ShardAt::Done)).then(|| {
+            let encoded: Vec<String> = at.iter().map(ShardAt::encode).collect();
+            let mut flat: BTreeMap<&str, &str> = names
+                .iter()
+                .map(String::as_str)
+                .zip(encoded.iter().map(String::as_str))
+                .collect();
+            flat.insert("status", family);
+            layout::encode_cursor(&flat)
+        });
+        let items = merged
+            .into_iter()
+            .map(|(_, _, item)| view_of(item))
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next_cursor })
+    }
+}
+
 impl ReadModelQueries for DynamoReadModels {
     async fn view(&self, key: &StreamKey) -> Result<Option<serde_json::Value>, ReadModelError> {
         let out = self
@@ -455,11 +596,10 @@ impl ReadModelQueries for DynamoReadModels {
         page: &PageRequest,
     ) -> Result<Page<serde_json::Value>, ReadModelError> {
         let (index, attribute, value) = index_of(lookup);
-        let sort = if lookup.kind == LookupKind::Status {
-            "updated_sk"
-        } else {
-            "created_sk"
-        };
+        if lookup.kind == LookupKind::Status {
+            return self.list_by_status(&value, page).await;
+        }
+        let sort = "created_sk";
         // An index cursor holds the view item's key (pk varies, sk is `view`) and the index
         // key (this lookup's value, and the sort attribute).
         let start = decode_cursor(

@@ -305,11 +305,15 @@ impl StreamReader for KinesisReader {
         }
     }
 
-    /// The MD5 of the key as a 128-bit number: where Kinesis puts it among the shards'
-    /// hash-key ranges.
     fn key_hash(&self, partition_key: &str) -> u128 {
-        u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+        key_hash(partition_key)
     }
+}
+
+/// The MD5 of a partition key as a 128-bit number: where Kinesis puts it among the
+/// shards' hash-key ranges.
+pub fn key_hash(partition_key: &str) -> u128 {
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
 }
 
 /// A record's arrival, or now when Kinesis gave none.

@@ -1,9 +1,12 @@
 //! The write model in DynamoDB: one head item per entity (version, state snapshot, outbox)
 //! and one item per idempotency key, in a single table keyed by `pk`.
 //!
-//! Heads whose outbox is non-empty carry `outbox = "pending"` and `pending_since`, the keys
-//! of the sparse index the sweep reads; clearing the outbox removes both.
+//! Heads whose outbox is non-empty carry `outbox = "pending#<n>"` (one of
+//! [`OUTBOX_SHARDS`] by the head's key, so the index's writes spread over partitions) and
+//! `pending_since`, the keys of the sparse index the sweep reads; clearing the outbox
+//! removes both. Heads written before the shards carry `outbox = "pending"`, read too.
 
+use crate::keys::{all_shards, spread, OUTBOX_SHARDS};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
@@ -129,7 +132,9 @@ impl HeadItem {
                 .map(|e| serde_json::to_string(e).expect("envelopes serialize"))
                 .collect(),
             pending_from: head.pending.first().map(|e| e.version),
-            outbox: pending_since.as_ref().map(|_| OUTBOX_PENDING.to_owned()),
+            outbox: pending_since
+                .as_ref()
+                .map(|_| spread(OUTBOX_PENDING, &head.key.partition_key(), OUTBOX_SHARDS)),
             pending_since,
             last_occurred_at: head.last_occurred_at,
             updated_at: head.updated_at,
@@ -420,23 +425,40 @@ impl WriteModelStore for DynamoWriteStore {
         }))
     }
 
+    /// The oldest pending heads across the index's shards (and the unsharded partition
+    /// older heads used): up to `limit` from each, merged oldest first.
     async fn pending_heads(&self, limit: usize) -> Result<Vec<StreamKey>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(OUTBOX_INDEX)
-            .key_condition_expression("outbox = :pending")
-            .expression_attribute_values(":pending", AttributeValue::S(OUTBOX_PENDING.into()))
-            .limit(limit.clamp(1, 1000) as i32)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(out
-            .items()
-            .iter()
-            .filter_map(|item| item.get("pk")?.as_s().ok())
-            .filter_map(|pk| StreamKey::parse_partition_key(pk))
+        let limit = limit.clamp(1, 1000);
+        let partitions = all_shards(OUTBOX_PENDING, OUTBOX_SHARDS)
+            .chain(std::iter::once(OUTBOX_PENDING.to_owned()));
+        let reads = partitions.map(|partition| async move {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(OUTBOX_INDEX)
+                .key_condition_expression("outbox = :pending")
+                .expression_attribute_values(":pending", AttributeValue::S(partition))
+                .limit(limit as i32)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            Ok::<_, StoreError>(out.items.unwrap_or_default())
+        });
+        let mut pending: Vec<(String, String)> = futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .filter_map(|item| {
+                let text = |name: &str| Some(item.get(name)?.as_s().ok()?.clone());
+                Some((text("pending_since")?, text("pk")?))
+            })
+            .collect();
+        pending.sort();
+        Ok(pending
+            .into_iter()
+            .take(limit)
+            .filter_map(|(_, pk)| StreamKey::parse_partition_key(&pk))
             .collect())
     }
 }

@@ -36,6 +36,19 @@ pub struct IncomingRecord {
     pub arrival: Option<Timestamp>,
 }
 
+/// A record as the log serves it, as the processor takes it.
+impl From<&crate::ports::LogRecord> for IncomingRecord {
+    fn from(r: &crate::ports::LogRecord) -> Self {
+        IncomingRecord {
+            sequence_number: r.sequence_number.clone(),
+            partition_key: r.partition_key.clone(),
+            data: r.data.clone(),
+            shard_id: Some(r.shard_id.clone()),
+            arrival: Some(r.arrival),
+        }
+    }
+}
+
 impl IncomingRecord {
     pub fn position(&self) -> Option<crate::ports::LogPosition> {
         Some(crate::ports::LogPosition {

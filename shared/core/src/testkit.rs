@@ -114,6 +114,48 @@ pub fn sample_ride(id: &str, version: u64) -> crate::EventEnvelope {
     }
 }
 
+/// The read-model calls a test wrapper passes straight to `self.inner`: stream positions and
+/// parking.
+macro_rules! forward_parking_and_positions {
+    () => {
+        async fn attach_positions(
+            &self,
+            key: &crate::StreamKey,
+            positions: &[crate::read_ports::PositionOf],
+        ) -> Result<(), crate::read_ports::ReadModelError> {
+            self.inner.attach_positions(key, positions).await
+        }
+
+        async fn park(
+            &self,
+            parked: &crate::park::Parked,
+        ) -> Result<(), crate::read_ports::ReadModelError> {
+            self.inner.park(parked).await
+        }
+
+        async fn parked(
+            &self,
+        ) -> Result<Vec<crate::park::Parked>, crate::read_ports::ReadModelError> {
+            self.inner.parked().await
+        }
+
+        async fn parked_entity(
+            &self,
+            entity: &str,
+        ) -> Result<Option<crate::park::Parked>, crate::read_ports::ReadModelError> {
+            self.inner.parked_entity(entity).await
+        }
+
+        async fn unpark(
+            &self,
+            entity: &str,
+            seen: u64,
+        ) -> Result<bool, crate::read_ports::ReadModelError> {
+            self.inner.unpark(entity, seen).await
+        }
+    };
+}
+
 /// Read models whose view writes first pass `check`: an error it answers is the write's
 /// answer, and nothing is written (a flaky table, a value the table refuses, a slow one, a
 /// race at a chosen moment). Everything else goes straight through.
@@ -149,37 +191,39 @@ where
         self.inner.write(write).await
     }
 
-    async fn attach_positions(
+    forward_parking_and_positions!();
+}
+
+/// Read models where every call takes `per_call` more, as a round trip to DynamoDB does: a
+/// load is one call (a batch get of up to 100 keys, its chunks in parallel); a view write two
+/// (the history entries in one batch write, then the conditional put). For
+/// benchmarks of how the processor spends its time waiting (parking and positions are not
+/// on its path, and are not slowed).
+#[derive(Clone)]
+pub struct Latency<R> {
+    pub inner: R,
+    pub per_call: std::time::Duration,
+}
+
+impl<R: crate::read_ports::ReadModelStore> crate::read_ports::ReadModelStore for Latency<R> {
+    async fn load_views(
         &self,
-        key: &crate::StreamKey,
-        positions: &[crate::read_ports::PositionOf],
+        keys: &[crate::StreamKey],
+    ) -> Result<
+        std::collections::HashMap<crate::StreamKey, crate::read_ports::StoredView>,
+        crate::read_ports::ReadModelError,
+    > {
+        tokio::time::sleep(self.per_call).await;
+        self.inner.load_views(keys).await
+    }
+
+    async fn write(
+        &self,
+        write: crate::read_ports::ViewWrite,
     ) -> Result<(), crate::read_ports::ReadModelError> {
-        self.inner.attach_positions(key, positions).await
+        tokio::time::sleep(self.per_call * 2).await;
+        self.inner.write(write).await
     }
 
-    async fn park(
-        &self,
-        parked: &crate::park::Parked,
-    ) -> Result<(), crate::read_ports::ReadModelError> {
-        self.inner.park(parked).await
-    }
-
-    async fn parked(&self) -> Result<Vec<crate::park::Parked>, crate::read_ports::ReadModelError> {
-        self.inner.parked().await
-    }
-
-    async fn parked_entity(
-        &self,
-        entity: &str,
-    ) -> Result<Option<crate::park::Parked>, crate::read_ports::ReadModelError> {
-        self.inner.parked_entity(entity).await
-    }
-
-    async fn unpark(
-        &self,
-        entity: &str,
-        seen: u64,
-    ) -> Result<bool, crate::read_ports::ReadModelError> {
-        self.inner.unpark(entity, seen).await
-    }
+    forward_parking_and_positions!();
 }

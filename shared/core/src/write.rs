@@ -398,9 +398,16 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
         let idempotency = request.idempotency.clone().unwrap_or_else(|| {
             IdempotencyKey::made(format!("made:{}", uuid::Uuid::new_v4()), "made")
         });
-        match self.run::<A>(&request, &idempotency).await {
+        let mut committed_once = false;
+        match self
+            .run::<A>(&request, &idempotency, &mut committed_once)
+            .await
+        {
             Ok(outcome) => Ok(outcome),
-            Err(e) => self.settle::<A>(e, &request, &idempotency).await,
+            Err(e) => {
+                self.settle::<A>(e, &request, &idempotency, committed_once)
+                    .await
+            }
         }
     }
 
@@ -412,9 +419,22 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
         error: CommandError<A::Error>,
         request: &CommandRequest<A::Command>,
         idempotency: &IdempotencyKey,
+        committed_once: bool,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
         let now = self.clock.now();
         match error {
+            // A commit was tried and refused, then a read failed: the refusal may have
+            // followed our own write (the SDK retries a write whose answer was lost, and
+            // the retry meets the write). Only the key can tell.
+            CommandError::Store(StoreError::Unavailable(detail)) if committed_once => {
+                match self.store.load_idempotency(&idempotency.key, now).await {
+                    Ok(Some(record)) => self.replay(record, idempotency).await,
+                    Ok(None) => Err(CommandError::Store(StoreError::Unavailable(detail))),
+                    Err(_) => Err(CommandError::OutcomeUnknown {
+                        key: idempotency.key.clone(),
+                    }),
+                }
+            }
             CommandError::Domain(_)
             | CommandError::VersionConflict { .. }
             | CommandError::Contention { .. }
@@ -485,6 +505,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
         &self,
         request: &CommandRequest<A::Command>,
         idempotency: &IdempotencyKey,
+        committed_once: &mut bool,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
         let key = StreamKey::new(A::TYPE, &request.aggregate_id);
         // Key and fingerprint: a retry gets the same ids, and a key reused for another
@@ -542,6 +563,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
                 Ok(Plan::Commit { commit, outcome }) => (commit, outcome),
             };
             let new_head = commit.head.clone();
+            *committed_once = true;
             match self.store.commit(*commit).await {
                 Ok(()) => {
                     let mut outcome = outcome;

@@ -536,6 +536,12 @@ impl<S: WriteModelStore> WriteModelStore for Faulty<S> {
         if let Some(e) = write_fault(self.schedule.before(operation).await, operation) {
             return Err(e.into());
         }
+        // Cancelled by another transaction on the item: nothing written.
+        if self.schedule.roll(operation, "transaction_conflict", |f| {
+            f.transaction_conflict
+        }) {
+            return Err(CommitError::Busy);
+        }
         self.inner.commit(commit).await?;
         if self.schedule.lose_answer(operation) {
             return Err(StoreError::Uncertain(LOST.into()).into());
