@@ -264,30 +264,36 @@ impl DynamoWriteStore {
                 .iter()
                 .map(|r| r.code().unwrap_or("None"))
                 .collect();
-            let failed = |i: usize| codes.get(i) == Some(&"ConditionalCheckFailed");
-            if failed(1) {
-                return Err(CommitError::IdempotencyConflict);
-            }
-            if failed(0) {
-                return Err(CommitError::HeadConflict);
-            }
-            if codes.contains(&"TransactionConflict") {
-                if attempt < 4 {
+            match cancelled(&codes) {
+                Err(CommitError::Busy) if attempt < 4 => {
                     tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
-                    continue;
                 }
-                return Err(CommitError::Busy);
+                other => return other,
             }
-            if codes.is_empty() {
-                // Some emulators omit the reasons: the head condition is the likely one.
-                return Err(CommitError::HeadConflict);
-            }
-            // Cancelled (throttled, invalid): nothing of the transaction was written.
-            return Err(
-                StoreError::Unavailable(format!("transaction cancelled: {codes:?}")).into(),
-            );
         }
     }
+}
+
+/// What a cancelled transaction of (head, idempotency record) means, from its reasons in
+/// item order. Nothing of a cancelled transaction was written, whatever the reason.
+fn cancelled(codes: &[&str]) -> Result<(), CommitError> {
+    let failed = |i: usize| codes.get(i) == Some(&"ConditionalCheckFailed");
+    if failed(1) {
+        return Err(CommitError::IdempotencyConflict);
+    }
+    if failed(0) {
+        return Err(CommitError::HeadConflict);
+    }
+    if codes.contains(&"TransactionConflict") {
+        // Another transaction held an item; the conditions make a retry safe.
+        return Err(CommitError::Busy);
+    }
+    if codes.is_empty() {
+        // Some emulators omit the reasons: the head condition is the likely one.
+        return Err(CommitError::HeadConflict);
+    }
+    // Throttled, or refused as invalid.
+    Err(StoreError::Unavailable(format!("transaction cancelled: {codes:?}")).into())
 }
 
 impl WriteModelStore for DynamoWriteStore {
@@ -478,4 +484,44 @@ pub async fn raw_item(
         .await
         .map_err(unavailable)?;
     Ok(out.item)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cancellation_reason_means_what_dynamodb_says() {
+        let none = "None";
+        let is = |codes: &[&str], expected: CommitError| {
+            assert_eq!(cancelled(codes), Err(expected), "{codes:?}")
+        };
+        is(&["ConditionalCheckFailed", none], CommitError::HeadConflict);
+        is(
+            &[none, "ConditionalCheckFailed"],
+            CommitError::IdempotencyConflict,
+        );
+        // Both failed (our own earlier write met again): the key says whose it was.
+        is(
+            &["ConditionalCheckFailed", "ConditionalCheckFailed"],
+            CommitError::IdempotencyConflict,
+        );
+        is(&["TransactionConflict", none], CommitError::Busy);
+        is(&[none, "TransactionConflict"], CommitError::Busy);
+        is(&[], CommitError::HeadConflict);
+        for code in [
+            "ThrottlingError",
+            "ProvisionedThroughputExceeded",
+            "ValidationError",
+            "ItemCollectionSizeLimitExceeded",
+        ] {
+            assert!(
+                matches!(
+                    cancelled(&[code, none]),
+                    Err(CommitError::Store(StoreError::Unavailable(_)))
+                ),
+                "{code}"
+            );
+        }
+    }
 }

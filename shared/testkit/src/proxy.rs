@@ -3,7 +3,8 @@
 //! service at it, with `AWS_ENDPOINT_URL_KINESIS`) and every call goes through it:
 //!
 //! - **faults** from a [`Schedule`]: throttling, 500s, lost answers (the work done, the
-//!   caller told it failed), slow answers, `TransactionCanceledException` with a conflict,
+//!   caller told it failed), slow answers, `TransactionCanceledException` with each reason that leaves nothing written (a
+//!   conflict, throttling),
 //!   `TransactionConflictException`, partial `BatchWriteItem` / `BatchGetItem` /
 //!   `PutRecords` results, S3 listings in small pages, `ListShards` in small pages;
 //! - **Kinesis reads as AWS serves them**: shard iterators are the proxy's own tokens, so a
@@ -578,8 +579,16 @@ impl Shared {
                     .and_then(|b| b["TransactItems"].as_array().map(Vec::len))
                     .unwrap_or(1)
                     .max(1);
+                // Each reason DynamoDB gives for a transaction cancelled with nothing written
+                // (a failed condition comes from moto itself).
                 let mut reasons = vec![json!({ "Code": "None" }); items];
-                reasons[0] = json!({ "Code": "TransactionConflict", "Message": "Transaction is ongoing for the item" });
+                let (code, message) = [
+                    ("TransactionConflict", "Transaction is ongoing for the item"),
+                    ("ThrottlingError", "Throughput exceeds the current capacity for one or more global secondary indexes"),
+                    ("ProvisionedThroughputExceeded", "The level of configured provisioned throughput for the table was exceeded"),
+                ][self.schedule.draw(0..3)];
+                let at = self.schedule.draw(0..items);
+                reasons[at] = json!({ "Code": code, "Message": message });
                 let codes: Vec<&str> = reasons
                     .iter()
                     .map(|r| r["Code"].as_str().unwrap_or("None"))
