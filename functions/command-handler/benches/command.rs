@@ -12,10 +12,10 @@ use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use timeline_core::codec::encode_event;
-use timeline_core::memory::{MemoryLog, MemoryStore};
 use timeline_core::ports::SystemClock;
 use timeline_core::ride::{RideAggregate, RideCommand};
 use timeline_core::Aggregate;
+use timeline_engine::memory::{MemoryLog, MemoryStore};
 use timeline_http::apigw::{self, ProxyRequest};
 
 fn measure(name: &str, mut f: impl FnMut(u64)) -> f64 {

@@ -10,9 +10,9 @@ use timeline_core::ports::{Clock, EventLog, StoreError, WriteModelStore};
 use timeline_core::ride::RideAggregate;
 use timeline_core::video::VideoAggregate;
 use timeline_core::write::{
-    CommandError, CommandOutcome, CommandRequest, CommandService, IdempotencyKey, RequestContext,
-    WriteConfig,
+    CommandError, CommandOutcome, CommandRequest, IdempotencyKey, RequestContext, WriteConfig,
 };
+use timeline_engine::write::CommandService;
 use timeline_http::Problem;
 
 pub struct CommandApi<S, L, C> {

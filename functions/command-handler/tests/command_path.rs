@@ -10,7 +10,8 @@ use timeline_core::hydrate::hydrate;
 use timeline_core::ports::{SystemClock, WriteModelStore};
 use timeline_core::ride::RideAggregate;
 use timeline_core::video::{VideoAggregate, VideoState};
-use timeline_core::{EventEnvelope, StreamKey};
+use timeline_core::EventEnvelope;
+use timeline_core::StreamKey;
 use timeline_testkit::{post, read, TestEnv};
 
 type Api = CommandApi<DynamoWriteStore, KinesisEventLog, SystemClock>;

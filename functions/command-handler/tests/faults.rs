@@ -20,17 +20,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use timeline_aws::stream_reader::KinesisReader;
+use timeline_core::codec::decode_record;
 use timeline_core::ports::{Clock, EventLog, StreamReader, SystemClock, WriteModelStore};
-use timeline_core::processor::{IncomingRecord, Processor};
-use timeline_core::read_ports::{PageRequest, ReadModelQueries, ReadModelStore};
+use timeline_core::ports::{PageRequest, ReadModelQueries, ReadModelStore};
 use timeline_core::ride::{Location, RideAggregate, RideCommand};
 use timeline_core::shards::{Follower, PageEnd};
 use timeline_core::views::fold;
-use timeline_core::write::{
-    CommandError, CommandRequest, CommandService, IdempotencyKey, RequestContext,
-};
-use timeline_core::{codec::decode_record, EventEnvelope, StreamKey, Timestamp};
+use timeline_core::write::{CommandError, CommandRequest, IdempotencyKey, RequestContext};
+use timeline_core::EventEnvelope;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 use timeline_embedded::Embedded;
+use timeline_engine::projection::{IncomingRecord, Processor};
+use timeline_engine::write::CommandService;
 use timeline_testkit::faults::{Faults, Faulty, Schedule};
 use timeline_testkit::{post, read, unique, TestEnv};
 

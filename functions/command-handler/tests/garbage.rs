@@ -4,8 +4,8 @@
 use command_handler::routes::ROUTES;
 use command_handler::CommandApi;
 use proptest::prelude::*;
-use timeline_core::memory::{MemoryLog, MemoryStore};
 use timeline_core::ports::SystemClock;
+use timeline_engine::memory::{MemoryLog, MemoryStore};
 use timeline_testkit::api_request;
 
 fn runtime() -> tokio::runtime::Runtime {

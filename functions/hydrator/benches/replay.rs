@@ -16,15 +16,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use timeline_core::archive::{
-    decode_object, encode_object, object_key, parse_object_key, MAX_BUFFER_MILLIS,
-};
 use timeline_core::codec::encode_event;
-use timeline_core::fold::{parse_object_partitioned, StateFold};
 use timeline_core::ride::{Location, RideAggregate, RideEvent};
 use timeline_core::timetravel::{merge, state_at, AsOf};
 use timeline_core::video::{VideoAggregate, VideoEvent};
-use timeline_core::{Aggregate, CommitRecord, EventEnvelope, Metadata, StreamKey, Timestamp};
+use timeline_core::Aggregate;
+use timeline_core::CommitRecord;
+use timeline_core::EventEnvelope;
+use timeline_core::Metadata;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
+use timeline_engine::archive::{
+    decode_object, encode_object, object_key, parse_object_key, MAX_BUFFER_MILLIS,
+};
+use timeline_engine::fold::{parse_object_partitioned, StateFold};
 
 const PREFIX: &str = "events/";
 const STREAM: &str = "timeline-archive";

@@ -6,11 +6,12 @@ use crate::{Hydrator, HydratorError};
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use std::time::Duration;
-use timeline_core::read_ports::ReadModelStore;
-use timeline_core::replay::{EventSource, SourceError, Stored};
-use timeline_core::retry::Deadline;
+use timeline_core::ports::ReadModelStore;
+use timeline_core::ports::{EventSource, SourceError, Stored};
+use timeline_core::time::Deadline;
 use timeline_core::timetravel::AsOf;
-use timeline_core::{StreamKey, Timestamp};
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 use timeline_http::Problem;
 
 /// Time kept back from the invocation's deadline to answer (a clear 503, not a timeout).

@@ -7,19 +7,19 @@ pub mod wiring;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use timeline_core::park::{redrive, RedriveError, RedriveReport};
 use timeline_core::ports::{Clock, SystemClock};
-use timeline_core::processor::Processor;
-use timeline_core::read_ports::{ReadModelError, ReadModelStore};
-use timeline_core::replay::{
-    rebuild, verify, EntityEvents, EntityRead, EventSource, RebuildReport, Stored,
-};
-use timeline_core::retry::Deadline;
+use timeline_core::ports::{EntityEvents, EntityRead, EventSource, Stored};
+use timeline_core::ports::{ReadModelError, ReadModelStore};
 use timeline_core::ride::RideAggregate;
+use timeline_core::time::Deadline;
 use timeline_core::timetravel::{history, merge, state_at, AsOf};
 use timeline_core::video::VideoAggregate;
 use timeline_core::views::ReadModel;
-use timeline_core::{StreamKey, Timestamp};
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
+use timeline_engine::park::{redrive, RedriveError, RedriveReport};
+use timeline_engine::projection::Processor;
+use timeline_engine::replay::{rebuild, verify, RebuildReport};
 
 /// A direct invocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,7 +71,7 @@ pub enum HydratorError {
     /// The log could not be read now (unavailable, throttled past the time budget, or out
     /// of time): retry later.
     #[error(transparent)]
-    Source(#[from] timeline_core::replay::SourceError),
+    Source(#[from] timeline_core::ports::SourceError),
     #[error(transparent)]
     Redrive(#[from] RedriveError),
     #[error("read models: {0}")]

@@ -5,7 +5,7 @@
 use hydrator::HydratorRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use std::time::Duration;
-use timeline_core::retry::Deadline;
+use timeline_core::time::Deadline;
 
 /// Kept back from the invocation's deadline: a rebuild stops cleanly and reports where to
 /// resume, instead of being killed mid-write.

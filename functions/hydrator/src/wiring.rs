@@ -8,9 +8,9 @@ use timeline_aws::config::{
 use timeline_aws::event_source::AwsEventSource;
 use timeline_aws::read_models::DynamoReadModels;
 use timeline_aws::write_store::DynamoWriteStore;
+use timeline_core::ports::Stored;
 use timeline_core::ports::{Head, StoreError, WriteModelStore};
-use timeline_core::read_ports::{ReadModelError, ReadModelStore, StoredView};
-use timeline_core::replay::Stored;
+use timeline_core::ports::{ReadModelError, ReadModelStore, StoredView};
 use timeline_core::StreamKey;
 
 /// Heads and views, read-only, for verify.

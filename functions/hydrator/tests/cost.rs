@@ -15,13 +15,17 @@ use timeline_aws::archive::S3Archive;
 use timeline_aws::event_source::{aws_event_source, AwsEventSource};
 use timeline_aws::read_models::DynamoReadModels;
 use timeline_aws::stream_reader::StreamRecord;
-use timeline_core::archive::{encode_object, object_key, parse_object_key};
 use timeline_core::codec::{encode_event, encode_record};
 use timeline_core::ports::{Commit, EventLog, Head, SystemClock, WriteModelStore};
-use timeline_core::retry::Deadline;
 use timeline_core::ride::{Location, RideAggregate, RideEvent};
+use timeline_core::time::Deadline;
 use timeline_core::timetravel::AsOf;
-use timeline_core::{CommitRecord, EventEnvelope, Metadata, StreamKey, Timestamp};
+use timeline_core::CommitRecord;
+use timeline_core::EventEnvelope;
+use timeline_core::Metadata;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
+use timeline_engine::archive::{encode_object, object_key, parse_object_key};
 use timeline_testkit::{kinesis_event, TestEnv};
 
 const ARCHIVE_EVENTS: usize = 1_000_000;
@@ -327,7 +331,7 @@ async fn state_now_reads_one_rides_part_of_a_week_of_log() {
     // minutes before one of the archived events (listed in one go); and, on the ride's own
     // shard only, a read at each indexed record not in the archive plus the reads after the
     // last indexed one to the tip.
-    let window_from = times[0].plus_millis(-timeline_core::archive::MAX_BUFFER_MILLIS);
+    let window_from = times[0].plus_millis(-timeline_engine::archive::MAX_BUFFER_MILLIS);
     let window_to = times[ARCHIVED as usize - 1];
     let in_window = S3Archive::new(direct.s3.clone(), &env.names.archive_bucket, "events/")
         .list_keys(None, None)

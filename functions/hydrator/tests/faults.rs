@@ -17,16 +17,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
-use timeline_core::log_source::LogSource;
+use timeline_core::ports::ReadModelStore;
+use timeline_core::ports::{EventSource, Stored};
 use timeline_core::ports::{StreamReader, SystemClock};
-use timeline_core::processor::{IncomingRecord, Processor};
-use timeline_core::pump::{Pump, PumpConfig, StreamPump};
-use timeline_core::read_ports::ReadModelStore;
-use timeline_core::replay::{EventSource, Stored};
-use timeline_core::retry::Deadline;
 use timeline_core::shards::{PageEnd, ReadFrom};
-use timeline_core::{EventEnvelope, StreamKey};
+use timeline_core::time::Deadline;
+use timeline_core::EventEnvelope;
+use timeline_core::StreamKey;
 use timeline_embedded::{Embedded, LocalArchive};
+use timeline_engine::log_source::LogSource;
+use timeline_engine::projection::{IncomingRecord, Processor};
+use timeline_engine::pump::{Pump, PumpConfig, StreamPump};
 use timeline_testkit::faults::{Faults, Faulty, Schedule};
 use timeline_testkit::{post, read, scan_sorted, unique, TestEnv};
 
@@ -345,7 +346,7 @@ async fn an_answer_the_log_cannot_give_in_time_is_out_of_time_not_late() {
         matches!(
             answer,
             Err(HydratorError::Source(
-                timeline_core::replay::SourceError::OutOfTime(_)
+                timeline_core::ports::SourceError::OutOfTime(_)
             ))
         ),
         "{answer:?}"
@@ -582,7 +583,7 @@ async fn a_rebuild_killed_at_random_points_resumes_to_the_same_read_models() {
         loop {
             let from = last.lock().unwrap().clone();
             let none = Deadline::none();
-            let mut keep = |report: &timeline_core::replay::RebuildReport, _, _| {
+            let mut keep = |report: &timeline_engine::replay::RebuildReport, _, _| {
                 *last.lock().unwrap() = report.position.clone();
             };
             let run = h.rebuild(Some(&into), from, &none, &mut keep);

@@ -8,8 +8,10 @@ use hydrator::HydratorRequest;
 use serde_json::{json, Value};
 use support::*;
 use timeline_aws::archive::S3Archive;
-use timeline_core::retry::Deadline;
-use timeline_core::{EventEnvelope, StreamKey, Timestamp};
+use timeline_core::time::Deadline;
+use timeline_core::EventEnvelope;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 use timeline_testkit::{read, scan_sorted, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,11 +293,11 @@ async fn a_corrupt_archive_object_is_reported_with_its_key_and_the_rest_still_an
         PREFIX,
     );
     // A truncated object next to the good ones, written at the same time.
-    let written = timeline_core::archive::parse_object_key(PREFIX, &keys[0])
+    let written = timeline_engine::archive::parse_object_key(PREFIX, &keys[0])
         .unwrap()
         .written_at;
     let bad =
-        timeline_core::archive::object_key(PREFIX, "timeline-archive", written, "corrupt", false);
+        timeline_engine::archive::object_key(PREFIX, "timeline-archive", written, "corrupt", false);
     archive
         .put_object(&bad, b"{\"events\":[{\"event_id\":".to_vec())
         .await
@@ -396,9 +398,9 @@ async fn archive_late(w: &World, late: Timestamp) -> (Value, Vec<u64>) {
         .map(|e| e.version)
         .collect();
     versions.sort();
-    let bytes = timeline_core::archive::encode_object(&records, true);
+    let bytes = timeline_engine::archive::encode_object(&records, true);
     let new_key =
-        timeline_core::archive::object_key(PREFIX, "timeline-archive", late, "late", true);
+        timeline_engine::archive::object_key(PREFIX, "timeline-archive", late, "late", true);
     archive.put_object(&new_key, bytes).await.unwrap();
     w.env
         .clients

@@ -6,7 +6,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use timeline_aws::config::{required, EVENT_STREAM_NAME, WRITE_MODEL_TABLE};
 use timeline_aws::{Clients, DynamoWriteStore, KinesisEventLog};
 use timeline_core::ports::SystemClock;
-use timeline_core::write::{CommandService, SweepReport};
+use timeline_engine::write::{CommandService, SweepReport};
 
 /// Heads examined per invocation; the schedule runs again soon after.
 const BATCH: usize = 500;

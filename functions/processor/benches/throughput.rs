@@ -14,10 +14,12 @@
 
 use std::time::{Duration, Instant};
 use timeline_core::codec::encode_record;
-use timeline_core::memory::MemoryReadModels;
-use timeline_core::processor::{IncomingRecord, Processor, DEFAULT_CONCURRENCY};
-use timeline_core::testkit::{sample_ride, Latency};
-use timeline_core::{CommitRecord, Timestamp};
+use timeline_core::scenario::sample_ride;
+use timeline_core::CommitRecord;
+use timeline_core::Timestamp;
+use timeline_engine::memory::MemoryReadModels;
+use timeline_engine::projection::{IncomingRecord, Processor, DEFAULT_CONCURRENCY};
+use timeline_engine::testing::Latency;
 
 const BATCH: usize = 100;
 const KINESIS_RECORDS_PER_SHARD: f64 = 1_000.0;

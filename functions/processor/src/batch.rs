@@ -4,8 +4,8 @@
 //! .250 s), and the arrival is kept as the record's position for time travel.
 
 use serde::{Deserialize, Deserializer};
-use timeline_core::processor::IncomingRecord;
 use timeline_core::Timestamp;
+use timeline_engine::projection::IncomingRecord;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct KinesisBatch {

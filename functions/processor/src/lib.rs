@@ -8,8 +8,8 @@ pub use batch::KinesisBatch;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use timeline_aws::metrics::{emit, Metric, Unit};
 use timeline_core::ports::Clock;
-use timeline_core::processor::{BatchOutcome, IncomingRecord, Processor};
-use timeline_core::read_ports::ReadModelStore;
+use timeline_core::ports::ReadModelStore;
+use timeline_engine::projection::{BatchOutcome, IncomingRecord, Processor};
 
 pub struct ProcessorHandler<R, C> {
     processor: Processor<R>,

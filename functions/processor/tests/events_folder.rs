@@ -3,7 +3,7 @@
 
 use processor::{KinesisBatch, ProcessorHandler};
 use timeline_core::ports::SystemClock;
-use timeline_core::read_ports::{ReadModelQueries, ReadModelStore};
+use timeline_core::ports::{ReadModelQueries, ReadModelStore};
 use timeline_core::StreamKey;
 use timeline_testkit::TestEnv;
 
@@ -97,7 +97,7 @@ async fn every_kinesis_batch_in_the_events_folder_is_projected_as_documented() {
     ));
 }
 
-fn to_records(event: KinesisBatch) -> Vec<timeline_core::processor::IncomingRecord> {
+fn to_records(event: KinesisBatch) -> Vec<timeline_engine::projection::IncomingRecord> {
     event
         .records
         .into_iter()

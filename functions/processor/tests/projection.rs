@@ -7,15 +7,17 @@ use processor::ProcessorHandler;
 use serde_json::{json, Value};
 use timeline_aws::read_models::DynamoReadModels;
 use timeline_aws::stream_reader::StreamRecord;
-use timeline_core::park::{redrive, ParkReason, RedriveReport};
+use timeline_core::park::ParkReason;
 use timeline_core::ports::SystemClock;
-use timeline_core::read_ports::{
+use timeline_core::ports::{
     Lookup, LookupKind, PageRequest, ReadModelError, ReadModelQueries, ReadModelStore, ViewWrite,
 };
 use timeline_core::ride::RideAggregate;
 use timeline_core::video::VideoAggregate;
 use timeline_core::views::fold;
-use timeline_core::{EventEnvelope, StreamKey};
+use timeline_core::EventEnvelope;
+use timeline_core::StreamKey;
+use timeline_engine::park::{redrive, RedriveReport};
 use timeline_testkit::faults::WriteCheck;
 use timeline_testkit::{by_value, kinesis_event, post, read, TestEnv};
 
@@ -424,9 +426,9 @@ async fn a_record_that_can_never_apply_parks_its_entity_and_the_others_go_on() {
         Some(env.read_models()),
         Some(env.store()),
     );
-    let redriver = timeline_core::processor::Processor::for_redrive(env.read_models());
+    let redriver = timeline_engine::projection::Processor::for_redrive(env.read_models());
     let now = timeline_core::ports::Clock::now(&SystemClock);
-    let deadline = timeline_core::retry::Deadline::none();
+    let deadline = timeline_core::time::Deadline::none();
     let report = redrive(&source, &redriver, &key, now, &deadline)
         .await
         .unwrap();

@@ -7,7 +7,7 @@ use crate::routes::{Domain, QueryRoute, Resource, Routes};
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
-use timeline_core::read_ports::{PageRequest, ReadModelError, ReadModelQueries};
+use timeline_core::ports::{PageRequest, ReadModelError, ReadModelQueries};
 use timeline_core::StreamKey;
 use timeline_http::Problem;
 

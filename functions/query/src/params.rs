@@ -4,7 +4,7 @@
 
 use crate::routes::Domain;
 use std::collections::BTreeMap;
-use timeline_core::read_ports::{Lookup, LookupKind, PageRequest};
+use timeline_core::ports::{Lookup, LookupKind, PageRequest};
 use timeline_core::Timestamp;
 use timeline_http::Problem;
 

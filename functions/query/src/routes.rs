@@ -56,8 +56,8 @@ impl Domain {
 
     /// The lookups other than status a collection can be filtered by (query parameter,
     /// lookup kind).
-    pub fn lookups(self) -> &'static [(&'static str, timeline_core::read_ports::LookupKind)] {
-        use timeline_core::read_ports::LookupKind;
+    pub fn lookups(self) -> &'static [(&'static str, timeline_core::ports::LookupKind)] {
+        use timeline_core::ports::LookupKind;
         match self {
             Domain::Ride => &[
                 ("rider_id", LookupKind::Rider),

@@ -13,15 +13,15 @@ use timeline_aws::pump::FirehosePump;
 use timeline_aws::read_models::DynamoReadModels;
 use timeline_aws::stream_reader::KinesisReader;
 use timeline_aws::{Clients, DynamoWriteStore, KinesisEventLog, ResourceNames};
-use timeline_core::log_source::LogSource;
 use timeline_core::ports::{Checkpoints, EventLog, NoCheckpoints, StreamReader, WriteModelStore};
-use timeline_core::pump::{Pump, PumpConfig, StreamPump};
-use timeline_core::read_ports::{
+use timeline_core::ports::{EventSource, Stored};
+use timeline_core::ports::{
     Parked, PositionOf, ReadModelError, ReadModelQueries, ReadModelStore, StoredView, ViewWrite,
 };
-use timeline_core::replay::{EventSource, Stored};
 use timeline_core::StreamKey;
 use timeline_embedded::{Checkpoint, Embedded, EmbeddedError, LocalArchive};
+use timeline_engine::log_source::LogSource;
+use timeline_engine::pump::{Pump, PumpConfig, StreamPump};
 
 /// Firehose's delivery stream name in archive object keys.
 pub const DELIVERY_STREAM: &str = "timeline-archive";

@@ -476,7 +476,7 @@ mod tests {
                 self.0.handle(records).await
             }
         }
-        let checkpoints = timeline_core::memory::MemoryCheckpoints::default();
+        let checkpoints = timeline_engine::memory::MemoryCheckpoints::default();
         let mut esm = EventSourceMapping::with_checkpoints(
             log(5),
             Outage(Script::default(), 10.into()),
@@ -589,7 +589,7 @@ mod tests {
         };
         let sink = Sink::default();
         sink.1.store(1, std::sync::atomic::Ordering::SeqCst);
-        let checkpoints = timeline_core::memory::MemoryCheckpoints::default();
+        let checkpoints = timeline_engine::memory::MemoryCheckpoints::default();
         let config = MappingConfig {
             batch_size: 10,
             max_retries: Some(0),
@@ -610,7 +610,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_restarted_mapping_continues_from_its_checkpoint() {
-        let checkpoints = timeline_core::memory::MemoryCheckpoints::default();
+        let checkpoints = timeline_engine::memory::MemoryCheckpoints::default();
         let config = MappingConfig {
             batch_size: 2,
             max_retries: Some(0),

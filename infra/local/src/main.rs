@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use timeline_aws::Clients;
-use timeline_core::archive::ArchiveStore;
+use timeline_core::ports::ArchiveStore;
 use timeline_core::Timestamp;
 use timeline_embedded::LocalArchive;
 use timeline_local::backend::{AwsBackend, Backend, EmbeddedBackend};

@@ -10,16 +10,18 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use timeline_core::archive::ArchiveError;
-use timeline_core::archive::ArchiveStore;
+use timeline_core::ports::ArchiveError;
+use timeline_core::ports::ArchiveStore;
+use timeline_core::ports::SourceProblem;
 use timeline_core::ports::{EventLog, LogError, StreamReader};
-use timeline_core::replay::SourceProblem;
-use timeline_core::retry::{retry_throttled, retry_transient, Deadline};
+use timeline_core::time::Deadline;
+use timeline_engine::retry::{retry_throttled, retry_transient};
 
 /// Tries of a call that failed in a way worth trying again (a 500, a lost answer).
 const ATTEMPTS: usize = 5;
 use timeline_core::shards::{PageEnd, ReadFrom};
-use timeline_core::{CommitRecord, Timestamp};
+use timeline_core::CommitRecord;
+use timeline_core::Timestamp;
 
 const READING_LOG: &str = "reading the log (archive + stream tail)";
 

@@ -11,8 +11,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use timeline_core::processor::Processor;
-use timeline_core::pump::Pump;
+use timeline_engine::projection::Processor;
+use timeline_engine::pump::Pump;
 
 /// How long the event source mapping may keep projecting after the API has stopped.
 const FINAL_DRAIN: Duration = Duration::from_secs(10);

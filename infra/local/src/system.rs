@@ -11,9 +11,9 @@ use query::QueryApi;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use timeline_core::ports::ReadModelStore;
 use timeline_core::ports::{Clock, LogRecord, SystemClock};
-use timeline_core::processor::{IncomingRecord, Processor};
-use timeline_core::read_ports::ReadModelStore;
+use timeline_engine::projection::{IncomingRecord, Processor};
 
 /// Where rebuilds write: the live read models or the ones named.
 pub type Target<B> = Box<dyn Fn(Option<&str>) -> <B as Backend>::Rebuild + Send + Sync>;
@@ -24,7 +24,7 @@ pub struct LocalSystem<B: Backend> {
     pub hydrator: Hydrator<B::Source, B::Stored, Target<B>>,
 }
 
-pub const ARCHIVE_PREFIX: &str = timeline_core::archive::DEFAULT_PREFIX;
+pub const ARCHIVE_PREFIX: &str = timeline_engine::archive::DEFAULT_PREFIX;
 
 impl<B: Backend> LocalSystem<B> {
     pub fn new(backend: &B) -> Self {

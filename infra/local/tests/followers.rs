@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use timeline_aws::archive::S3Archive;
 use timeline_aws::pump::{FirehosePump, PumpConfig};
 use timeline_aws::stream_reader::KinesisReader;
-use timeline_core::archive::ArchiveStore;
+use timeline_core::ports::ArchiveStore;
+use timeline_core::ports::ReadModelQueries;
 use timeline_core::ports::{StreamReader, SystemClock, WriteModelStore};
-use timeline_core::processor::Processor;
-use timeline_core::pump::{Pump, StreamPump};
-use timeline_core::read_ports::ReadModelQueries;
 use timeline_core::shards::lineage;
 use timeline_core::StreamKey;
 use timeline_embedded::Embedded;
+use timeline_engine::projection::Processor;
+use timeline_engine::pump::{Pump, StreamPump};
 use timeline_local::esm::{EventSourceMapping, MappingConfig};
 use timeline_local::operate::replay_archive;
 use timeline_local::system::{FailureFile, ProcessorFunction};
@@ -230,7 +230,7 @@ async fn the_mapping_and_the_pump_follow_a_split_and_a_merge_in_order_through_fa
                 &key,
                 None,
                 None,
-                &timeline_core::read_ports::PageRequest {
+                &timeline_core::ports::PageRequest {
                     limit: 100,
                     cursor: None,
                 },

@@ -6,7 +6,7 @@
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use timeline_core::archive::ArchiveStore;
+use timeline_core::ports::ArchiveStore;
 use timeline_local::backend::{AwsBackend, Backend, EmbeddedBackend};
 use timeline_local::demo::{self, DemoOutcome, Http};
 use timeline_local::operate::{operate, Operation, Output};

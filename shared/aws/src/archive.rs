@@ -4,10 +4,12 @@
 
 use aws_sdk_s3::primitives::{AggregatedBytes, ByteStream};
 use futures::stream::{self, Stream, StreamExt};
-use timeline_core::archive::{
-    decode_object, decode_object_lenient, key_range, ArchiveError, DecodedObject, KeyRange,
+use timeline_core::ports::ArchiveError;
+use timeline_core::CommitRecord;
+use timeline_core::Timestamp;
+use timeline_engine::archive::{
+    decode_object, decode_object_lenient, key_range, DecodedObject, KeyRange,
 };
-use timeline_core::{CommitRecord, Timestamp};
 
 /// One archive: a bucket and the prefix Firehose writes under (`events/` by default).
 #[derive(Clone, Debug)]
@@ -195,7 +197,7 @@ impl S3Archive {
     }
 }
 
-impl timeline_core::archive::ArchiveStore for S3Archive {
+impl timeline_core::ports::ArchiveStore for S3Archive {
     fn prefix(&self) -> &str {
         &self.prefix
     }

@@ -7,9 +7,9 @@ use crate::archive::S3Archive;
 use crate::read_models::DynamoReadModels;
 use crate::stream_reader::KinesisReader;
 use crate::write_store::DynamoWriteStore;
-use timeline_core::log_source::LogSource;
+use timeline_engine::log_source::LogSource;
 
-pub use timeline_core::log_source::PARALLELISM;
+pub use timeline_engine::log_source::PARALLELISM;
 
 pub type AwsEventSource = LogSource<S3Archive, KinesisReader, DynamoReadModels, DynamoWriteStore>;
 

@@ -1,6 +1,6 @@
 //! Firehose where none runs (moto, the local runner): the records of a Kinesis stream moved
 //! into S3 objects in Firehose's own layout, so the archive reader is exercised against what
-//! Firehose writes. It is `timeline_core::pump::StreamPump` over the Kinesis reader (which
+//! Firehose writes. It is `timeline_engine::pump::StreamPump` over the Kinesis reader (which
 //! follows resharding: a child shard after its parents, iterators renewed when they expire,
 //! empty pages read past) and the S3 archive.
 //!
@@ -24,10 +24,10 @@
 
 use crate::archive::S3Archive;
 use crate::stream_reader::KinesisReader;
-use timeline_core::archive::DEFAULT_PREFIX;
-use timeline_core::pump::{Pump, StreamPump};
+use timeline_engine::archive::DEFAULT_PREFIX;
+use timeline_engine::pump::{Pump, StreamPump};
 
-pub use timeline_core::pump::{PumpConfig, PumpError, PumpReport};
+pub use timeline_engine::pump::{PumpConfig, PumpError, PumpReport};
 
 /// See the module documentation.
 pub struct FirehosePump(StreamPump<KinesisReader, S3Archive>);

@@ -10,13 +10,14 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, Wri
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_attribute_value, to_item};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use timeline_core::read_ports::layout;
-use timeline_core::read_ports::{
+use timeline_core::ports::layout;
+use timeline_core::ports::{
     Lookup, LookupKind, Page, PageRequest, Parked, PositionOf, ReadModelError, ReadModelQueries,
     ReadModelStore, StoredView, ViewWrite,
 };
 use timeline_core::views::HistoryEntry;
-use timeline_core::{StreamKey, Timestamp};
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 
 pub const BY_RIDER: &str = "by-rider";
 pub const BY_DRIVER: &str = "by-driver";
@@ -60,7 +61,7 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-pub use timeline_core::read_ports::layout::{history_sk, VIEW_SK};
+pub use timeline_core::ports::layout::{history_sk, VIEW_SK};
 
 /// The index and partition value of a lookup.
 fn index_of(lookup: &Lookup) -> (&'static str, &'static str, String) {

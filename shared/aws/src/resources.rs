@@ -418,7 +418,7 @@ mod tests {
             config::READ_MODEL_TABLE
         );
         // The archive layout the hydrator and the pump assume.
-        assert_eq!(defs.bucket.prefix, timeline_core::archive::DEFAULT_PREFIX);
+        assert_eq!(defs.bucket.prefix, timeline_engine::archive::DEFAULT_PREFIX);
         assert_eq!(defs.stream.local_shards, LOCAL_SHARDS);
         const { assert!(LOCAL_SHARDS > 1, "local ordering tests need several shards") };
     }

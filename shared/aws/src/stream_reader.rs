@@ -57,8 +57,8 @@ pub async fn read_all(
     for shard in parents_first(&shards) {
         let mut from = ReadFrom::Oldest;
         loop {
-            let page = timeline_core::retry::retry_throttled(
-                &timeline_core::retry::Deadline::none(),
+            let page = timeline_engine::retry::retry_throttled(
+                &timeline_core::time::Deadline::none(),
                 || reader.read(&shard.id, &from, MAX_READ),
                 LogError::is_throttled,
             )

@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use timeline_core::ports::{
     Commit, CommitError, Head, IdempotencyRecord, StoreError, WriteModelStore,
 };
-use timeline_core::{EventEnvelope, StreamKey, Timestamp};
+use timeline_core::EventEnvelope;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 
 /// The sparse index of heads with pending outbox events.
 pub const OUTBOX_INDEX: &str = "outbox-index";

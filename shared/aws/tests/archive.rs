@@ -8,12 +8,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use timeline_aws::archive::S3Archive;
 use timeline_aws::pump::{FirehosePump, PumpConfig, PumpError};
-use timeline_core::archive::{
-    encode_object, is_gzip, object_key, pack_records, parse_object_key, ArchiveError,
-};
 use timeline_core::codec::{decode_record, encode_record};
+use timeline_core::ports::ArchiveError;
 use timeline_core::ports::EventLog;
-use timeline_core::{CommitRecord, EventEnvelope, Metadata, Timestamp};
+use timeline_core::CommitRecord;
+use timeline_core::EventEnvelope;
+use timeline_core::Metadata;
+use timeline_core::Timestamp;
+use timeline_engine::archive::{
+    encode_object, is_gzip, object_key, pack_records, parse_object_key,
+};
 use timeline_testkit::{unique, TestEnv};
 
 const PREFIX: &str = "events/";

@@ -10,7 +10,10 @@ use timeline_aws::archive::S3Archive;
 use timeline_aws::stream_reader::{read_all, KinesisReader};
 use timeline_core::ports::{EventLog, LogError, StreamReader};
 use timeline_core::shards::{lineage, PageEnd, ReadFrom};
-use timeline_core::{CommitRecord, EventEnvelope, Metadata, Timestamp};
+use timeline_core::CommitRecord;
+use timeline_core::EventEnvelope;
+use timeline_core::Metadata;
+use timeline_core::Timestamp;
 use timeline_testkit::faults::Faults;
 use timeline_testkit::TestEnv;
 
@@ -202,7 +205,7 @@ async fn shard_listings_and_archive_listings_page_and_are_read_whole() {
     let at: Timestamp = "2026-11-28T10:00:00Z".parse().unwrap();
     let mut keys = Vec::new();
     for i in 0..7 {
-        let key = timeline_core::archive::object_key(
+        let key = timeline_engine::archive::object_key(
             "events/",
             "t",
             at.plus_millis(i * 60_000),
@@ -243,7 +246,7 @@ async fn sequence_numbers_are_as_long_as_kinesiss_and_order_within_a_shard() {
         if let Some((shard, seq)) = &last {
             assert_eq!(shard, &published.shard_id);
             assert_eq!(
-                timeline_core::sequence::compare(seq, &published.sequence_number),
+                timeline_engine::sequence::compare(seq, &published.sequence_number),
                 std::cmp::Ordering::Less
             );
         }

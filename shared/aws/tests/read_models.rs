@@ -2,11 +2,10 @@
 //! kept; a later copy's position never moves it (a reader would skip the records between).
 
 use timeline_core::ports::LogPosition;
-use timeline_core::read_ports::{
-    PageRequest, PositionOf, ReadModelQueries, ReadModelStore, ViewWrite,
-};
+use timeline_core::ports::{PageRequest, PositionOf, ReadModelQueries, ReadModelStore, ViewWrite};
 use timeline_core::views::HistoryEntry;
-use timeline_core::{StreamKey, Timestamp};
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 use timeline_testkit::TestEnv;
 
 fn entry(key: &StreamKey, version: u64, at: Timestamp) -> HistoryEntry {

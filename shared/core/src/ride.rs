@@ -433,7 +433,7 @@ impl Aggregate for RideAggregate {
 mod tests {
     use super::RideAggregate as R;
     use super::*;
-    use crate::testkit::{given, given_no_history};
+    use crate::scenario::{given, given_no_history};
 
     fn at(address: &str, lat: f64, lon: f64) -> Location {
         Location {

@@ -85,3 +85,52 @@ mod tests {
         assert!(serde_json::from_str::<Timestamp>("12").is_err());
     }
 }
+
+/// The moment by which an answer must be given (None: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Deadline(Option<std::time::Instant>);
+
+impl Deadline {
+    /// No time limit (tools, tests, followers that run until stopped).
+    pub fn none() -> Self {
+        Deadline(None)
+    }
+
+    pub fn after(budget: std::time::Duration) -> Self {
+        Deadline(std::time::Instant::now().checked_add(budget))
+    }
+
+    pub fn at(instant: std::time::Instant) -> Self {
+        Deadline(Some(instant))
+    }
+
+    /// The time left, or None without a limit.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        self.0
+            .map(|at| at.saturating_duration_since(std::time::Instant::now()))
+    }
+
+    pub fn passed(&self) -> bool {
+        self.remaining().is_some_and(|left| left.is_zero())
+    }
+
+    /// The deadline of a Lambda invocation (milliseconds since the epoch, as the runtime gives
+    /// it), less `margin` for answering, and no later than `cap` from now.
+    pub fn lambda(
+        deadline_epoch_millis: u64,
+        margin: std::time::Duration,
+        cap: std::time::Duration,
+    ) -> Self {
+        let now_millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let left =
+            std::time::Duration::from_millis(deadline_epoch_millis.saturating_sub(now_millis));
+        Deadline::after(left.saturating_sub(margin).min(cap))
+    }
+
+    /// Is there at least `needed` left?
+    pub fn allows(&self, needed: std::time::Duration) -> bool {
+        self.remaining().is_none_or(|left| left >= needed)
+    }
+}

@@ -272,7 +272,7 @@ impl Aggregate for VideoAggregate {
 mod tests {
     use super::VideoAggregate as V;
     use super::*;
-    use crate::testkit::{given, given_no_history};
+    use crate::scenario::{given, given_no_history};
 
     fn uploaded() -> VideoEvent {
         VideoEvent::VideoUploaded {

@@ -15,13 +15,11 @@
 //! whose answer was lost is looked up by its key, and when that cannot tell, the answer says
 //! the outcome is unknown and names the key to retry with.
 
-use crate::aggregate::{Aggregate, DomainError, RefusalKind};
+use crate::aggregate::{Aggregate, RefusalKind};
 use crate::codec::encode_event;
-use crate::envelope::{CommitRecord, EventEnvelope, Metadata, StreamKey};
+use crate::envelope::{EventEnvelope, Metadata, StreamKey};
 use crate::hydrate::Hydrated;
-use crate::ports::{
-    Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, StoreError, WriteModelStore,
-};
+use crate::ports::{Commit, Head, IdempotencyRecord, StoreError};
 use crate::storable::Unstorable;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -87,6 +85,16 @@ impl IdempotencyKey {
         }
     }
 
+    /// The command id of the request under this key: a retry gets the same ids, and a key
+    /// reused for another request after its record expired does not.
+    pub fn command_id(&self) -> String {
+        uuid::Uuid::new_v5(
+            &EVENT_ID_NAMESPACE,
+            format!("{}\n{}", self.key, self.fingerprint).as_bytes(),
+        )
+        .to_string()
+    }
+
     /// A key made for a request that came without one.
     pub fn made(key: impl Into<String>, fingerprint: impl Into<String>) -> Self {
         IdempotencyKey {
@@ -134,7 +142,7 @@ pub struct StoredRefusal {
 /// What a key's record holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-enum StoredAnswer {
+pub enum StoredAnswer {
     Refused { refused: StoredRefusal },
     Done(CommandOutcome),
 }
@@ -166,16 +174,6 @@ pub enum CommandError<E: std::error::Error + 'static> {
     OutcomeUnknown { key: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Result of a sweep over heads with pending outbox events.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SweepReport {
-    pub examined: usize,
-    pub published: usize,
-    pub failed: usize,
-    /// Heads that could not be read (the sweep went on past them).
-    pub unreadable: usize,
 }
 
 /// What one attempt of the protocol decided, before any effect.
@@ -289,7 +287,7 @@ pub fn plan<A: Aggregate>(
 }
 
 /// The record of an answer under a key, expiring at a whole second.
-fn record<T: Serialize>(
+pub fn record<T: Serialize>(
     idempotency: &IdempotencyKey,
     key: &StreamKey,
     version: u64,
@@ -354,363 +352,8 @@ fn envelopes<A: Aggregate>(
     (state, envelopes)
 }
 
-pub struct CommandService<S, L, C> {
-    store: S,
-    log: L,
-    clock: C,
-    config: WriteConfig,
-}
-
-impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
-    pub fn new(store: S, log: L, clock: C) -> Self {
-        Self::with_config(store, log, clock, WriteConfig::default())
-    }
-
-    pub fn with_config(store: S, log: L, clock: C, config: WriteConfig) -> Self {
-        CommandService {
-            store,
-            log,
-            clock,
-            config,
-        }
-    }
-
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
-    pub fn log(&self) -> &L {
-        &self.log
-    }
-
-    /// Runs one command through the whole write protocol.
-    ///
-    /// A key costs no extra request on the happy path: the commit's condition on the key
-    /// catches a repeat, and a refusal looks the key up before answering (the original
-    /// request may be why the command is now refused).
-    pub async fn execute<A: Aggregate>(
-        &self,
-        request: CommandRequest<A::Command>,
-    ) -> Result<CommandOutcome, CommandError<A::Error>> {
-        crate::storable::check(
-            &serde_json::to_value(&request.command).expect("commands serialize"),
-        )?;
-        let idempotency = request.idempotency.clone().unwrap_or_else(|| {
-            IdempotencyKey::made(format!("made:{}", uuid::Uuid::new_v4()), "made")
-        });
-        let mut committed_once = false;
-        match self
-            .run::<A>(&request, &idempotency, &mut committed_once)
-            .await
-        {
-            Ok(outcome) => Ok(outcome),
-            Err(e) => {
-                self.settle::<A>(e, &request, &idempotency, committed_once)
-                    .await
-            }
-        }
-    }
-
-    /// What a failed run answers: a refusal may be the answer to an earlier request with the
-    /// same key (which may be why it is refused now); a commit whose answer was lost is
-    /// looked up by its key.
-    async fn settle<A: Aggregate>(
-        &self,
-        error: CommandError<A::Error>,
-        request: &CommandRequest<A::Command>,
-        idempotency: &IdempotencyKey,
-        committed_once: bool,
-    ) -> Result<CommandOutcome, CommandError<A::Error>> {
-        let now = self.clock.now();
-        match error {
-            // A commit was tried and refused, then a read failed: the refusal may have
-            // followed our own write (the SDK retries a write whose answer was lost, and
-            // the retry meets the write). Only the key can tell.
-            CommandError::Store(StoreError::Unavailable(detail)) if committed_once => {
-                match self.store.load_idempotency(&idempotency.key, now).await {
-                    Ok(Some(record)) => self.replay(record, idempotency).await,
-                    Ok(None) => Err(CommandError::Store(StoreError::Unavailable(detail))),
-                    Err(_) => Err(CommandError::OutcomeUnknown {
-                        key: idempotency.key.clone(),
-                    }),
-                }
-            }
-            CommandError::Domain(_)
-            | CommandError::VersionConflict { .. }
-            | CommandError::Contention { .. }
-            | CommandError::OutboxFull { .. }
-            | CommandError::Busy => {
-                if let Some(record) = self.store.load_idempotency(&idempotency.key, now).await? {
-                    return self.replay(record, idempotency).await;
-                }
-                if let CommandError::Domain(e) = &error {
-                    if let Some(answer) = self
-                        .remember_refusal::<A>(e, request, idempotency, now)
-                        .await
-                    {
-                        return answer;
-                    }
-                }
-                Err(error)
-            }
-            CommandError::Store(StoreError::Uncertain(detail)) => {
-                tracing::warn!(%detail, key = %idempotency.key, "commit answer lost; looking the key up");
-                match self.store.load_idempotency(&idempotency.key, now).await {
-                    Ok(Some(record)) => self.replay(record, idempotency).await,
-                    // Not there yet may still mean a commit in flight: only a retry knows.
-                    Ok(None) | Err(_) => Err(CommandError::OutcomeUnknown {
-                        key: idempotency.key.clone(),
-                    }),
-                }
-            }
-            other => Err(other),
-        }
-    }
-
-    /// Stores a refusal under the caller's key, so the same request keeps its answer. Some
-    /// answer when a twin request stored another under the key meanwhile (that one is the
-    /// answer); None when the refusal stands (stored, or not storable: it is still true).
-    async fn remember_refusal<A: Aggregate>(
-        &self,
-        refusal: &A::Error,
-        request: &CommandRequest<A::Command>,
-        idempotency: &IdempotencyKey,
-        now: Timestamp,
-    ) -> Option<Result<CommandOutcome, CommandError<A::Error>>> {
-        if idempotency.made {
-            return None;
-        }
-        let key = StreamKey::new(A::TYPE, &request.aggregate_id);
-        let answer = StoredAnswer::Refused {
-            refused: StoredRefusal {
-                kind: refusal.kind(),
-                code: refusal.code().to_owned(),
-                message: refusal.to_string(),
-            },
-        };
-        let ttl = self.config.idempotency_ttl_secs;
-        let remembered = self
-            .store
-            .remember(record(idempotency, &key, 0, &answer, now, ttl), now)
-            .await;
-        match remembered {
-            Err(CommitError::IdempotencyConflict) => Some(self.replay_key(idempotency, now).await),
-            _ => None,
-        }
-    }
-
-    /// Steps 1 to 4, retried while the head moves (without an expected version) or the store
-    /// is busy with another transaction on it.
-    async fn run<A: Aggregate>(
-        &self,
-        request: &CommandRequest<A::Command>,
-        idempotency: &IdempotencyKey,
-        committed_once: &mut bool,
-    ) -> Result<CommandOutcome, CommandError<A::Error>> {
-        let key = StreamKey::new(A::TYPE, &request.aggregate_id);
-        // Key and fingerprint: a retry gets the same ids, and a key reused for another
-        // request after its record expired does not.
-        let command_id = uuid::Uuid::new_v5(
-            &EVENT_ID_NAMESPACE,
-            format!("{}\n{}", idempotency.key, idempotency.fingerprint).as_bytes(),
-        )
-        .to_string();
-
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let head = self.store.load_head(&key).await?;
-            let now = self.clock.now();
-            let planned = plan::<A>(
-                &key,
-                head.as_ref(),
-                request,
-                idempotency,
-                &command_id,
-                now,
-                &self.config,
-            );
-            let (commit, outcome) = match planned {
-                Err(Blocked::Refused(e)) => return Err(e),
-                Err(Blocked::OutboxFull { pending }) => {
-                    // Drain the outbox first; if the log is still down, refuse for now.
-                    // Draining counts as an attempt: if the outbox cannot be cleared (confirm
-                    // keeps failing) this must not republish the same record forever.
-                    let head = head.as_ref().expect("pending implies a head");
-                    if attempt <= self.config.max_attempts && self.publish_outbox(head).await {
-                        continue;
-                    }
-                    return Err(CommandError::OutboxFull { pending });
-                }
-                Ok(Plan::Nothing(mut outcome)) => {
-                    // Nothing happened: nothing to write. Events an earlier publish left in
-                    // the outbox still go out, so the answer is true about where they are.
-                    if let Some(head) = head.as_ref() {
-                        outcome.published = self.publish_outbox(head).await;
-                    }
-                    if !idempotency.made {
-                        let ttl = self.config.idempotency_ttl_secs;
-                        let answer = StoredAnswer::Done(outcome.clone());
-                        let stored = record(idempotency, &key, outcome.version, &answer, now, ttl);
-                        if let Err(CommitError::IdempotencyConflict) =
-                            self.store.remember(stored, now).await
-                        {
-                            return self.replay_key(idempotency, now).await;
-                        }
-                    }
-                    return Ok(outcome);
-                }
-                Ok(Plan::Commit { commit, outcome }) => (commit, outcome),
-            };
-            let new_head = commit.head.clone();
-            *committed_once = true;
-            match self.store.commit(*commit).await {
-                Ok(()) => {
-                    let mut outcome = outcome;
-                    outcome.published = self.publish_outbox(&new_head).await;
-                    return Ok(outcome);
-                }
-                // A twin request with the same key won the race: answer as it did.
-                Err(CommitError::IdempotencyConflict) => {
-                    return self.replay_key(idempotency, now).await
-                }
-                Err(CommitError::HeadConflict) => {
-                    let actual = self.store.load_head(&key).await?.map_or(0, |h| h.version);
-                    if let Some(expected) = request.expected_version {
-                        return Err(CommandError::VersionConflict { expected, actual });
-                    }
-                    if attempt >= self.config.max_attempts {
-                        return Err(CommandError::Contention { actual });
-                    }
-                    tracing::debug!(stream = %key, attempt, "head moved; deciding again");
-                }
-                Err(CommitError::Busy) => {
-                    if attempt >= self.config.max_attempts {
-                        return Err(CommandError::Busy);
-                    }
-                    tracing::debug!(stream = %key, attempt, "head busy; trying again");
-                    tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6)))
-                        .await;
-                }
-                Err(CommitError::Store(e)) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Answers with what is stored under a key in use.
-    async fn replay_key<E: std::error::Error + 'static>(
-        &self,
-        idempotency: &IdempotencyKey,
-        now: Timestamp,
-    ) -> Result<CommandOutcome, CommandError<E>> {
-        let record = self
-            .store
-            .load_idempotency(&idempotency.key, now)
-            .await?
-            .ok_or_else(|| StoreError::Unavailable("idempotency record vanished".into()))?;
-        self.replay(record, idempotency).await
-    }
-
-    /// Answers a repeated key with the stored answer; publishes its events first if they
-    /// are still in the outbox, so the answer says where they are now.
-    async fn replay<E: std::error::Error + 'static>(
-        &self,
-        record: IdempotencyRecord,
-        idem: &IdempotencyKey,
-    ) -> Result<CommandOutcome, CommandError<E>> {
-        if record.fingerprint != idem.fingerprint {
-            return Err(CommandError::IdempotencyKeyReused);
-        }
-        let answer: StoredAnswer = serde_json::from_value(record.outcome)
-            .map_err(|e| StoreError::Corrupt(format!("idempotency record {}: {e}", record.key)))?;
-        let mut outcome = match answer {
-            StoredAnswer::Refused { refused } => return Err(CommandError::Refused(refused)),
-            StoredAnswer::Done(outcome) => outcome,
-        };
-        outcome.replayed = true;
-        outcome.published = match self.store.load_head(&record.stream).await {
-            Ok(Some(h))
-                if h.pending
-                    .first()
-                    .is_some_and(|e| e.version <= record.version) =>
-            {
-                self.publish_outbox(&h).await
-            }
-            Ok(_) => true,
-            // The command was done; only whether it is published yet is not known.
-            Err(_) => false,
-        };
-        Ok(outcome)
-    }
-
-    /// Publishes the head's whole outbox as one record and confirms it. Returns whether the
-    /// events are now on the log.
-    pub async fn publish_outbox(&self, head: &Head) -> bool {
-        let (Some(first), Some(last)) = (head.pending.first(), head.pending.last()) else {
-            return true;
-        };
-        let (from, through) = (first.version, last.version);
-        let record = match CommitRecord::new(head.pending.clone()) {
-            Ok(record) => record,
-            Err(e) => {
-                tracing::error!(stream = %head.key, error = %e, "outbox is malformed; not publishing");
-                return false;
-            }
-        };
-        match self.log.publish(&record).await {
-            Ok(published) => {
-                tracing::info!(
-                    stream = %head.key, from, through,
-                    shard_id = %published.shard_id,
-                    sequence_number = %published.sequence_number,
-                    "published"
-                );
-                if let Err(e) = self.store.confirm_published(&head.key, from, through).await {
-                    // Harmless: the events stay pending and are published again later;
-                    // readers dedupe on (aggregate, version).
-                    tracing::warn!(stream = %head.key, error = %e, "could not clear the outbox");
-                }
-                true
-            }
-            Err(e) => {
-                tracing::warn!(stream = %head.key, from, through, error = %e, "publish failed; events stay in the outbox");
-                false
-            }
-        }
-    }
-
-    /// Publishes what failed publishes left in outboxes. Safe to run at any time and
-    /// concurrently with commands: every record still carries the whole pending run. A head
-    /// that cannot be read is counted and passed over, so one bad item never stops the rest.
-    pub async fn sweep(&self, limit: usize) -> Result<SweepReport, StoreError> {
-        let mut report = SweepReport::default();
-        for key in self.store.pending_heads(limit).await? {
-            report.examined += 1;
-            // The index is eventually consistent: read the head itself.
-            let head = match self.store.load_head(&key).await {
-                Ok(Some(head)) => head,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::error!(stream = %key, error = %e, "sweep could not read a head");
-                    report.unreadable += 1;
-                    continue;
-                }
-            };
-            if head.pending.is_empty() {
-                continue;
-            }
-            if self.publish_outbox(&head).await {
-                report.published += 1;
-            } else {
-                report.failed += 1;
-            }
-        }
-        Ok(report)
-    }
-}
-
 /// The state and version a head holds (a new entity if there is none).
-fn restore<A: Aggregate>(head: Option<&Head>) -> Result<Hydrated<A::State>, StoreError> {
+pub fn restore<A: Aggregate>(head: Option<&Head>) -> Result<Hydrated<A::State>, StoreError> {
     match head {
         None => Ok(Hydrated::default()),
         Some(h) => Ok(Hydrated {

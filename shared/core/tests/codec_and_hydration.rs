@@ -9,7 +9,12 @@ use timeline_core::envelope::CommitRecordError;
 use timeline_core::hydrate::{apply, hydrate, HydrateError, Hydrated};
 use timeline_core::ride::{CancelledBy, Location, RideAggregate, RideEvent};
 use timeline_core::video::{VideoAggregate, VideoEvent};
-use timeline_core::{Aggregate, CommitRecord, EventEnvelope, Metadata, StreamKey, Timestamp};
+use timeline_core::Aggregate;
+use timeline_core::CommitRecord;
+use timeline_core::EventEnvelope;
+use timeline_core::Metadata;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 
 fn t(rfc3339: &str) -> Timestamp {
     rfc3339.parse().unwrap()

@@ -7,7 +7,11 @@ use timeline_core::ride::{Location, RideAggregate, RideEvent};
 use timeline_core::timetravel::{history, merge, state_at, AsOf, LogIssue};
 use timeline_core::video::{VideoAggregate, VideoEvent};
 use timeline_core::views::fold;
-use timeline_core::{Aggregate, EventEnvelope, Metadata, StreamKey, Timestamp};
+use timeline_core::Aggregate;
+use timeline_core::EventEnvelope;
+use timeline_core::Metadata;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 
 fn at(s: &str) -> Timestamp {
     s.parse().unwrap()

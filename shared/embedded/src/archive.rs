@@ -4,11 +4,12 @@
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
-use timeline_core::archive::{
-    decode_object, decode_object_lenient, key_range, ArchiveError, ArchiveStore, DecodedObject,
-    KeyRange,
+use timeline_core::ports::{ArchiveError, ArchiveStore};
+use timeline_core::CommitRecord;
+use timeline_core::Timestamp;
+use timeline_engine::archive::{
+    decode_object, decode_object_lenient, key_range, DecodedObject, KeyRange,
 };
-use timeline_core::{CommitRecord, Timestamp};
 
 /// Files being written are named so; listings skip them.
 const TEMP_PREFIX: &str = ".tmp-";

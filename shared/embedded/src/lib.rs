@@ -7,8 +7,8 @@
 //! - [`EventLog`](timeline_core::ports::EventLog) and
 //!   [`StreamReader`](timeline_core::ports::StreamReader): a durable log in shards, as Kinesis
 //!   keeps one (see `log`);
-//! - [`ReadModelStore`](timeline_core::read_ports::ReadModelStore) and
-//!   [`ReadModelQueries`](timeline_core::read_ports::ReadModelQueries): views, lookups and
+//! - [`ReadModelStore`](timeline_core::ports::ReadModelStore) and
+//!   [`ReadModelQueries`](timeline_core::ports::ReadModelQueries): views, lookups and
 //!   history with DynamoDB's ordering and paging (see `read_models`);
 //! - [`LocalArchive`]: Firehose's object layout in a directory, as the S3 archive has it.
 //!

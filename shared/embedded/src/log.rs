@@ -6,7 +6,7 @@
 //!
 //! Sequence numbers come from one `AUTOINCREMENT` counter for the whole log, rendered as
 //! 20-digit decimal strings: increasing within each shard (not contiguous), never reused,
-//! and opaque to readers, who compare them with [`timeline_core::sequence::compare`].
+//! and opaque to readers, who compare them with [`timeline_engine::sequence::compare`].
 
 use crate::Embedded;
 use rusqlite::{params, Connection};
@@ -15,7 +15,8 @@ use timeline_core::ports::{
     log_entry, EventLog, LogError, LogRecord, Published, StreamReader, MAX_READ,
 };
 use timeline_core::shards::{Page, PageEnd, ReadFrom, Shard};
-use timeline_core::{CommitRecord, Timestamp};
+use timeline_core::CommitRecord;
+use timeline_core::Timestamp;
 
 pub use timeline_core::ports::MAX_RECORD_BYTES;
 

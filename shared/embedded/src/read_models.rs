@@ -18,15 +18,16 @@ use crate::Embedded;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap};
-use timeline_core::read_ports::layout::{
+use timeline_core::ports::layout::{
     decode_cursor, encode_cursor, history_range, history_sk, page_limit, VIEW_SK,
 };
-use timeline_core::read_ports::{
+use timeline_core::ports::{
     Lookup, LookupKind, Page, PageRequest, Parked, PositionOf, ReadModelError, ReadModelQueries,
     ReadModelStore, StoredView, ViewWrite,
 };
 use timeline_core::views::HistoryEntry;
-use timeline_core::{StreamKey, Timestamp};
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 
 fn unavailable(e: rusqlite::Error) -> ReadModelError {
     ReadModelError::Unavailable(format!("sqlite: {e}"))

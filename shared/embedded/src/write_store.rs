@@ -1,6 +1,6 @@
 //! The write model: one row per entity in `heads` (version, state snapshot, outbox) and one
 //! per key in `idempotency`, with the conditions of the DynamoDB store (`timeline-aws`'s
-//! `write_store.rs`) and of `timeline_core::memory::MemoryStore`:
+//! `write_store.rs`) and of `timeline_engine::memory::MemoryStore`:
 //!
 //! - a commit is one transaction: the head moves from the version read (absent counts as 0)
 //!   and the idempotency record goes in only if its key is unused or expired, else nothing
@@ -13,12 +13,14 @@
 
 use crate::Embedded;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use timeline_core::ports::Stored;
 use timeline_core::ports::{
     Commit, CommitError, Head, IdempotencyRecord, StoreError, WriteModelStore,
 };
-use timeline_core::read_ports::{ReadModelError, StoredView};
-use timeline_core::replay::Stored;
-use timeline_core::{EventEnvelope, StreamKey, Timestamp};
+use timeline_core::ports::{ReadModelError, StoredView};
+use timeline_core::EventEnvelope;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("sqlite: {e}"))
@@ -366,7 +368,7 @@ impl Stored for Embedded {
         &self,
         keys: &[StreamKey],
     ) -> Result<std::collections::HashMap<StreamKey, StoredView>, ReadModelError> {
-        timeline_core::read_ports::ReadModelStore::load_views(self, keys).await
+        timeline_core::ports::ReadModelStore::load_views(self, keys).await
     }
 
     async fn head(&self, key: &StreamKey) -> Result<Option<Head>, StoreError> {

@@ -3,9 +3,10 @@
 mod common;
 
 use common::*;
-use timeline_core::archive::{encode_object, object_key, ArchiveError, DEFAULT_PREFIX};
+use timeline_core::ports::ArchiveError;
 use timeline_core::Timestamp;
 use timeline_embedded::LocalArchive;
+use timeline_engine::archive::{encode_object, object_key, DEFAULT_PREFIX};
 
 const STREAM: &str = "ride-events";
 

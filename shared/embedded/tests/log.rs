@@ -8,9 +8,9 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use timeline_core::codec::{decode_record, encode_record};
 use timeline_core::ports::{EventLog, LogError, LogRecord, StreamReader};
-use timeline_core::sequence::compare;
 use timeline_core::shards::{PageEnd, ReadFrom};
 use timeline_embedded::{Embedded, EmbeddedError, EmbeddedOptions};
+use timeline_engine::sequence::compare;
 
 async fn read_all(log: &Embedded) -> Vec<LogRecord> {
     let mut all = Vec::new();

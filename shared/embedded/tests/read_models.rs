@@ -6,13 +6,14 @@ mod common;
 
 use common::*;
 use std::collections::BTreeSet;
-use timeline_core::memory::MemoryReadModels;
-use timeline_core::read_ports::{
+use timeline_core::ports::{
     Lookup, LookupKind, PageRequest, ReadModelError, ReadModelQueries, ReadModelStore, ViewWrite,
 };
 use timeline_core::views::HistoryEntry;
-use timeline_core::{StreamKey, Timestamp};
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 use timeline_embedded::Embedded;
+use timeline_engine::memory::MemoryReadModels;
 
 fn entry(key: &StreamKey, version: u64, occurred_at: Timestamp) -> HistoryEntry {
     HistoryEntry {
@@ -222,7 +223,7 @@ async fn a_stream_position_once_attached_is_kept_as_the_memory_models_keep_it() 
     }
     models.write(write.clone()).await.unwrap();
     memory.write(write).await.unwrap();
-    let at = |seq: &str| timeline_core::read_ports::PositionOf {
+    let at = |seq: &str| timeline_core::ports::PositionOf {
         occurred_at: noon(),
         version: 2,
         position: timeline_core::ports::LogPosition {

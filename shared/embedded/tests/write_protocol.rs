@@ -8,17 +8,18 @@ use common::*;
 use std::collections::BTreeMap;
 use timeline_core::codec::decode_record;
 use timeline_core::ports::{LogRecord, StreamReader, SystemClock, WriteModelStore};
-use timeline_core::processor::{IncomingRecord, Processor};
-use timeline_core::read_ports::{Lookup, LookupKind, PageRequest, ReadModelQueries};
+use timeline_core::ports::{Lookup, LookupKind, PageRequest, ReadModelQueries};
 use timeline_core::ride::{CancelledBy, Location, RideAggregate, RideCommand};
 use timeline_core::shards::ReadFrom;
 use timeline_core::video::{VideoAggregate, VideoCommand};
 use timeline_core::views::{fold, ReadModel};
-use timeline_core::write::{
-    CommandError, CommandRequest, CommandService, IdempotencyKey, RequestContext,
-};
-use timeline_core::{EventEnvelope, StreamKey, Timestamp};
+use timeline_core::write::{CommandError, CommandRequest, IdempotencyKey, RequestContext};
+use timeline_core::EventEnvelope;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 use timeline_embedded::Embedded;
+use timeline_engine::projection::{IncomingRecord, Processor};
+use timeline_engine::write::CommandService;
 
 type Service = CommandService<Embedded, Embedded, SystemClock>;
 

@@ -13,20 +13,22 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use timeline_core::archive::{ArchiveError, ArchiveStore};
+use timeline_core::ports::Stored;
+use timeline_core::ports::{ArchiveError, ArchiveStore};
 use timeline_core::ports::{
     Checkpoints, Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError, LogRecord,
     Published, StoreError, StreamReader, WriteModelStore,
 };
-use timeline_core::read_ports::{
+use timeline_core::ports::{
     Lookup, Page, PageRequest, Parked, PositionOf, ReadModelError, ReadModelQueries,
     ReadModelStore, StoredView, ViewWrite,
 };
-use timeline_core::replay::Stored;
 use timeline_core::shards::{PageEnd, ReadFrom, Shard};
-pub use timeline_core::testkit::WriteCheck;
 use timeline_core::views::HistoryEntry;
-use timeline_core::{CommitRecord, StreamKey, Timestamp};
+use timeline_core::CommitRecord;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
+pub use timeline_engine::testing::WriteCheck;
 
 /// How often each fault happens (a probability per call) and how the services are shaped.
 #[derive(Debug, Clone, PartialEq)]

@@ -1443,7 +1443,7 @@ mod tests {
         assert_eq!(short_sequence(&long), Some((3, 42)));
         assert_eq!(short_sequence("17"), None);
         assert!(
-            timeline_core::sequence::compare(&long_sequence(3, 9), &long_sequence(3, 10))
+            timeline_engine::sequence::compare(&long_sequence(3, 9), &long_sequence(3, 10))
                 == std::cmp::Ordering::Less
         );
     }

@@ -13,8 +13,10 @@ use timeline_aws::event_source::AwsEventSource;
 use timeline_aws::pump::{FirehosePump, PumpConfig};
 use timeline_aws::read_models::DynamoReadModels;
 use timeline_core::ports::SystemClock;
-use timeline_core::retry::Deadline;
-use timeline_core::{EventEnvelope, StreamKey, Timestamp};
+use timeline_core::time::Deadline;
+use timeline_core::EventEnvelope;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 use timeline_testkit::{kinesis_event, post, read, TestEnv};
 
 pub const PREFIX: &str = "events/";

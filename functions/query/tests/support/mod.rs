@@ -8,11 +8,14 @@ use serde_json::Value;
 use timeline_aws::read_models::DynamoReadModels;
 use timeline_aws::resources::{create_table, read_model_table};
 use timeline_core::codec::encode_event;
-use timeline_core::read_ports::{ReadModelStore, ViewWrite};
+use timeline_core::ports::{ReadModelStore, ViewWrite};
 use timeline_core::ride::{Location, RideAggregate, RideEvent};
 use timeline_core::video::{VideoAggregate, VideoEvent};
 use timeline_core::views::{fold, ReadModel, View};
-use timeline_core::{Aggregate, EventEnvelope, Metadata, Timestamp};
+use timeline_core::Aggregate;
+use timeline_core::EventEnvelope;
+use timeline_core::Metadata;
+use timeline_core::Timestamp;
 use timeline_testkit::{api_request, read, TestEnv};
 
 pub type Api = QueryApi<DynamoReadModels>;

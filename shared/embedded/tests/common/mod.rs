@@ -3,7 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use timeline_core::ports::{Commit, Head, IdempotencyRecord};
-use timeline_core::{CommitRecord, EventEnvelope, Metadata, StreamKey, Timestamp};
+use timeline_core::CommitRecord;
+use timeline_core::EventEnvelope;
+use timeline_core::Metadata;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 use timeline_embedded::Embedded;
 
 /// A fresh directory under the system temp dir, removed when dropped.

@@ -10,17 +10,19 @@
 //! records are parsed in place, reading only the fields a fold needs, and each payload is
 //! decoded directly into its domain event. That is what makes a full replay cheap.
 
-use crate::archive::{is_gzip, ArchiveError};
-use crate::codec::decode_raw;
-use crate::envelope::{EventEnvelope, StreamKey};
-use crate::ride::{RideAggregate, RideState};
-use crate::video::{VideoAggregate, VideoState};
-use crate::Aggregate;
+use crate::archive::is_gzip;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use timeline_core::codec::decode_raw;
+use timeline_core::envelope::{EventEnvelope, StreamKey};
+use timeline_core::ports::ArchiveError;
+use timeline_core::ride::{RideAggregate, RideState};
+use timeline_core::video::{VideoAggregate, VideoState};
+use timeline_core::Aggregate;
 
 /// The state of one entity of any known type.
 #[derive(Debug, Clone, PartialEq)]
@@ -342,9 +344,11 @@ pub fn partition_of(kind: &str, id: &str, partitions: usize) -> usize {
 mod tests {
     use super::*;
     use crate::archive::encode_object;
-    use crate::codec::encode_event;
-    use crate::video::VideoEvent;
-    use crate::{CommitRecord, Metadata, Timestamp};
+    use timeline_core::codec::encode_event;
+    use timeline_core::video::VideoEvent;
+    use timeline_core::CommitRecord;
+    use timeline_core::Metadata;
+    use timeline_core::Timestamp;
 
     fn video(version: u64, event: VideoEvent) -> EventEnvelope {
         let (event_type, schema_version, data) = encode_event::<VideoAggregate>(&event);

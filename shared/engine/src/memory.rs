@@ -2,19 +2,19 @@
 //! conditions as the AWS adapters (conditional commit, conditional outbox clear, key expiry)
 //! and can be told to fail, to test the error paths of the write protocol.
 
-use crate::archive::{ArchiveError, ArchiveStore};
-use crate::envelope::{CommitRecord, StreamKey};
-use crate::ports::{
-    Checkpoints, Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError,
-    LogRecord, Published, StoreError, StreamReader, WriteModelStore,
-};
-use crate::read_ports::{ReadModelError, ReadModelStore, StoredView, ViewWrite};
-use crate::shards::{Page, PageEnd, ReadFrom, Shard};
-use crate::time::Timestamp;
-use crate::views::HistoryEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use timeline_core::envelope::{CommitRecord, StreamKey};
+use timeline_core::ports::{ArchiveError, ArchiveStore};
+use timeline_core::ports::{
+    Checkpoints, Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError,
+    LogRecord, Published, StoreError, StreamReader, WriteModelStore,
+};
+use timeline_core::ports::{ReadModelError, ReadModelStore, StoredView, ViewWrite};
+use timeline_core::shards::{Page, PageEnd, ReadFrom, Shard};
+use timeline_core::time::Timestamp;
+use timeline_core::views::HistoryEntry;
 
 #[derive(Default)]
 struct StoreInner {
@@ -178,7 +178,7 @@ impl StreamReader for MemoryLog {
                 shard_id: MEMORY_SHARD.into(),
                 sequence_number: (i + 1).to_string(),
                 partition_key: r.partition_key().unwrap_or_default(),
-                data: crate::codec::encode_record(r),
+                data: timeline_core::codec::encode_record(r),
                 arrival: now,
             })
             .collect();
@@ -317,7 +317,7 @@ struct ReadInner {
     views: BTreeMap<StreamKey, ViewWrite>,
     /// (stream, occurred_at, version) -> entry
     history: BTreeMap<(StreamKey, Timestamp, u64), HistoryEntry>,
-    parked: BTreeMap<String, crate::park::Parked>,
+    parked: BTreeMap<String, timeline_core::park::Parked>,
 }
 
 impl MemoryReadModels {
@@ -352,7 +352,7 @@ impl MemoryReadModels {
 /// Reads for tests of what sits on the read models (time travel's index, mostly): history
 /// in time order and views by key; lists newest first by update time. One page each (no
 /// cursors: a memory store holds what a test puts in it).
-impl crate::read_ports::ReadModelQueries for MemoryReadModels {
+impl timeline_core::ports::ReadModelQueries for MemoryReadModels {
     async fn view(&self, key: &StreamKey) -> Result<Option<serde_json::Value>, ReadModelError> {
         Ok(self
             .inner
@@ -365,16 +365,16 @@ impl crate::read_ports::ReadModelQueries for MemoryReadModels {
 
     async fn list(
         &self,
-        lookup: &crate::read_ports::Lookup,
-        page: &crate::read_ports::PageRequest,
-    ) -> Result<crate::read_ports::Page<serde_json::Value>, ReadModelError> {
+        lookup: &timeline_core::ports::Lookup,
+        page: &timeline_core::ports::PageRequest,
+    ) -> Result<timeline_core::ports::Page<serde_json::Value>, ReadModelError> {
         let inner = self.inner.lock().unwrap();
         let mut found: Vec<&ViewWrite> = inner
             .views
             .values()
             .filter(|w| w.key.aggregate_type == lookup.aggregate_type)
             .filter(|w| match lookup.kind {
-                crate::read_ports::LookupKind::Status => w.status_family == lookup.value,
+                timeline_core::ports::LookupKind::Status => w.status_family == lookup.value,
                 kind => w
                     .lookups
                     .iter()
@@ -382,10 +382,10 @@ impl crate::read_ports::ReadModelQueries for MemoryReadModels {
             })
             .collect();
         found.sort_by_key(|w| std::cmp::Reverse(w.updated_at));
-        Ok(crate::read_ports::Page {
+        Ok(timeline_core::ports::Page {
             items: found
                 .into_iter()
-                .take(crate::read_ports::layout::page_limit(page))
+                .take(timeline_core::ports::layout::page_limit(page))
                 .map(|w| w.view.clone())
                 .collect(),
             next_cursor: None,
@@ -397,15 +397,15 @@ impl crate::read_ports::ReadModelQueries for MemoryReadModels {
         key: &StreamKey,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
-        page: &crate::read_ports::PageRequest,
-    ) -> Result<crate::read_ports::Page<HistoryEntry>, ReadModelError> {
-        Ok(crate::read_ports::Page {
+        page: &timeline_core::ports::PageRequest,
+    ) -> Result<timeline_core::ports::Page<HistoryEntry>, ReadModelError> {
+        Ok(timeline_core::ports::Page {
             items: self
                 .history_of(key)
                 .into_iter()
                 .filter(|e| from.is_none_or(|f| e.occurred_at >= f))
                 .filter(|e| to.is_none_or(|t| e.occurred_at <= t))
-                .take(crate::read_ports::layout::page_limit(page))
+                .take(timeline_core::ports::layout::page_limit(page))
                 .collect(),
             next_cursor: None,
         })
@@ -455,7 +455,7 @@ impl ReadModelStore for MemoryReadModels {
         Ok(())
     }
 
-    async fn park(&self, parked: &crate::park::Parked) -> Result<(), ReadModelError> {
+    async fn park(&self, parked: &timeline_core::park::Parked) -> Result<(), ReadModelError> {
         let mut inner = self.inner.lock().unwrap();
         match inner.parked.get_mut(&parked.entity) {
             Some(existing) => existing.again(parked),
@@ -466,7 +466,7 @@ impl ReadModelStore for MemoryReadModels {
         Ok(())
     }
 
-    async fn parked(&self) -> Result<Vec<crate::park::Parked>, ReadModelError> {
+    async fn parked(&self) -> Result<Vec<timeline_core::park::Parked>, ReadModelError> {
         let mut all: Vec<_> = self
             .inner
             .lock()
@@ -475,14 +475,14 @@ impl ReadModelStore for MemoryReadModels {
             .values()
             .cloned()
             .collect();
-        crate::park::Parked::sort(&mut all);
+        timeline_core::park::Parked::sort(&mut all);
         Ok(all)
     }
 
     async fn parked_entity(
         &self,
         entity: &str,
-    ) -> Result<Option<crate::park::Parked>, ReadModelError> {
+    ) -> Result<Option<timeline_core::park::Parked>, ReadModelError> {
         Ok(self.inner.lock().unwrap().parked.get(entity).cloned())
     }
 
@@ -502,7 +502,7 @@ impl ReadModelStore for MemoryReadModels {
     async fn attach_positions(
         &self,
         key: &StreamKey,
-        positions: &[crate::read_ports::PositionOf],
+        positions: &[timeline_core::ports::PositionOf],
     ) -> Result<(), ReadModelError> {
         let mut inner = self.inner.lock().unwrap();
         for p in positions {

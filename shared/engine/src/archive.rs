@@ -12,10 +12,11 @@
 //! through the object (never holding the decompressed text) and reports a corrupt object
 //! with its key, where the corruption starts and how many good records came before it.
 
-use crate::envelope::CommitRecord;
-use crate::time::Timestamp;
 use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
 use std::io::{BufReader, Read, Write};
+use timeline_core::envelope::CommitRecord;
+use timeline_core::ports::ArchiveError;
+use timeline_core::time::Timestamp;
 
 /// The version every key this project writes carries (Firehose starts at 1 and counts
 /// configuration changes).
@@ -42,33 +43,6 @@ pub struct ArchiveKey {
     pub delivery_stream_version: u32,
     /// The random part of the name (a UUID when Firehose or the pump wrote it).
     pub id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ArchiveError {
-    /// The object's bytes are not a sequence of valid commit records.
-    #[error("archive object {key} is corrupt at byte {offset} of its decompressed body, after {records_before} good records: {reason}")]
-    Corrupt {
-        key: String,
-        /// Where the bad part starts, in bytes into the decompressed body: just after the
-        /// last good record (0 when there is none).
-        offset: usize,
-        records_before: usize,
-        reason: String,
-    },
-    /// The store could not be reached or refused the request.
-    #[error("archive store: {target}: {message}")]
-    Unavailable { target: String, message: String },
-}
-
-impl ArchiveError {
-    /// The object a corruption was found in.
-    pub fn corrupt_key(&self) -> Option<&str> {
-        match self {
-            ArchiveError::Corrupt { key, .. } => Some(key),
-            ArchiveError::Unavailable { .. } => None,
-        }
-    }
 }
 
 fn hour_floor(at: Timestamp) -> Timestamp {
@@ -225,7 +199,10 @@ pub fn pack_records<R: AsRef<[u8]>>(records: &[R], newline: bool, gzip: bool) ->
 
 /// NDJSON of the records (one a line, each line ending in a newline), gzip-compressed or not.
 pub fn encode_object(records: &[CommitRecord], gzip: bool) -> Vec<u8> {
-    let lines: Vec<Vec<u8>> = records.iter().map(crate::codec::encode_record).collect();
+    let lines: Vec<Vec<u8>> = records
+        .iter()
+        .map(timeline_core::codec::encode_record)
+        .collect();
     pack_records(&lines, true, gzip)
 }
 
@@ -361,40 +338,12 @@ pub fn key_range(prefix: &str, from: Option<Timestamp>, to: Option<Timestamp>) -
     }
 }
 
-/// Where archive objects live (S3, or a directory for the local runner): the operations the
-/// archive pump and the log reader need, with S3's meaning.
-pub trait ArchiveStore: Send + Sync {
-    /// The prefix objects are written under (`events/` by default).
-    fn prefix(&self) -> &str;
-
-    /// The keys of the objects that can hold records that arrived between `from` and `to`
-    /// (either end open), sorted, so in the order their first records arrived.
-    fn list_keys(
-        &self,
-        from: Option<Timestamp>,
-        to: Option<Timestamp>,
-    ) -> impl std::future::Future<Output = Result<Vec<String>, ArchiveError>> + Send;
-
-    /// Every record of one object, or why it could not be read.
-    fn read_object(
-        &self,
-        key: &str,
-    ) -> impl std::future::Future<Output = Result<Vec<CommitRecord>, ArchiveError>> + Send;
-
-    /// Writes one object whole (a reader never sees part of it).
-    fn put_object(
-        &self,
-        key: &str,
-        bytes: Vec<u8>,
-    ) -> impl std::future::Future<Output = Result<(), ArchiveError>> + Send;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::encode_record;
-    use crate::envelope::{EventEnvelope, Metadata};
     use serde_json::json;
+    use timeline_core::codec::encode_record;
+    use timeline_core::envelope::{EventEnvelope, Metadata};
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()

@@ -6,51 +6,8 @@
 //! another way, or the deadline would pass.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
-
-/// The moment by which an answer must be given (None: no limit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Deadline(Option<Instant>);
-
-impl Deadline {
-    /// No time limit (tools, tests, followers that run until stopped).
-    pub fn none() -> Self {
-        Deadline(None)
-    }
-
-    pub fn after(budget: Duration) -> Self {
-        Deadline(Instant::now().checked_add(budget))
-    }
-
-    pub fn at(instant: Instant) -> Self {
-        Deadline(Some(instant))
-    }
-
-    /// The time left, or None without a limit.
-    pub fn remaining(&self) -> Option<Duration> {
-        self.0
-            .map(|at| at.saturating_duration_since(Instant::now()))
-    }
-
-    pub fn passed(&self) -> bool {
-        self.remaining().is_some_and(|left| left.is_zero())
-    }
-
-    /// The deadline of a Lambda invocation (milliseconds since the epoch, as the runtime gives
-    /// it), less `margin` for answering, and no later than `cap` from now.
-    pub fn lambda(deadline_epoch_millis: u64, margin: Duration, cap: Duration) -> Self {
-        let now_millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let left = Duration::from_millis(deadline_epoch_millis.saturating_sub(now_millis));
-        Deadline::after(left.saturating_sub(margin).min(cap))
-    }
-
-    /// Is there at least `needed` left?
-    pub fn allows(&self, needed: Duration) -> bool {
-        self.remaining().is_none_or(|left| left >= needed)
-    }
-}
+use std::time::Duration;
+pub use timeline_core::time::Deadline;
 
 /// The longest pause between two tries.
 const MAX_PAUSE: Duration = Duration::from_secs(2);
@@ -176,7 +133,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_deadline_ends_the_retries_with_the_last_failure() {
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let result: Result<(), &str> = retry_throttled(
             &Deadline::after(Duration::from_millis(300)),
             || async { Err("throttled") },

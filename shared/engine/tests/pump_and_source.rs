@@ -4,16 +4,16 @@
 
 use serde_json::json;
 use std::time::Duration;
-use timeline_core::archive::ArchiveStore;
-use timeline_core::log_source::LogSource;
-use timeline_core::memory::MemoryStore;
-use timeline_core::memory::{MemoryArchive, MemoryCheckpoints, MemoryLog};
+use timeline_core::ports::ArchiveStore;
 use timeline_core::ports::EventLog;
-use timeline_core::pump::{ObjectBuffer, Pump, PumpConfig, PumpError, StreamPump};
-use timeline_core::read_ports::{Lookup, Page, PageRequest, ReadModelError, ReadModelQueries};
-use timeline_core::replay::{EntityEvents, EntityRead, EventSource, SourceError};
-use timeline_core::retry::Deadline;
+use timeline_core::ports::{EntityEvents, EntityRead, EventSource, SourceError};
+use timeline_core::ports::{Lookup, Page, PageRequest, ReadModelError, ReadModelQueries};
+use timeline_core::time::Deadline;
 use timeline_core::timetravel::{merge, AsOf};
+use timeline_engine::log_source::LogSource;
+use timeline_engine::memory::MemoryStore;
+use timeline_engine::memory::{MemoryArchive, MemoryCheckpoints, MemoryLog};
+use timeline_engine::pump::{ObjectBuffer, Pump, PumpConfig, PumpError, StreamPump};
 
 fn found_in(read: Result<EntityRead, SourceError>) -> EntityEvents {
     match read.unwrap() {
@@ -22,7 +22,11 @@ fn found_in(read: Result<EntityRead, SourceError>) -> EntityEvents {
     }
 }
 use timeline_core::views::HistoryEntry;
-use timeline_core::{CommitRecord, EventEnvelope, Metadata, StreamKey, Timestamp};
+use timeline_core::CommitRecord;
+use timeline_core::EventEnvelope;
+use timeline_core::Metadata;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 
 fn event(id: &str, version: u64) -> EventEnvelope {
     let at: Timestamp = "2026-11-28T10:00:00.000Z".parse().unwrap();
@@ -58,7 +62,7 @@ async fn archive_one_object(archive: &MemoryArchive, records: &[CommitRecord]) {
     archive
         .put_object(
             "events/2026/11/28/10/a-1-2026-11-28-10-00-00-x",
-            timeline_core::archive::encode_object(records, false),
+            timeline_engine::archive::encode_object(records, false),
         )
         .await
         .unwrap();
@@ -414,7 +418,7 @@ async fn an_object_holds_at_most_fifteen_minutes_of_arrivals_and_is_named_by_the
         "15 min before the newest"
     );
     buffer.seal("events/");
-    let mut report = timeline_core::pump::PumpReport::default();
+    let mut report = timeline_engine::pump::PumpReport::default();
     let archive = MemoryArchive::default();
     buffer.deliver(&archive, &mut report).await.unwrap();
     let key = &report.keys[0];

@@ -13,13 +13,15 @@
 //! yet delivered, or delivered just before a crash and not yet checkpointed: at least once,
 //! never less.
 
-use crate::archive::{object_key, pack_records, ArchiveError, ArchiveStore, MAX_BUFFER_MILLIS};
-use crate::ports::{Checkpoints, LogError, NoCheckpoints, StreamReader};
-use crate::shards::{Follower, PageEnd};
-use crate::Timestamp;
+use crate::archive::{object_key, pack_records, MAX_BUFFER_MILLIS};
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::time::{Duration, Instant};
+use timeline_core::ports::{ArchiveError, ArchiveStore};
+use timeline_core::ports::{Checkpoints, LogError, NoCheckpoints, StreamReader};
+use timeline_core::shards::{Follower, PageEnd};
+use timeline_core::Timestamp;
 
 /// How a pump buffers and writes, as a Firehose delivery stream is configured.
 #[derive(Debug, Clone, PartialEq, Eq)]

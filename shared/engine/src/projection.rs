@@ -10,18 +10,18 @@
 //! and Kinesis redelivers from there; everything after it that was applied comes back as
 //! duplicates and is skipped.
 
-use crate::aggregate::Aggregate;
-use crate::codec::{decode_event, decode_record};
-use crate::envelope::{EventEnvelope, StreamKey};
-use crate::park::{ParkReason, Parked};
-use crate::read_ports::{ReadModelError, ReadModelStore, StoredView, ViewWrite};
-use crate::ride::RideAggregate;
-use crate::time::Timestamp;
-use crate::video::VideoAggregate;
-use crate::views::{project, ReadModel, View};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use timeline_core::aggregate::Aggregate;
+use timeline_core::codec::{decode_event, decode_record};
+use timeline_core::envelope::{EventEnvelope, StreamKey};
+use timeline_core::park::{ParkReason, Parked};
+use timeline_core::ports::{ReadModelError, ReadModelStore, StoredView, ViewWrite};
+use timeline_core::ride::RideAggregate;
+use timeline_core::time::Timestamp;
+use timeline_core::video::VideoAggregate;
+use timeline_core::views::{project, ReadModel, View};
 
 /// One stream record as delivered (Kinesis data already base64-decoded).
 #[derive(Debug, Clone, PartialEq)]
@@ -37,8 +37,8 @@ pub struct IncomingRecord {
 }
 
 /// A record as the log serves it, as the processor takes it.
-impl From<&crate::ports::LogRecord> for IncomingRecord {
-    fn from(r: &crate::ports::LogRecord) -> Self {
+impl From<&timeline_core::ports::LogRecord> for IncomingRecord {
+    fn from(r: &timeline_core::ports::LogRecord) -> Self {
         IncomingRecord {
             sequence_number: r.sequence_number.clone(),
             partition_key: r.partition_key.clone(),
@@ -50,8 +50,8 @@ impl From<&crate::ports::LogRecord> for IncomingRecord {
 }
 
 impl IncomingRecord {
-    pub fn position(&self) -> Option<crate::ports::LogPosition> {
-        Some(crate::ports::LogPosition {
+    pub fn position(&self) -> Option<timeline_core::ports::LogPosition> {
+        Some(timeline_core::ports::LogPosition {
             shard_id: self.shard_id.clone()?,
             sequence_number: self.sequence_number.clone(),
             arrival: self.arrival?,
@@ -354,7 +354,7 @@ impl<R: ReadModelStore> Processor<R> {
                     .position()
                     .filter(|_| self.mode == Mode::Replay)
                 {
-                    positions.push(crate::read_ports::PositionOf {
+                    positions.push(timeline_core::ports::PositionOf {
                         occurred_at: envelope.occurred_at,
                         version: envelope.version,
                         position,

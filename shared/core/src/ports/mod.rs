@@ -1,14 +1,24 @@
-//! Ports: what the write protocol needs from the outside world. AWS adapters live in
-//! `timeline-aws`, the in-memory ones in [`crate::memory`].
+//! The ports: every trait the system is written against, in one place. The write model and
+//! the log are here; the read models in [`read`], the archive in [`archive`], the log as one
+//! source of an entity's events in [`source`]. The AWS adapters live in `timeline-aws`, the
+//! embedded ones in `timeline-embedded`, the in-memory ones in `timeline_engine::memory`.
 //!
 //! Methods return `impl Future + Send` so generic callers (Lambda handlers, spawned tasks)
 //! can hold them across `.await` on a multi-threaded runtime.
 
 use crate::envelope::{CommitRecord, EventEnvelope, StreamKey};
-use crate::shards::{Page, ReadFrom, Shard};
+use crate::shards::{ReadFrom, Shard};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+
+pub mod archive;
+pub mod read;
+pub mod source;
+
+pub use archive::{ArchiveError, ArchiveStore};
+pub use read::*;
+pub use source::*;
 
 /// The write-model item of one entity: its version, a snapshot of its state at that
 /// version, and the outbox of events committed but not yet confirmed published.
@@ -187,7 +197,7 @@ impl Clock for SystemClock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
     pub shard_id: String,
-    /// Opaque; ordered within its shard as [`crate::sequence::compare`] says.
+    /// Opaque; ordered within its shard as `timeline_engine::sequence::compare` says.
     pub sequence_number: String,
     pub partition_key: String,
     pub data: Vec<u8>,
@@ -219,7 +229,7 @@ pub trait StreamReader: Send + Sync {
         shard: &str,
         from: &ReadFrom,
         limit: usize,
-    ) -> impl Future<Output = Result<Page, LogError>> + Send;
+    ) -> impl Future<Output = Result<crate::shards::Page, LogError>> + Send;
 
     /// Where a partition key falls in the shards' hash ranges (Kinesis: its MD5).
     fn key_hash(&self, partition_key: &str) -> u128;

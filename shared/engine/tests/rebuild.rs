@@ -5,16 +5,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use timeline_core::archive::{encode_object, object_key, ArchiveStore};
-use timeline_core::log_source::LogSource;
-use timeline_core::memory::{MemoryArchive, MemoryLog, MemoryReadModels, MemoryStore};
-use timeline_core::processor::Processor;
-use timeline_core::replay::{rebuild, EntityRead, EventSource, ReplayChunk, SourceError};
-use timeline_core::retry::Deadline;
+use timeline_core::ports::ArchiveStore;
+use timeline_core::ports::{EntityRead, EventSource, ReplayChunk, SourceError};
+use timeline_core::time::Deadline;
 use timeline_core::timetravel::AsOf;
-use timeline_core::{CommitRecord, StreamKey, Timestamp};
+use timeline_core::CommitRecord;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
+use timeline_engine::archive::{encode_object, object_key};
+use timeline_engine::log_source::LogSource;
+use timeline_engine::memory::{MemoryArchive, MemoryLog, MemoryReadModels, MemoryStore};
+use timeline_engine::projection::Processor;
+use timeline_engine::replay::rebuild;
 
-use timeline_core::testkit::sample_ride as ride;
+use timeline_core::scenario::sample_ride as ride;
 
 fn at() -> Timestamp {
     "2026-11-28T10:00:00Z".parse().unwrap()
@@ -84,7 +88,9 @@ fn source(
 }
 
 /// A rebuild into `target` that runs out of time after the first part of the log.
-async fn stopped_after_one_part(target: &MemoryReadModels) -> timeline_core::replay::RebuildReport {
+async fn stopped_after_one_part(
+    target: &MemoryReadModels,
+) -> timeline_engine::replay::RebuildReport {
     rebuild(
         &StopsAfter {
             inner: source(archive().await),

@@ -2,97 +2,16 @@
 //! processor runs: a rebuild of the read models is then exactly what live processing would
 //! have written, and a verify compares that with what is stored, changing nothing.
 
-use crate::envelope::{CommitRecord, StreamKey};
 use crate::memory::MemoryReadModels;
-use crate::ports::{Head, StoreError};
-use crate::processor::{IncomingRecord, Processor, RecordFailure};
-use crate::read_ports::{ReadModelError, ReadModelStore, StoredView};
-use crate::retry::Deadline;
-use crate::time::Timestamp;
-use crate::timetravel::AsOf;
-use crate::EventEnvelope;
+use crate::projection::{IncomingRecord, Processor, RecordFailure};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
-
-/// A run of commit records in log order, with a position to resume after it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplayChunk {
-    pub records: Vec<CommitRecord>,
-    /// Where each record sits on the stream, for records read from it (empty for the
-    /// archive, which keeps no positions).
-    pub positions: Vec<crate::ports::LogPosition>,
-    /// Opaque position: pass it back to continue after this chunk.
-    pub position: String,
-    /// Problems met while reading this chunk (a corrupt object, with its key).
-    pub problems: Vec<SourceProblem>,
-    /// Progress: units (e.g. archive objects) read so far, and in all when known.
-    pub done: usize,
-    pub total: Option<usize>,
-    /// When the chunk's records arrived, roughly (an archive object's name time); None on
-    /// the stream tail.
-    pub arrived: Option<Timestamp>,
-}
-
-/// Something wrong in the log itself, reported with where it was found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SourceProblem {
-    pub location: String,
-    pub reason: String,
-}
-
-/// The log could not be read now; the same read may succeed later (answer "retry later",
-/// never a partial answer marked complete).
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-pub enum SourceError {
-    #[error("event log unreadable: {0}")]
-    Unavailable(String),
-    #[error("out of time reading the event log: {0}")]
-    OutOfTime(String),
-}
-
-/// One entity's part of the log, as an answer about one point needs it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EntityEvents {
-    /// Copies of its events, from every place they may be, in any order, duplicates allowed.
-    pub events: Vec<EventEnvelope>,
-    /// The latest version committed (the write model's head), when the source knows it.
-    pub latest: Option<u64>,
-    /// When the versions an index knows happened.
-    pub known_times: BTreeMap<u64, Timestamp>,
-    /// Parts of the log that could not be read (a corrupt object), with where they are.
-    pub problems: Vec<SourceProblem>,
-}
-
-/// What the log says of one entity.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EntityRead {
-    /// It did not exist at that point: the write model and the index say so, and the log
-    /// was not read.
-    Absent,
-    Found(EntityEvents),
-}
-
-/// The whole log and each entity's part of it (the archive plus the stream tail).
-pub trait EventSource: Send + Sync {
-    /// The copies of one entity's events an answer about `as_of` needs (at least every
-    /// version up to that point the log holds), read before `deadline`.
-    fn entity_events(
-        &self,
-        key: &StreamKey,
-        as_of: AsOf,
-        deadline: &Deadline,
-    ) -> impl Future<Output = Result<EntityRead, SourceError>> + Send;
-
-    /// The next part of the whole log in order, after `position` (from the start if None);
-    /// None at the end. Pulled one chunk at a time, so a replay holds one chunk in memory.
-    fn next_chunk(
-        &self,
-        position: Option<&str>,
-        deadline: &Deadline,
-    ) -> impl Future<Output = Result<Option<ReplayChunk>, SourceError>> + Send;
-}
+use timeline_core::envelope::{CommitRecord, StreamKey};
+use timeline_core::ports::ReadModelStore;
+use timeline_core::ports::{EventSource, ReplayChunk, SourceError, SourceProblem, Stored};
+use timeline_core::time::Deadline;
+use timeline_core::time::Timestamp;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RebuildReport {
@@ -113,7 +32,7 @@ pub struct RebuildReport {
 
 fn incoming(
     records: &[CommitRecord],
-    positions: &[Option<crate::ports::LogPosition>],
+    positions: &[Option<timeline_core::ports::LogPosition>],
     start: usize,
 ) -> Vec<IncomingRecord> {
     records
@@ -125,7 +44,7 @@ fn incoming(
                 sequence_number: position
                     .map_or_else(|| (start + i).to_string(), |p| p.sequence_number.clone()),
                 partition_key: r.partition_key().unwrap_or_default(),
-                data: crate::codec::encode_record(r),
+                data: timeline_core::codec::encode_record(r),
                 shard_id: position.map(|p| p.shard_id.clone()),
                 arrival: position.map(|p| p.arrival),
             }
@@ -138,7 +57,7 @@ fn incoming(
 struct Deferred {
     record: CommitRecord,
     /// Where it sat on the stream, if it came from there.
-    position: Option<crate::ports::LogPosition>,
+    position: Option<timeline_core::ports::LogPosition>,
     /// The position before the chunk it came in: resuming from there reads it again.
     resume: Option<String>,
     /// When its chunk's records arrived, if known.
@@ -219,7 +138,12 @@ pub async fn rebuild<S: EventSource, R: ReadModelStore>(
 }
 
 /// The records of set-aside entries, and their positions where they have one.
-fn split(deferred: &[&Deferred]) -> (Vec<CommitRecord>, Vec<Option<crate::ports::LogPosition>>) {
+fn split(
+    deferred: &[&Deferred],
+) -> (
+    Vec<CommitRecord>,
+    Vec<Option<timeline_core::ports::LogPosition>>,
+) {
     let commits = deferred.iter().map(|d| d.record.clone()).collect();
     let positions = deferred.iter().map(|d| d.position.clone()).collect();
     (commits, positions)
@@ -357,19 +281,6 @@ pub struct VerifyReport {
     pub records: usize,
     pub drift: Vec<Drift>,
     pub problems: Vec<SourceProblem>,
-}
-
-/// Reads, for verify: the stored views and the heads. Nothing is written.
-pub trait Stored: Send + Sync {
-    fn views(
-        &self,
-        keys: &[StreamKey],
-    ) -> impl Future<Output = Result<std::collections::HashMap<StreamKey, StoredView>, ReadModelError>>
-           + Send;
-    fn head(
-        &self,
-        key: &StreamKey,
-    ) -> impl Future<Output = Result<Option<Head>, StoreError>> + Send;
 }
 
 /// Replays the log in memory and compares it with the stored views and heads.

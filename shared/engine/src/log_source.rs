@@ -20,22 +20,27 @@
 //! retried with backoff within the caller's deadline; a read that still fails, or runs out
 //! of time, is an error ("retry later"), never a partial answer marked complete.
 
-use crate::archive::{parse_object_key, ArchiveError, ArchiveStore, MAX_BUFFER_MILLIS};
-use crate::codec::decode_record;
-use crate::ports::{Head, LogError, LogRecord, StreamReader, WriteModelStore};
-use crate::read_ports::{PageRequest, ReadModelQueries};
-use crate::replay::{
-    EntityEvents, EntityRead, EventSource, ReplayChunk, SourceError, SourceProblem,
-};
-use crate::retry::{retry_throttled, Deadline};
-use crate::shards::{lineage, parents_first, PageEnd, ReadFrom, Shard};
-use crate::timetravel::{merge, AsOf};
-use crate::views::HistoryEntry;
-use crate::{EventEnvelope, StreamKey, Timestamp};
+use crate::archive::{parse_object_key, MAX_BUFFER_MILLIS};
+
+use crate::retry::retry_throttled;
 use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use timeline_core::codec::decode_record;
+use timeline_core::ports::{ArchiveError, ArchiveStore};
+use timeline_core::ports::{
+    EntityEvents, EntityRead, EventSource, ReplayChunk, SourceError, SourceProblem,
+};
+use timeline_core::ports::{Head, LogError, LogRecord, StreamReader, WriteModelStore};
+use timeline_core::ports::{PageRequest, ReadModelQueries};
+use timeline_core::shards::{lineage, parents_first, PageEnd, ReadFrom, Shard};
+use timeline_core::time::Deadline;
+use timeline_core::timetravel::{merge, AsOf};
+use timeline_core::views::HistoryEntry;
+use timeline_core::EventEnvelope;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
 
 /// Archive objects fetched and decoded at once.
 pub const PARALLELISM: usize = 4;
@@ -314,7 +319,7 @@ where
         from: &ReadFrom,
         limit: usize,
         deadline: &Deadline,
-    ) -> Result<crate::shards::Page, SourceError> {
+    ) -> Result<timeline_core::shards::Page, SourceError> {
         if deadline.passed() {
             return Err(out_of_time("reading the stream"));
         }
@@ -364,7 +369,7 @@ where
         &self,
         keys: Vec<String>,
         deadline: &Deadline,
-        mut each: impl FnMut(Vec<crate::CommitRecord>),
+        mut each: impl FnMut(Vec<timeline_core::CommitRecord>),
         problems: &mut Vec<SourceProblem>,
     ) -> Result<(), SourceError> {
         let mut objects = stream::iter(keys)
@@ -694,7 +699,7 @@ where
                         match decode_record(&r.data) {
                             Ok(c) => {
                                 records.push(c);
-                                positions.push(crate::ports::LogPosition {
+                                positions.push(timeline_core::ports::LogPosition {
                                     shard_id: r.shard_id,
                                     sequence_number: r.sequence_number,
                                     arrival: r.arrival,

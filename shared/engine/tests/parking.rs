@@ -6,15 +6,20 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use timeline_core::codec::encode_record;
-use timeline_core::log_source::LogSource;
-use timeline_core::memory::{MemoryArchive, MemoryLog, MemoryReadModels, MemoryStore};
-use timeline_core::park::{redrive, ParkReason};
+use timeline_core::park::ParkReason;
 use timeline_core::ports::EventLog;
-use timeline_core::processor::{IncomingRecord, Processor, DEFAULT_CONCURRENCY};
-use timeline_core::read_ports::{ReadModelError, ReadModelStore, ViewWrite};
-use timeline_core::retry::Deadline;
-use timeline_core::testkit::{sample_ride, WriteCheck};
-use timeline_core::{CommitRecord, EventEnvelope, StreamKey, Timestamp};
+use timeline_core::ports::{ReadModelError, ReadModelStore, ViewWrite};
+use timeline_core::scenario::sample_ride;
+use timeline_core::time::Deadline;
+use timeline_core::CommitRecord;
+use timeline_core::EventEnvelope;
+use timeline_core::StreamKey;
+use timeline_core::Timestamp;
+use timeline_engine::log_source::LogSource;
+use timeline_engine::memory::{MemoryArchive, MemoryLog, MemoryReadModels, MemoryStore};
+use timeline_engine::park::redrive;
+use timeline_engine::projection::{IncomingRecord, Processor, DEFAULT_CONCURRENCY};
+use timeline_engine::testing::WriteCheck;
 
 fn now() -> Timestamp {
     "2026-11-28T11:00:00Z".parse().unwrap()
@@ -34,7 +39,7 @@ fn incoming(events: &[EventEnvelope]) -> Vec<IncomingRecord> {
 }
 
 /// The log (no archive, no index, no heads) as a redrive reads it.
-fn source(log: &MemoryLog) -> impl timeline_core::replay::EventSource {
+fn source(log: &MemoryLog) -> impl timeline_core::ports::EventSource {
     LogSource::new(
         MemoryArchive::default(),
         log.clone(),

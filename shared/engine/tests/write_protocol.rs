@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use timeline_core::envelope::{CommitRecord, StreamKey};
-use timeline_core::memory::{ManualClock, MemoryLog, MemoryStore};
 use timeline_core::ports::{
     Commit, CommitError, EventLog, Head, IdempotencyRecord, LogError, Published, StoreError,
     WriteModelStore,
@@ -12,10 +11,12 @@ use timeline_core::ports::{
 use timeline_core::ride::{Location, Ride, RideAggregate, RideCommand, RideError, RideStatus};
 use timeline_core::video::{VideoAggregate, VideoCommand};
 use timeline_core::write::{
-    CommandError, CommandOutcome, CommandRequest, CommandService, IdempotencyKey, RequestContext,
-    SweepReport, WriteConfig,
+    CommandError, CommandOutcome, CommandRequest, IdempotencyKey, RequestContext, WriteConfig,
 };
-use timeline_core::{DomainError, Timestamp};
+use timeline_core::DomainError;
+use timeline_core::Timestamp;
+use timeline_engine::memory::{ManualClock, MemoryLog, MemoryStore};
+use timeline_engine::write::{CommandService, SweepReport};
 
 type Service = CommandService<MemoryStore, MemoryLog, ManualClock>;
 
