@@ -8,9 +8,12 @@ DynamoDB serialises writes to an item; here every request is served alone (moto 
 by one interpreter lock anyway, so this costs little), and the write protocol's races are
 decided as DynamoDB decides them.
 
-Usage: python moto_server.py PORT (binds 127.0.0.1 only).
+Usage: python moto_server.py PORT [--until-stdin-closes] (binds 127.0.0.1 only). With the
+flag, the server exits when its standard input closes: a test process that started it can
+then die in any way without leaving it behind.
 """
 
+import os
 import sys
 import threading
 
@@ -34,8 +37,15 @@ class OneAtATime:
             return list(self.app(environ, start_response))
 
 
+def exit_when_stdin_closes():
+    sys.stdin.buffer.read()
+    os._exit(0)
+
+
 def main():
     port = int(sys.argv[1])
+    if "--until-stdin-closes" in sys.argv[2:]:
+        threading.Thread(target=exit_when_stdin_closes, daemon=True).start()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         "127.0.0.1",

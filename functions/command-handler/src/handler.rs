@@ -2,16 +2,15 @@
 //! Generic over the ports, so tests and the local runner pass other implementations.
 
 use crate::request::{self, check_id};
-use crate::routes::{CommandRoute, Domain, Routes};
+use crate::routes::{CommandRoute, Routes};
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use timeline_core::aggregate::{Aggregate, DomainError, RefusalKind};
 use timeline_core::ports::{Clock, EventLog, StoreError, WriteModelStore};
-use timeline_core::ride::RideAggregate;
-use timeline_core::video::VideoAggregate;
 use timeline_core::write::{
     CommandError, CommandOutcome, CommandRequest, IdempotencyKey, RequestContext, WriteConfig,
 };
+use timeline_core::{Entity, Visitor};
 use timeline_engine::write::CommandService;
 use timeline_http::Problem;
 
@@ -96,30 +95,19 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
             }
         };
         let idempotency = Some(idempotency);
-        match route.domain {
-            Domain::Ride => self
-                .run::<RideAggregate>(
-                    route,
-                    id,
-                    envelope.body,
-                    envelope.expected_version,
-                    idempotency,
-                    context,
-                )
-                .await
-                .map_err(|e| e.answer(&visible_key)),
-            Domain::Video => self
-                .run::<VideoAggregate>(
-                    route,
-                    id,
-                    envelope.body,
-                    envelope.expected_version,
-                    idempotency,
-                    context,
-                )
-                .await
-                .map_err(|e| e.answer(&visible_key)),
-        }
+        let run = Run {
+            api: self,
+            route,
+            id,
+            body: envelope.body,
+            expected_version: envelope.expected_version,
+            idempotency,
+            context,
+        };
+        timeline_core::dispatch(route.kind.aggregate_type, run)
+            .expect("routes come from the registry")
+            .await
+            .map_err(|e| e.answer(&visible_key))
     }
 
     async fn run<A>(
@@ -133,7 +121,6 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
     ) -> Result<Response<Body>, Refusal>
     where
         A: Aggregate,
-        A::Command: serde::de::DeserializeOwned + serde::Serialize,
     {
         let command: A::Command = request::command(&route, body).map_err(Refusal::Problem)?;
         let outcome = self
@@ -162,6 +149,32 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
     }
 }
 
+/// [`CommandApi::run`] for the aggregate type a route names.
+struct Run<'a, S, L, C> {
+    api: &'a CommandApi<S, L, C>,
+    route: CommandRoute,
+    id: String,
+    body: serde_json::Map<String, serde_json::Value>,
+    expected_version: Option<u64>,
+    idempotency: Option<IdempotencyKey>,
+    context: RequestContext,
+}
+
+impl<'a, S: WriteModelStore, L: EventLog, C: Clock> Visitor for Run<'a, S, L, C> {
+    type Output = futures::future::BoxFuture<'a, Result<Response<Body>, Refusal>>;
+
+    fn visit<A: Entity>(self) -> Self::Output {
+        Box::pin(self.api.run::<A>(
+            self.route,
+            self.id,
+            self.body,
+            self.expected_version,
+            self.idempotency,
+            self.context,
+        ))
+    }
+}
+
 fn accepted(route: CommandRoute, outcome: &CommandOutcome) -> Response<Body> {
     let status = if !outcome.published {
         StatusCode::ACCEPTED
@@ -179,13 +192,9 @@ fn accepted(route: CommandRoute, outcome: &CommandOutcome) -> Response<Body> {
             .expect("valid header"),
     );
     if route.creates {
-        let collection = match route.domain {
-            Domain::Ride => "rides",
-            Domain::Video => "videos",
-        };
         headers.insert(
             header::LOCATION,
-            format!("/{collection}/{}", outcome.aggregate_id)
+            format!("/{}/{}", route.kind.collection, outcome.aggregate_id)
                 .parse()
                 .expect("ids are header-safe"),
         );

@@ -191,6 +191,20 @@ where
     }
 }
 
+/// Whether a body decodes into the route's command, without running it (the OpenAPI
+/// document's examples are checked with it).
+pub fn check(route: &CommandRoute, body: Map<String, Value>) -> Result<(), Problem> {
+    struct Check<'a>(&'a CommandRoute, Map<String, Value>);
+    impl timeline_core::Visitor for Check<'_> {
+        type Output = Result<(), Problem>;
+        fn visit<A: timeline_core::Entity>(self) -> Self::Output {
+            command::<A::Command>(self.0, self.1).map(|_| ())
+        }
+    }
+    timeline_core::dispatch(route.kind.aggregate_type, Check(route, body))
+        .expect("routes come from the registry")
+}
+
 fn unknown_fields(fields: Vec<String>) -> Problem {
     Problem::bad_request(
         "invalid_body",

@@ -1,10 +1,12 @@
 //! Bad input gets the right 4xx problem+json and changes nothing: not the stream, not the
-//! write-model table. Checked against moto over HTTP.
+//! write-model table. Checked on the in-memory ports, and against moto over HTTP.
 
 use command_handler::CommandApi;
 use serde_json::json;
-use timeline_core::ports::SystemClock;
-use timeline_testkit::{api_request, post, read, TestEnv};
+use timeline_core::ports::{EventLog, SystemClock, WriteModelStore};
+use timeline_core::StreamKey;
+use timeline_engine::memory::{MemoryLog, MemoryStore};
+use timeline_testkit::{api_request, post, read};
 
 struct Case {
     name: &'static str,
@@ -40,21 +42,28 @@ impl Case {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_request_gets_its_4xx_problem_and_writes_nothing() {
-    let env = TestEnv::new().await;
-    let api = CommandApi::new(env.store(), env.log(), SystemClock);
+/// A ride and a video to send bad commands to.
+async fn seed<S: WriteModelStore, L: EventLog>(api: &CommandApi<S, L, SystemClock>) {
     let booking = json!({
         "id": "r1", "rider_id": "rider-1",
         "pickup": { "address": "1 Main St", "lat": 52.52, "lon": 13.40 },
         "dropoff": { "address": "9 Oak Ave", "lat": 52.50, "lon": 13.45 }
     });
     assert_eq!(read(api.handle(post("/rides", &booking, &[])).await).0, 201);
-    let upload = json!({ "id": "v1", "title": "Keynote", "source_uri": "s3://in/k.mp4" });
-    assert_eq!(read(api.handle(post("/videos", &upload, &[])).await).0, 201);
-    let items_before = env.table_items().await;
-    let records_before = env.records().await.len();
+    assert_eq!(
+        read(api.handle(post("/videos", &upload(), &[])).await).0,
+        201
+    );
+}
 
+fn upload() -> serde_json::Value {
+    json!({ "id": "v1", "title": "Keynote", "source_uri": "s3://in/k.mp4" })
+}
+
+/// Every bad request answers its 4xx problem.
+async fn send_every_bad_request<S: WriteModelStore, L: EventLog>(
+    api: &CommandApi<S, L, SystemClock>,
+) {
     let big = format!("{{\"driver_id\": \"{}\"}}", "x".repeat(20_000));
     let cases = vec![
         case(
@@ -180,7 +189,7 @@ async fn every_bad_request_gets_its_4xx_problem_and_writes_nothing() {
         case(
             "existing id",
             "/videos",
-            &upload.to_string(),
+            &upload().to_string(),
             409,
             "video.already_exists",
         ),
@@ -298,7 +307,16 @@ async fn every_bad_request_gets_its_4xx_problem_and_writes_nothing() {
             c.name
         );
     }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_request_gets_its_4xx_problem_and_writes_nothing() {
+    let env = timeline_testkit::test_env!();
+    let api = CommandApi::new(env.store(), env.log(), SystemClock);
+    seed(&api).await;
+    let items_before = env.table_items().await;
+    let records_before = env.records().await.len();
+    send_every_bad_request(&api).await;
     assert_eq!(
         env.table_items().await,
         items_before,
@@ -308,5 +326,22 @@ async fn every_bad_request_gets_its_4xx_problem_and_writes_nothing() {
         env.records().await.len(),
         records_before,
         "no bad request reached the stream"
+    );
+}
+
+#[tokio::test]
+async fn on_the_in_memory_ports_every_bad_request_gets_its_4xx_problem_and_writes_nothing() {
+    let (store, log) = (MemoryStore::default(), MemoryLog::default());
+    let api = CommandApi::new(store.clone(), log.clone(), SystemClock);
+    seed(&api).await;
+    let heads =
+        || [StreamKey::new("ride", "r1"), StreamKey::new("video", "v1")].map(|k| store.head(&k));
+    let (heads_before, records_before) = (heads(), log.records());
+    send_every_bad_request(&api).await;
+    assert_eq!(heads(), heads_before, "no bad request changed a head");
+    assert_eq!(
+        log.records(),
+        records_before,
+        "no bad request reached the log"
     );
 }

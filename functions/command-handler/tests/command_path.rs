@@ -59,7 +59,7 @@ fn assert_ordered(events: &[EventEnvelope]) -> BTreeMap<String, u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn booking_a_ride_commits_publishes_one_record_and_clears_the_outbox_in_four_requests() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let api = api(&env);
     let (status, body, headers) = read(api.handle(post("/rides", &booking("r1"), &[])).await);
     assert_eq!(status, 201, "{body}");
@@ -108,7 +108,7 @@ async fn booking_a_ride_commits_publishes_one_record_and_clears_the_outbox_in_fo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_whole_ride_and_the_seed_video_land_on_the_stream_and_hydrate_to_the_heads() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let api = api(&env);
     book(&api, "r1").await;
     let steps = [
@@ -182,7 +182,7 @@ async fn a_whole_ride_and_the_seed_video_land_on_the_stream_and_hydrate_to_the_h
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_50_concurrent_commands_at_one_expected_version_exactly_one_wins() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let api = Arc::new(api(&env));
     book(&api, "r1").await;
     let tasks: Vec<_> = (0..50)
@@ -228,7 +228,7 @@ async fn of_50_concurrent_commands_at_one_expected_version_exactly_one_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_publishers_keep_every_version_after_all_lower_ones_on_the_shard() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let api = Arc::new(api(&env));
     for ride in ["r1", "r2", "r3"] {
         book(&api, ride).await;
@@ -277,7 +277,7 @@ async fn concurrent_publishers_keep_every_version_after_all_lower_ones_on_the_sh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_idempotency_key_ten_times_commits_once_and_answers_the_same() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let api = Arc::new(api(&env));
     let body = json!({
         "rider_id": "rider-1",
@@ -352,7 +352,7 @@ async fn the_same_idempotency_key_ten_times_commits_once_and_answers_the_same() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_publish_is_committed_not_lost_and_the_next_command_publishes_it_in_order() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let broken = CommandApi::new(env.store(), env.broken_log(), SystemClock);
     let (status, body, _) = read(broken.handle(post("/rides", &booking("r1"), &[])).await);
     assert_eq!(status, 202, "committed but not published: {body}");
@@ -391,7 +391,7 @@ async fn a_failed_publish_is_committed_not_lost_and_the_next_command_publishes_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sweep_publishes_what_a_failed_publish_left_and_only_that() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let broken = CommandApi::new(env.store(), env.broken_log(), SystemClock);
     for id in ["r1", "r2"] {
         let (status, _, _) = read(broken.handle(post("/rides", &booking(id), &[])).await);
@@ -428,7 +428,7 @@ async fn the_sweep_publishes_what_a_failed_publish_left_and_only_that() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sequence_numbers_from_the_emulator_are_kept_as_opaque_strings() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let api = api(&env);
     book(&api, "r1").await;
     book(&api, "r2").await;

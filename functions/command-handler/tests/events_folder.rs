@@ -6,7 +6,7 @@ use command_handler::CommandApi;
 use std::path::PathBuf;
 use timeline_core::ports::{SystemClock, WriteModelStore};
 use timeline_core::StreamKey;
-use timeline_testkit::{read, TestEnv};
+use timeline_testkit::read;
 
 fn api_events() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/api");
@@ -26,7 +26,7 @@ async fn every_api_gateway_event_in_the_events_folder_is_handled() {
         files.len() >= 12,
         "one event per command at least: {files:?}"
     );
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let api = CommandApi::new(env.store(), env.log(), SystemClock);
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();

@@ -34,7 +34,7 @@ use timeline_embedded::Embedded;
 use timeline_engine::projection::{IncomingRecord, Processor};
 use timeline_engine::write::CommandService;
 use timeline_testkit::faults::{Faults, Faulty, Schedule};
-use timeline_testkit::{post, read, unique, TestEnv};
+use timeline_testkit::{post, read, unique};
 
 /// Fault schedules drawn per backend (seed 0 has every kind of fault on), and the most any
 /// fault happens.
@@ -393,7 +393,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_aws_commands_the_sweep_and_the_processor_lose_and_duplicate_nothing_under_faults() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     for seed in 0..AWS_SCHEDULES {
         let faults = Faults::random(seed, MAX_RATE);
         let ports = Ports {
@@ -450,7 +450,7 @@ async fn on_the_embedded_backend_commands_the_sweep_and_the_processor_lose_and_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_that_stalls_after_the_commit_answers_202_and_the_sweep_publishes_it() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     let api = command_handler::CommandApi::new(env.store(), env.log(), SystemClock);
     let body = serde_json::json!({
         "id": "stalled", "rider_id": "r",
@@ -499,7 +499,7 @@ fn booking(id: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_is_lost_is_answered_truly_over_http() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     let api = command_handler::CommandApi::new(env.store(), env.log(), SystemClock);
     let only = |op: &str| vec![op.to_owned()];
 

@@ -1,7 +1,7 @@
 //! Whatever bytes arrive, the handler answers with a 4xx problem (never a 5xx) and a
 //! refused request writes nothing. Unit level: in-memory ports, many random inputs.
 
-use command_handler::routes::ROUTES;
+use command_handler::routes::routes;
 use command_handler::CommandApi;
 use proptest::prelude::*;
 use timeline_core::ports::SystemClock;
@@ -19,7 +19,7 @@ proptest! {
 
     #[test]
     fn random_bodies_never_cause_a_server_error(
-        route in 0..ROUTES.len(),
+        route in 0..routes().len(),
         id in "[a-z0-9.]{0,4}",
         body in prop_oneof![
             any::<String>(),
@@ -29,7 +29,7 @@ proptest! {
         let store = MemoryStore::default();
         let log = MemoryLog::default();
         let api = CommandApi::new(store.clone(), log.clone(), SystemClock);
-        let path = ROUTES[route].0.replace("{id}", &id);
+        let path = routes()[route].0.replace("{id}", &id);
         let response = runtime().block_on(api.handle(api_request(
             "POST", &path, &[("Content-Type", "application/json")], Some(&body),
         )));

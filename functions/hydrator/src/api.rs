@@ -8,6 +8,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use std::time::Duration;
 use timeline_core::ports::ReadModelStore;
 use timeline_core::ports::{EventSource, SourceError, Stored};
+use timeline_core::registry::Kind;
 use timeline_core::time::Deadline;
 use timeline_core::timetravel::AsOf;
 use timeline_core::StreamKey;
@@ -42,19 +43,38 @@ pub fn log_unavailable(e: &SourceError) -> Problem {
         .with_header(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())
 }
 
-pub const ROUTES: &[&str] = &[
-    "/rides/{id}/state",
-    "/rides/{id}/timeline",
-    "/videos/{id}/state",
-    "/videos/{id}/timeline",
-];
+/// What a time-travel route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    State,
+    Timeline,
+}
+
+/// Every path template served, for each registered aggregate: `/{collection}/{id}/state`
+/// and `/{collection}/{id}/timeline`.
+pub fn routes() -> Vec<(String, &'static Kind, Answer)> {
+    timeline_core::registry::KINDS
+        .iter()
+        .flat_map(|kind| {
+            [("state", Answer::State), ("timeline", Answer::Timeline)].map(|(suffix, answer)| {
+                (
+                    format!("/{}/{{id}}/{suffix}", kind.collection),
+                    kind,
+                    answer,
+                )
+            })
+        })
+        .collect()
+}
 
 /// Built once: routing is on every request's path.
-static ROUTER: std::sync::LazyLock<matchit::Router<&'static str>> =
+static ROUTER: std::sync::LazyLock<matchit::Router<(&'static Kind, Answer)>> =
     std::sync::LazyLock::new(|| {
         let mut router = matchit::Router::new();
-        for route in ROUTES {
-            router.insert(*route, *route).expect("distinct routes");
+        for (template, kind, answer) in routes() {
+            router
+                .insert(template, (kind, answer))
+                .expect("distinct routes");
         }
         router
     });
@@ -93,17 +113,12 @@ where
         if req.method() != Method::GET {
             return Err(Problem::method_not_allowed(path, "GET"));
         }
-        let template = *matched.value;
+        let (kind, answer) = *matched.value;
         let id = matched.params.get("id").unwrap_or_default();
         timeline_http::check_id(id)?;
-        let kind = if template.starts_with("/rides") {
-            "ride"
-        } else {
-            "video"
-        };
-        let key = StreamKey::new(kind, id);
+        let key = StreamKey::new(kind.aggregate_type, id);
         let deadline = deadline(req);
-        let answer = if template.ends_with("/state") {
+        let answer = if answer == Answer::State {
             let version = param(req, "version")
                 .map(|v| {
                     v.parse::<u64>().map_err(|_| {

@@ -10,13 +10,11 @@ use serde_json::{json, Value};
 use timeline_core::ports::{Clock, SystemClock};
 use timeline_core::ports::{EntityEvents, EntityRead, EventSource, Stored};
 use timeline_core::ports::{ReadModelError, ReadModelStore};
-use timeline_core::ride::RideAggregate;
 use timeline_core::time::Deadline;
 use timeline_core::timetravel::{history, merge, state_at, AsOf};
-use timeline_core::video::VideoAggregate;
-use timeline_core::views::ReadModel;
 use timeline_core::StreamKey;
 use timeline_core::Timestamp;
+use timeline_core::{Entity, Visitor};
 use timeline_engine::park::{redrive, RedriveError, RedriveReport};
 use timeline_engine::projection::Processor;
 use timeline_engine::replay::{rebuild, verify, RebuildReport};
@@ -62,7 +60,7 @@ pub enum HydratorRequest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HydratorError {
-    #[error("unknown aggregate type {0:?} (ride or video)")]
+    #[error("no aggregate of type {0:?} is registered")]
     UnknownType(String),
     #[error("give as_of or version, not both")]
     BothPoints,
@@ -224,11 +222,15 @@ where
         point: AsOf,
         deadline: &Deadline,
     ) -> Result<Value, HydratorError> {
-        match key.aggregate_type.as_str() {
-            "ride" => self.state_of::<RideAggregate>(key, point, deadline).await,
-            "video" => self.state_of::<VideoAggregate>(key, point, deadline).await,
-            other => Err(HydratorError::UnknownType(other.into())),
-        }
+        let read = StateOf {
+            hydrator: self,
+            key,
+            point,
+            deadline,
+        };
+        timeline_core::dispatch(&key.aggregate_type, read)
+            .map_err(|e| HydratorError::UnknownType(e.0))?
+            .await
     }
 
     pub async fn history(
@@ -238,20 +240,19 @@ where
         to: Option<Timestamp>,
         deadline: &Deadline,
     ) -> Result<Value, HydratorError> {
-        match key.aggregate_type.as_str() {
-            "ride" => {
-                self.history_of::<RideAggregate>(key, from, to, deadline)
-                    .await
-            }
-            "video" => {
-                self.history_of::<VideoAggregate>(key, from, to, deadline)
-                    .await
-            }
-            other => Err(HydratorError::UnknownType(other.into())),
-        }
+        let read = HistoryOf {
+            hydrator: self,
+            key,
+            from,
+            to,
+            deadline,
+        };
+        timeline_core::dispatch(&key.aggregate_type, read)
+            .map_err(|e| HydratorError::UnknownType(e.0))?
+            .await
     }
 
-    async fn state_of<A: ReadModel>(
+    async fn state_of<A: Entity>(
         &self,
         key: &StreamKey,
         point: AsOf,
@@ -313,7 +314,7 @@ where
         }))
     }
 
-    async fn history_of<A: ReadModel>(
+    async fn history_of<A: Entity>(
         &self,
         key: &StreamKey,
         from: Option<Timestamp>,
@@ -340,5 +341,56 @@ where
             "issues": answer.issues,
             "problems": found.problems,
         }))
+    }
+}
+
+type Answer<'a> = futures::future::BoxFuture<'a, Result<Value, HydratorError>>;
+
+/// [`Hydrator::state`] for the aggregate type the key names.
+struct StateOf<'a, H> {
+    hydrator: &'a H,
+    key: &'a StreamKey,
+    point: AsOf,
+    deadline: &'a Deadline,
+}
+
+impl<'a, S, T, F, R> Visitor for StateOf<'a, Hydrator<S, T, F>>
+where
+    S: EventSource,
+    T: Stored,
+    F: Fn(Option<&str>) -> R + Send + Sync,
+    R: ReadModelStore + 'a,
+{
+    type Output = Answer<'a>;
+    fn visit<A: Entity>(self) -> Answer<'a> {
+        Box::pin(
+            self.hydrator
+                .state_of::<A>(self.key, self.point, self.deadline),
+        )
+    }
+}
+
+/// [`Hydrator::history`] for the aggregate type the key names.
+struct HistoryOf<'a, H> {
+    hydrator: &'a H,
+    key: &'a StreamKey,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    deadline: &'a Deadline,
+}
+
+impl<'a, S, T, F, R> Visitor for HistoryOf<'a, Hydrator<S, T, F>>
+where
+    S: EventSource,
+    T: Stored,
+    F: Fn(Option<&str>) -> R + Send + Sync,
+    R: ReadModelStore + 'a,
+{
+    type Output = Answer<'a>;
+    fn visit<A: Entity>(self) -> Answer<'a> {
+        Box::pin(
+            self.hydrator
+                .history_of::<A>(self.key, self.from, self.to, self.deadline),
+        )
     }
 }

@@ -26,7 +26,7 @@ use timeline_core::Metadata;
 use timeline_core::StreamKey;
 use timeline_core::Timestamp;
 use timeline_engine::archive::{encode_object, object_key, parse_object_key};
-use timeline_testkit::{kinesis_event, TestEnv};
+use timeline_testkit::kinesis_event;
 
 const ARCHIVE_EVENTS: usize = 1_000_000;
 const TAIL_RECORDS: usize = 100_000;
@@ -154,7 +154,7 @@ fn archive_objects(start: Timestamp, ride: &[(Timestamp, CommitRecord)]) -> Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_now_reads_one_rides_part_of_a_week_of_log() {
-    let (mut env, proxy) = TestEnv::behind_proxy().await;
+    let (mut env, proxy) = timeline_testkit::proxy_env!();
     // Bulk loading goes straight to moto; the answer goes through the proxy, which counts.
     let direct = timeline_aws::Clients::new(&timeline_aws::config::load_sdk_config().await);
     let key = StreamKey::new("ride", "the-ride");

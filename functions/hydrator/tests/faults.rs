@@ -315,7 +315,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_the_log_cannot_give_in_time_is_out_of_time_not_late() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     let w = World::build(env).await;
     let h = w.hydrator(
         w.source(&w.env.names.event_stream, PREFIX)
@@ -373,7 +373,7 @@ fn assert_met(backend: &str, injected: &BTreeMap<String, usize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_aws_every_answer_under_faults_is_right_or_says_it_is_not_whole() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     let w = World::build(env).await;
     let hydrators = [
         w.full(),

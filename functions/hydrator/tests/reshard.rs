@@ -67,7 +67,7 @@ async fn split_and_merge(env: &TestEnv, id: &str, between: impl AsyncFnOnce()) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rides_versions_on_a_closed_parent_and_its_children_are_read_in_order() {
-    let (env, _proxy) = TestEnv::behind_proxy().await;
+    let (env, _proxy) = timeline_testkit::proxy_env!();
     let api = CommandApi::new(env.store(), env.log(), SystemClock);
     book(&api, "x").await;
     adjust(&api, "x", 1001..=1003).await;
@@ -86,7 +86,7 @@ async fn a_rides_versions_on_a_closed_parent_and_its_children_are_read_in_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_without_stream_positions_still_finds_recent_versions_on_the_rides_shard() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     let api = CommandApi::new(env.store(), env.log(), SystemClock);
     book(&api, "y").await;
     adjust(&api, "y", 1001..=1002).await;
@@ -119,7 +119,7 @@ async fn an_index_without_stream_positions_still_finds_recent_versions_on_the_ri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_resumed_on_a_shard_that_has_expired_starts_again_not_past_it() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     let api = CommandApi::new(env.store(), env.log(), SystemClock);
     book(&api, "z").await;
     let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);

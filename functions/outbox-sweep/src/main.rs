@@ -1,15 +1,12 @@
-//! Scheduled (EventBridge) sweep: publishes outbox events that a failed publish left behind.
-//! Safe to run at any time; each record still carries the entity's whole pending run.
+//! Builds the DynamoDB and Kinesis clients once and runs [`SweepHandler`] on each scheduled
+//! (EventBridge) invocation.
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use outbox_sweep::SweepHandler;
 use timeline_aws::config::{required, EVENT_STREAM_NAME, WRITE_MODEL_TABLE};
 use timeline_aws::{Clients, DynamoWriteStore, KinesisEventLog};
 use timeline_core::ports::SystemClock;
-use timeline_engine::write::{CommandService, SweepReport};
-
-/// Heads examined per invocation; the schedule runs again soon after.
-const BATCH: usize = 500;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -17,23 +14,14 @@ async fn main() -> Result<(), Error> {
     let stream = required(EVENT_STREAM_NAME, "Kinesis event stream")?;
     let table = required(WRITE_MODEL_TABLE, "DynamoDB write-model table")?;
     let clients = Clients::from_env().await;
-    let service = CommandService::new(
+    let handler = SweepHandler::new(
         DynamoWriteStore::new(clients.dynamodb, table),
         KinesisEventLog::new(clients.kinesis, stream),
         SystemClock,
     );
-    let service = &service;
-    run(service_fn(
-        move |_: LambdaEvent<CloudWatchEvent>| async move {
-            let report: SweepReport = service.sweep(BATCH).await?;
-            tracing::info!(
-                examined = report.examined,
-                published = report.published,
-                failed = report.failed,
-                "outbox sweep"
-            );
-            Ok::<_, Error>(report)
-        },
-    ))
+    let handler = &handler;
+    run(service_fn(move |_: LambdaEvent<CloudWatchEvent>| async move {
+        Ok::<_, Error>(handler.handle().await?)
+    }))
     .await
 }

@@ -259,7 +259,7 @@ async fn the_same_property_holds_against_dynamodb_in_moto() {
             .unwrap()
             .current();
         let records = run_commands(&ops).await;
-        let env = timeline_testkit::TestEnv::new().await;
+        let env = timeline_testkit::test_env!();
         let h = ProcessorHandler::new(flaky(env.read_models(), 3), SystemClock);
         deliver_all(&h, &records, &sizes, &redeliver).await;
         let models = env.read_models();

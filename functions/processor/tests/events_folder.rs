@@ -5,7 +5,6 @@ use processor::{KinesisBatch, ProcessorHandler};
 use timeline_core::ports::SystemClock;
 use timeline_core::ports::{ReadModelQueries, ReadModelStore};
 use timeline_core::StreamKey;
-use timeline_testkit::TestEnv;
 
 fn batch(name: &str) -> KinesisBatch {
     let path = format!("{}/../../events/kinesis/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -41,7 +40,7 @@ async fn every_kinesis_batch_in_the_events_folder_is_projected_as_documented() {
         "a new file here needs its expectations below"
     );
 
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let h = ProcessorHandler::new(env.read_models(), SystemClock);
     let ride = StreamKey::new("ride", "ride-k1");
     let video = StreamKey::new("video", "video-k1");
@@ -75,7 +74,7 @@ async fn every_kinesis_batch_in_the_events_folder_is_projected_as_documented() {
 
     // A poison record parks its entity (nothing for Kinesis to retry); the other entities
     // still apply.
-    let fresh = TestEnv::new().await;
+    let fresh = timeline_testkit::test_env!();
     let h = ProcessorHandler::new(fresh.read_models(), SystemClock);
     let poisoned = batch("poison-record.json");
     let poison_seq = poisoned.records[1].kinesis.sequence_number.clone();

@@ -165,7 +165,7 @@ async fn actual_views(env: &TestEnv) -> std::collections::BTreeMap<String, Value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_through_the_stream_become_views_lookups_and_history() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     workload(&env).await;
     let h = handler(&env);
     for shard in by_shard(env.records().await) {
@@ -247,7 +247,7 @@ async fn commands_through_the_stream_become_views_lookups_and_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_delivered_three_times_or_overlapping_leaves_the_same_bytes_as_once() {
-    let once = TestEnv::new().await;
+    let once = timeline_testkit::test_env!();
     workload(&once).await;
     let records = once.records().await;
     let h = handler(&once);
@@ -276,7 +276,7 @@ async fn a_batch_delivered_three_times_or_overlapping_leaves_the_same_bytes_as_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_mid_batch_reports_its_sequence_number_and_a_retry_from_there_converges() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     workload(&env).await;
     let records = env.records().await;
     // The shard holding r2, and r2's first record in it.
@@ -343,7 +343,7 @@ fn poison(shard: &[StreamRecord], at: usize, data: &[u8], key: &str) -> Vec<Stre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_can_never_apply_parks_its_entity_and_the_others_go_on() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     workload(&env).await;
     let records = env.records().await;
     let h = handler(&env);

@@ -3,11 +3,12 @@
 //! implementations.
 
 use crate::params::{self, Range};
-use crate::routes::{Domain, QueryRoute, Resource, Routes};
+use crate::routes::{QueryRoute, Resource, Routes};
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
 use timeline_core::ports::{PageRequest, ReadModelError, ReadModelQueries};
+use timeline_core::registry::Kind;
 use timeline_core::StreamKey;
 use timeline_http::Problem;
 
@@ -39,7 +40,7 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
     }
 
     async fn dispatch(&self, req: &Request, path: &str) -> Result<Response<Body>, Problem> {
-        let (QueryRoute { domain, resource }, id) = self
+        let (QueryRoute { kind, resource }, id) = self
             .routes
             .find(path)
             .ok_or_else(|| Problem::not_found(format!("no route for {path}")))?;
@@ -50,13 +51,13 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
         let key = match id {
             Some(id) => {
                 check_id(id)?;
-                Some(StreamKey::new(domain.aggregate_type(), id))
+                Some(StreamKey::new(kind.aggregate_type, id))
             }
             None => None,
         };
         match (resource, key) {
             (Resource::Collection, _) => {
-                let (lookup, page) = params::list(domain, query.iter())?;
+                let (lookup, page) = params::list(kind, query.iter())?;
                 let page = self.queries.list(&lookup, &page).await.map_err(problem)?;
                 tracing::info!(
                     lookup = lookup.kind.name(),
@@ -71,23 +72,23 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
             }
             (Resource::Entity, Some(key)) => {
                 params::none(query.iter())?;
-                self.view(domain, &key).await
+                self.view(kind, &key).await
             }
             (Resource::History, Some(key)) => {
                 let (range, page) = params::history(query.iter())?;
-                self.history(domain, &key, range, &page).await
+                self.history(kind, &key, range, &page).await
             }
             (_, None) => unreachable!("entity routes have an id"),
         }
     }
 
-    async fn view(&self, domain: Domain, key: &StreamKey) -> Result<Response<Body>, Problem> {
+    async fn view(&self, kind: &Kind, key: &StreamKey) -> Result<Response<Body>, Problem> {
         let view = self
             .queries
             .view(key)
             .await
             .map_err(problem)?
-            .ok_or_else(|| not_found(domain))?;
+            .ok_or_else(|| not_found(kind))?;
         let version = view.get("version").and_then(Value::as_u64).ok_or_else(|| {
             problem(ReadModelError::Corrupt(format!(
                 "the view of {key} has no version"
@@ -106,7 +107,7 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
     /// history page are read concurrently.
     async fn history(
         &self,
-        domain: Domain,
+        kind: &Kind,
         key: &StreamKey,
         range: Range,
         page: &PageRequest,
@@ -115,7 +116,7 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
             self.queries.view(key),
             self.queries.history(key, range.from, range.to, page)
         );
-        view.map_err(problem)?.ok_or_else(|| not_found(domain))?;
+        view.map_err(problem)?.ok_or_else(|| not_found(kind))?;
         let mut history = history.map_err(problem)?;
         tracing::info!(stream = %key, items = history.items.len(), more = history.next_cursor.is_some(), "history answered");
         // Where a record sat on the stream is the hydrator's business, not the API's.
@@ -129,15 +130,11 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
     }
 }
 
-fn not_found(domain: Domain) -> Problem {
-    let what = match domain {
-        Domain::Ride => "ride",
-        Domain::Video => "video",
-    };
+fn not_found(kind: &Kind) -> Problem {
     Problem::new(
         StatusCode::NOT_FOUND,
-        domain.not_found_code(),
-        format!("no such {what}"),
+        kind.not_found_code(),
+        format!("no such {kind}"),
     )
 }
 

@@ -6,4 +6,4 @@ pub mod params;
 pub mod routes;
 
 pub use handler::QueryApi;
-pub use routes::ROUTES;
+pub use routes::routes;

@@ -2,9 +2,9 @@
 //! is a 400 problem (`invalid_query`, or `invalid_cursor` for a cursor that cannot be one)
 //! and happens before the read models are read.
 
-use crate::routes::Domain;
 use std::collections::BTreeMap;
 use timeline_core::ports::{Lookup, LookupKind, PageRequest};
+use timeline_core::registry::Kind;
 use timeline_core::Timestamp;
 use timeline_http::Problem;
 
@@ -100,11 +100,11 @@ pub fn none<'q>(pairs: impl IntoIterator<Item = (&'q str, &'q str)>) -> Result<(
 
 /// `?rider_id=` / `?driver_id=` / `?status=` (exactly one) with `limit` and `cursor`.
 pub fn list<'q>(
-    domain: Domain,
+    kind: &Kind,
     pairs: impl IntoIterator<Item = (&'q str, &'q str)>,
 ) -> Result<(Lookup, PageRequest), Problem> {
-    let filters: Vec<&str> = domain
-        .lookups()
+    let filters: Vec<&str> = kind
+        .filters
         .iter()
         .map(|(name, _)| *name)
         .chain([STATUS])
@@ -130,14 +130,14 @@ pub fn list<'q>(
         return Err(invalid(detail).with("filters", filters));
     };
     let value = params[filter];
-    let kind = if filter == STATUS {
-        if !domain.statuses().contains(&value) {
+    let lookup_kind = if filter == STATUS {
+        if !kind.statuses.contains(&value) {
             return Err(invalid(format!(
                 "unknown status {value:?}: one of {}",
-                domain.statuses().join(", ")
+                kind.statuses.join(", ")
             ))
             .with("parameter", STATUS)
-            .with("statuses", domain.statuses()));
+            .with("statuses", kind.statuses));
         }
         LookupKind::Status
     } else {
@@ -147,16 +147,15 @@ pub fn list<'q>(
             ))
             .with("parameter", filter));
         }
-        domain
-            .lookups()
+        kind.filters
             .iter()
             .find(|(name, _)| *name == filter)
             .map(|(_, kind)| *kind)
             .expect("filters come from the lookups")
     };
     let lookup = Lookup {
-        aggregate_type: domain.aggregate_type().to_owned(),
-        kind,
+        aggregate_type: kind.aggregate_type.to_owned(),
+        kind: lookup_kind,
         value: value.to_owned(),
     };
     Ok((lookup, page(&params)?))
@@ -204,13 +203,21 @@ pub fn history<'q>(
 mod tests {
     use super::*;
 
+    fn ride() -> &'static Kind {
+        timeline_core::registry::kind("ride").unwrap()
+    }
+
+    fn video() -> &'static Kind {
+        timeline_core::registry::kind("video").unwrap()
+    }
+
     fn code<T: std::fmt::Debug>(r: Result<T, Problem>) -> String {
         r.expect_err("refused").code
     }
 
     #[test]
     fn a_list_takes_exactly_one_filter() {
-        let (lookup, page) = list(Domain::Ride, [("rider_id", "r-1")]).unwrap();
+        let (lookup, page) = list(ride(), [("rider_id", "r-1")]).unwrap();
         assert_eq!(lookup.kind, LookupKind::Rider);
         assert_eq!(
             (lookup.aggregate_type.as_str(), lookup.value.as_str()),
@@ -223,37 +230,28 @@ mod tests {
                 cursor: None
             }
         );
-        let (lookup, _) = list(Domain::Video, [("status", "processing")]).unwrap();
+        let (lookup, _) = list(video(), [("status", "processing")]).unwrap();
         assert_eq!(
             (lookup.kind, lookup.aggregate_type.as_str()),
             (LookupKind::Status, "video")
         );
-        assert_eq!(code(list(Domain::Ride, [])), "invalid_query");
+        assert_eq!(code(list(ride(), [])), "invalid_query");
         assert_eq!(
-            code(list(
-                Domain::Ride,
-                [("rider_id", "a"), ("status", "booked")]
-            )),
+            code(list(ride(), [("rider_id", "a"), ("status", "booked")])),
             "invalid_query"
         );
         assert_eq!(
-            code(list(Domain::Ride, [("rider_id", "a"), ("rider_id", "b")])),
+            code(list(ride(), [("rider_id", "a"), ("rider_id", "b")])),
+            "invalid_query"
+        );
+        assert_eq!(code(list(video(), [("rider_id", "a")])), "invalid_query");
+        assert_eq!(code(list(ride(), [("rider_id", " ")])), "invalid_query");
+        assert_eq!(
+            code(list(ride(), [("status", "processing")])),
             "invalid_query"
         );
         assert_eq!(
-            code(list(Domain::Video, [("rider_id", "a")])),
-            "invalid_query"
-        );
-        assert_eq!(
-            code(list(Domain::Ride, [("rider_id", " ")])),
-            "invalid_query"
-        );
-        assert_eq!(
-            code(list(Domain::Ride, [("status", "processing")])),
-            "invalid_query"
-        );
-        assert_eq!(
-            code(list(Domain::Video, [("status", "processing:50%")])),
+            code(list(video(), [("status", "processing:50%")])),
             "invalid_query"
         );
     }
@@ -261,11 +259,11 @@ mod tests {
     #[test]
     fn limits_and_cursors_are_checked() {
         for limit in ["0", "101", "-1", "ten", "", "2.5"] {
-            let r = list(Domain::Ride, [("status", "booked"), ("limit", limit)]);
+            let r = list(ride(), [("status", "booked"), ("limit", limit)]);
             assert_eq!(code(r), "invalid_query", "limit {limit:?}");
         }
         let (_, page) = list(
-            Domain::Ride,
+            ride(),
             [("status", "booked"), ("limit", "100"), ("cursor", "abc")],
         )
         .unwrap();
@@ -277,7 +275,7 @@ mod tests {
             }
         );
         assert_eq!(
-            code(list(Domain::Ride, [("status", "booked"), ("cursor", "")])),
+            code(list(ride(), [("status", "booked"), ("cursor", "")])),
             "invalid_cursor"
         );
         let long = "a".repeat(MAX_CURSOR_CHARS + 1);

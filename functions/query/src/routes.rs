@@ -2,70 +2,23 @@
 //! same for videos.
 
 use matchit::Router;
-use timeline_core::ride::RideAggregate;
-use timeline_core::video::VideoAggregate;
-use timeline_core::Aggregate;
+use timeline_core::registry::{Kind, KINDS};
 
-/// Every path template the function serves (all `GET`); the OpenAPI document is checked
-/// against this list.
-pub const ROUTES: &[&str] = &[
-    "/rides",
-    "/rides/{id}",
-    "/rides/{id}/history",
-    "/videos",
-    "/videos/{id}",
-    "/videos/{id}/history",
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Domain {
-    Ride,
-    Video,
-}
-
-impl Domain {
-    /// The aggregate type, as in stream keys and lookups.
-    pub fn aggregate_type(self) -> &'static str {
-        match self {
-            Domain::Ride => RideAggregate::TYPE,
-            Domain::Video => VideoAggregate::TYPE,
-        }
-    }
-
-    /// The problem code for an unknown entity, as the command side answers it.
-    pub fn not_found_code(self) -> &'static str {
-        match self {
-            Domain::Ride => "ride.not_found",
-            Domain::Video => "video.not_found",
-        }
-    }
-
-    /// The status families the by-status lookup can be filtered by.
-    pub fn statuses(self) -> &'static [&'static str] {
-        match self {
-            Domain::Ride => &[
-                "booked",
-                "driver_assigned",
-                "in_progress",
-                "completed",
-                "cancelled",
-            ],
-            Domain::Video => &["uploaded", "processing", "success", "failed"],
-        }
-    }
-
-    /// The lookups other than status a collection can be filtered by (query parameter,
-    /// lookup kind).
-    pub fn lookups(self) -> &'static [(&'static str, timeline_core::ports::LookupKind)] {
-        use timeline_core::ports::LookupKind;
-        match self {
-            Domain::Ride => &[
-                ("rider_id", LookupKind::Rider),
-                ("driver_id", LookupKind::Driver),
-            ],
-            Domain::Video => &[],
-        }
-    }
+/// Every path template the function serves (all `GET`), for each registered aggregate; the
+/// OpenAPI document is checked against this list.
+pub fn routes() -> Vec<(String, QueryRoute)> {
+    KINDS
+        .iter()
+        .flat_map(|kind| {
+            let c = kind.collection;
+            [
+                (format!("/{c}"), Resource::Collection),
+                (format!("/{c}/{{id}}"), Resource::Entity),
+                (format!("/{c}/{{id}}/history"), Resource::History),
+            ]
+            .map(|(path, resource)| (path, QueryRoute { kind, resource }))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +33,7 @@ pub enum Resource {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryRoute {
-    pub domain: Domain,
+    pub kind: &'static Kind,
     pub resource: Resource,
 }
 
@@ -88,28 +41,12 @@ pub struct Routes {
     router: Router<QueryRoute>,
 }
 
-fn route_of(template: &str) -> QueryRoute {
-    let domain = if template.starts_with("/rides") {
-        Domain::Ride
-    } else {
-        Domain::Video
-    };
-    let resource = if template.ends_with("/history") {
-        Resource::History
-    } else if template.ends_with("{id}") {
-        Resource::Entity
-    } else {
-        Resource::Collection
-    };
-    QueryRoute { domain, resource }
-}
-
 impl Default for Routes {
     fn default() -> Self {
         let mut router = Router::new();
-        for template in ROUTES {
+        for (template, route) in routes() {
             router
-                .insert(*template, route_of(template))
+                .insert(template, route)
                 .expect("route templates are distinct");
         }
         Routes { router }
@@ -131,23 +68,21 @@ mod tests {
     #[test]
     fn every_template_maps_to_its_domain_and_resource() {
         let routes = Routes::default();
-        let find = |p| routes.find(p).map(|(r, id)| (r.domain, r.resource, id));
-        assert_eq!(
-            find("/rides"),
-            Some((Domain::Ride, Resource::Collection, None))
-        );
+        let find = |p| {
+            routes
+                .find(p)
+                .map(|(r, id)| (r.kind.aggregate_type, r.resource, id))
+        };
+        assert_eq!(find("/rides"), Some(("ride", Resource::Collection, None)));
         assert_eq!(
             find("/rides/r1"),
-            Some((Domain::Ride, Resource::Entity, Some("r1")))
+            Some(("ride", Resource::Entity, Some("r1")))
         );
         assert_eq!(
             find("/videos/v1/history"),
-            Some((Domain::Video, Resource::History, Some("v1")))
+            Some(("video", Resource::History, Some("v1")))
         );
-        assert_eq!(
-            find("/videos"),
-            Some((Domain::Video, Resource::Collection, None))
-        );
+        assert_eq!(find("/videos"), Some(("video", Resource::Collection, None)));
         assert_eq!(find("/rides/r1/start"), None);
         assert_eq!(find("/rides/"), None);
         assert_eq!(find("/drivers"), None);

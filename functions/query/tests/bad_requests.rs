@@ -11,7 +11,9 @@ use timeline_aws::read_models::DynamoReadModels;
 
 #[tokio::test]
 async fn bad_ids_are_invalid_id() {
-    let (env, api) = env().await;
+    let Some((env, api)) = env().await else {
+        return;
+    };
     seed_ride(&read_models(&env), "ride-1").await;
     let long = "a".repeat(65);
     for path in [
@@ -29,7 +31,9 @@ async fn bad_ids_are_invalid_id() {
 
 #[tokio::test]
 async fn bad_list_queries_are_invalid_query() {
-    let (_env, api) = env().await;
+    let Some((_env, api)) = env().await else {
+        return;
+    };
     for path in [
         // no filter, several filters, the same one twice
         "/rides",
@@ -77,7 +81,9 @@ async fn bad_list_queries_are_invalid_query() {
 
 #[tokio::test]
 async fn bad_history_and_view_queries_are_invalid_query() {
-    let (env, api) = env().await;
+    let Some((env, api)) = env().await else {
+        return;
+    };
     seed_ride(&read_models(&env), "ride-1").await;
     for path in [
         "/rides/ride-1/history?from=yesterday",
@@ -96,7 +102,9 @@ async fn bad_history_and_view_queries_are_invalid_query() {
 
 #[tokio::test]
 async fn unknown_routes_are_404_and_other_methods_405() {
-    let (_env, api) = env().await;
+    let Some((_env, api)) = env().await else {
+        return;
+    };
     for path in [
         "/",
         "/drivers",
@@ -123,7 +131,7 @@ async fn unknown_routes_are_404_and_other_methods_405() {
 
 #[tokio::test]
 async fn an_unreachable_read_model_is_503_with_retry_after() {
-    let env = timeline_testkit::TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let missing = DynamoReadModels::new(env.clients.dynamodb.clone(), "no-such-table");
     let api = QueryApi::new(missing);
     for path in ["/rides/r1", "/rides?status=booked", "/videos/v1/history"] {
@@ -135,7 +143,9 @@ async fn an_unreachable_read_model_is_503_with_retry_after() {
 
 #[tokio::test]
 async fn a_corrupt_view_is_500() {
-    let (env, api) = env().await;
+    let Some((env, api)) = env().await else {
+        return;
+    };
     let put = |pk: &str, view: Option<AttributeValue>| {
         let mut item = HashMap::from([
             ("pk".to_owned(), AttributeValue::S(pk.to_owned())),

@@ -4,7 +4,11 @@
 
 mod support;
 
-use query::ROUTES;
+use timeline_core::registry;
+
+fn templates() -> Vec<String> {
+    query::routes().into_iter().map(|(t, _)| t).collect()
+}
 use serde_json::{json, Value};
 use support::*;
 use timeline_core::ride::{CancelledBy, RideEvent};
@@ -14,7 +18,9 @@ use timeline_testkit::openapi::{assert_documented, check, document, resolve};
 #[tokio::test]
 async fn every_answer_fits_its_documented_schema() {
     let doc = document();
-    let (env, api) = env().await;
+    let Some((env, api)) = env().await else {
+        return;
+    };
     let models = read_models(&env);
     seed_ride(&models, "ride-1").await;
     ride(
@@ -109,14 +115,17 @@ async fn every_answer_fits_its_documented_schema() {
         }
         assert_documented(&doc, template, &answer);
     }
-    assert!(ROUTES.iter().all(|r| cases.iter().any(|(t, _, _)| t == r)));
+    assert!(templates()
+        .iter()
+        .all(|r| cases.iter().any(|(t, _, _)| t == r)));
 }
 
 #[test]
 fn every_route_documents_its_statuses_and_parameters() {
     let doc = document();
-    for template in ROUTES {
-        let op = &doc["paths"][*template]["get"];
+    for template in templates() {
+        let template = template.as_str();
+        let op = &doc["paths"][template]["get"];
         let responses = op["responses"].as_object().unwrap();
         let mut statuses = vec!["200", "400", "500", "503"];
         if template.contains("{id}") {
@@ -134,7 +143,7 @@ fn every_route_documents_its_statuses_and_parameters() {
             .iter()
             .map(|p| resolve(&doc, p)["name"].as_str().unwrap().to_owned())
             .collect();
-        let expected: &[&str] = match *template {
+        let expected: &[&str] = match template {
             "/rides" => &["rider_id", "driver_id", "status", "limit", "cursor"],
             "/videos" => &["status", "limit", "cursor"],
             t if t.ends_with("/history") => &["id", "from", "to", "limit", "cursor"],
@@ -148,11 +157,11 @@ fn every_route_documents_its_statuses_and_parameters() {
     };
     assert_eq!(
         statuses("RideStatus"),
-        json!(query::routes::Domain::Ride.statuses())
+        json!(registry::kind("ride").unwrap().statuses)
     );
     assert_eq!(
         statuses("VideoStatus"),
-        json!(query::routes::Domain::Video.statuses())
+        json!(registry::kind("video").unwrap().statuses)
     );
 }
 

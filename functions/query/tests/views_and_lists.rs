@@ -10,7 +10,9 @@ use timeline_core::video::VideoEvent;
 
 #[tokio::test]
 async fn a_view_is_answered_as_stored_with_its_version_as_etag() {
-    let (env, api) = env().await;
+    let Some((env, api)) = env().await else {
+        return;
+    };
     let models = read_models(&env);
     let stored = seed_ride(&models, "ride-1").await;
     let video = seed_video(&models, "video-1").await;
@@ -33,7 +35,9 @@ async fn a_view_is_answered_as_stored_with_its_version_as_etag() {
 
 #[tokio::test]
 async fn unknown_entities_are_404_with_the_domain_code() {
-    let (env, api) = env().await;
+    let Some((env, api)) = env().await else {
+        return;
+    };
     // A ride exists under this id; the video of the same id does not.
     seed_ride(&read_models(&env), "same-id").await;
     assert_problem(&get(&api, "/rides/nobody").await, 404, "ride.not_found");
@@ -66,7 +70,9 @@ async fn five_rides(env: &timeline_testkit::TestEnv) {
 
 #[tokio::test]
 async fn a_riders_rides_are_paged_newest_first_without_duplicates_or_misses() {
-    let (env, api) = env().await;
+    let Some((env, api)) = env().await else {
+        return;
+    };
     five_rides(&env).await;
 
     let mut seen = Vec::new();
@@ -96,7 +102,9 @@ async fn a_riders_rides_are_paged_newest_first_without_duplicates_or_misses() {
 
 #[tokio::test]
 async fn rides_by_driver_and_by_status() {
-    let (env, api) = env().await;
+    let Some((env, api)) = env().await else {
+        return;
+    };
     let models = read_models(&env);
     ride(
         &models,
@@ -155,7 +163,9 @@ async fn rides_by_driver_and_by_status() {
 
 #[tokio::test]
 async fn videos_by_status_family_include_progress_statuses() {
-    let (env, api) = env().await;
+    let Some((env, api)) = env().await else {
+        return;
+    };
     let models = read_models(&env);
     let uploaded = |title: &str| VideoEvent::VideoUploaded {
         title: title.to_owned(),
@@ -196,7 +206,9 @@ async fn videos_by_status_family_include_progress_statuses() {
 
 #[tokio::test]
 async fn a_cursor_the_api_did_not_issue_is_invalid_cursor() {
-    let (env, api) = env().await;
+    let Some((env, api)) = env().await else {
+        return;
+    };
     five_rides(&env).await;
     let (_, body, _) = get(&api, "/rides?rider_id=rider-a&limit=2").await;
     let cursor = body["next_cursor"]
@@ -233,7 +245,9 @@ async fn a_cursor_the_api_did_not_issue_is_invalid_cursor() {
 #[tokio::test]
 async fn a_cursor_from_another_query_is_invalid_cursor() {
     use base64::Engine;
-    let (env, api) = env().await;
+    let Some((env, api)) = env().await else {
+        return;
+    };
     five_rides(&env).await;
     seed_ride(&read_models(&env), "seed").await;
     let (_, body, _) = get(&api, "/rides?rider_id=rider-a&limit=2").await;

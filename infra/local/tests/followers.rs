@@ -22,7 +22,7 @@ use timeline_local::esm::{EventSourceMapping, MappingConfig};
 use timeline_local::operate::replay_archive;
 use timeline_local::system::{FailureFile, ProcessorFunction};
 use timeline_testkit::faults::{Faults, Faulty, Schedule};
-use timeline_testkit::{post, read, unique, TestEnv};
+use timeline_testkit::{post, read, unique};
 
 fn tempdir(prefix: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(unique(prefix));
@@ -146,7 +146,7 @@ async fn archived<A: ArchiveStore>(archive: &A) -> (BTreeMap<String, BTreeSet<u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mapping_and_the_pump_follow_a_split_and_a_merge_in_order_through_faults() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     let api = command_handler::CommandApi::new(env.store(), env.log(), SystemClock);
     let dir = tempdir("followers");
     let failures = dir.join("failed.jsonl");

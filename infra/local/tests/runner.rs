@@ -11,7 +11,6 @@ use timeline_local::backend::{AwsBackend, Backend, EmbeddedBackend};
 use timeline_local::demo::{self, DemoOutcome, Http};
 use timeline_local::operate::{operate, Operation, Output};
 use timeline_local::runner::{run, RunOptions};
-use timeline_testkit::TestEnv;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -186,7 +185,7 @@ async fn the_embedded_backend_runs_the_demo_and_keeps_everything_across_a_restar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_backend_runs_the_demo_against_moto() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let backend = AwsBackend {
         clients: env.clients.clone(),
         names: env.names.clone(),

@@ -148,7 +148,7 @@ async fn raw_object(env: &TestEnv, bucket: &str, key: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pump_moves_every_stream_record_into_firehose_objects_gzip_and_plain() {
     for gzip in [true, false] {
-        let env = TestEnv::new().await;
+        let env = timeline_testkit::test_env!();
         let bucket = bucket(&env).await;
         let records = commits(4, 3);
         let before = Timestamp::from_datetime(chrono::Utc::now()).plus_millis(-1000);
@@ -220,7 +220,7 @@ async fn the_pump_moves_every_stream_record_into_firehose_objects_gzip_and_plain
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_buffer_makes_several_objects_that_read_back_as_the_stream_per_entity() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let bucket = bucket(&env).await;
     let records = commits(6, 4);
     publish(&env, &records).await;
@@ -282,7 +282,7 @@ async fn a_small_buffer_makes_several_objects_that_read_back_as_the_stream_per_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_polls_continue_where_they_stopped_and_an_elapsed_interval_delivers() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let bucket = bucket(&env).await;
     let records = commits(3, 4);
     let (first, second) = records.split_at(5);
@@ -323,7 +323,7 @@ async fn repeated_polls_continue_where_they_stopped_and_an_elapsed_interval_deli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_delivery_is_kept_and_retried_on_the_next_poll() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let bucket = unique("later");
     let records = commits(2, 2);
     publish(&env, &records).await;
@@ -366,7 +366,7 @@ async fn a_failed_delivery_is_kept_and_retried_on_the_next_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_in_every_format_firehose_writes_are_read() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let bucket = bucket(&env).await;
     let archive = archive(&env, &bucket);
     let records = commits(4, 2);
@@ -422,7 +422,7 @@ async fn objects_in_every_format_firehose_writes_are_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_object_is_reported_with_its_key_and_the_others_are_still_read() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let bucket = bucket(&env).await;
     let archive = archive(&env, &bucket);
     let records = commits(3, 2);
@@ -503,7 +503,7 @@ async fn a_corrupt_object_is_reported_with_its_key_and_the_others_are_still_read
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_keys_with_a_time_range_lists_only_the_hours_that_can_hold_it() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let bucket = bucket(&env).await;
     let archive = archive(&env, &bucket);
     let body = encode_object(&commits(1, 1), true);
@@ -609,7 +609,7 @@ async fn list_keys_with_a_time_range_lists_only_the_hours_that_can_hold_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_pages_through_more_than_a_thousand_keys() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let bucket = bucket(&env).await;
     let archive = archive(&env, &bucket);
     let start = at("2026-05-01T10:00:00Z");

@@ -62,7 +62,7 @@ fn versions(records: &[timeline_aws::stream_reader::StreamRecord]) -> BTreeMap<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_page_is_not_the_end_of_a_shard() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     for id in 0..6 {
         publish(&env, &format!("e{id}"), 1..=3).await;
     }
@@ -107,7 +107,7 @@ async fn an_empty_page_is_not_the_end_of_a_shard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_iterator_is_renewed_from_where_the_read_was() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     publish(&env, "x", 1..=5).await;
     let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);
     let shards = reader.shards().await.unwrap();
@@ -135,7 +135,7 @@ async fn an_expired_iterator_is_renewed_from_where_the_read_was() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_reads_come_back_as_throttling_and_are_retried() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     publish(&env, "t", 1..=4).await;
     let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);
     let shard = reader.shards().await.unwrap()[0].id.clone();
@@ -162,7 +162,7 @@ async fn throttled_reads_come_back_as_throttling_and_are_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keys_records_go_on_in_the_child_after_a_split_and_a_merge() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     let client = &env.clients.kinesis;
     let stream = &env.names.event_stream;
     let reader = KinesisReader::new(client.clone(), stream);
@@ -198,7 +198,7 @@ async fn a_keys_records_go_on_in_the_child_after_a_split_and_a_merge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_listings_and_archive_listings_page_and_are_read_whole() {
-    let (env, proxy) = TestEnv::behind_proxy().await;
+    let (env, proxy) = timeline_testkit::proxy_env!();
     let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);
     let all = reader.shards().await.unwrap();
     let archive = S3Archive::new(env.clients.s3.clone(), &env.names.archive_bucket, "events/");
@@ -234,7 +234,7 @@ async fn shard_listings_and_archive_listings_page_and_are_read_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequence_numbers_are_as_long_as_kinesiss_and_order_within_a_shard() {
-    let (env, _proxy) = TestEnv::behind_proxy().await;
+    let (env, _proxy) = timeline_testkit::proxy_env!();
     let mut last = None::<(String, String)>;
     for v in 1..=3 {
         let published = env

@@ -6,7 +6,6 @@ use timeline_core::ports::{PageRequest, PositionOf, ReadModelQueries, ReadModelS
 use timeline_core::views::HistoryEntry;
 use timeline_core::StreamKey;
 use timeline_core::Timestamp;
-use timeline_testkit::TestEnv;
 
 fn entry(key: &StreamKey, version: u64, at: Timestamp) -> HistoryEntry {
     HistoryEntry {
@@ -26,7 +25,7 @@ fn entry(key: &StreamKey, version: u64, at: Timestamp) -> HistoryEntry {
 
 #[tokio::test]
 async fn a_stream_position_once_attached_is_kept() {
-    let env = TestEnv::new().await;
+    let env = timeline_testkit::test_env!();
     let models = env.read_models();
     let key = StreamKey::new("ride", "p");
     let at: Timestamp = "2026-11-28T12:00:00.000Z".parse().unwrap();

@@ -44,7 +44,7 @@ pub trait Aggregate: 'static {
     /// `Default` is the state of an entity with no events.
     type State: Default + Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync;
     /// Serialize: its numbers are checked against what the stores hold before it is decided.
-    type Command: Clone + Debug + Serialize + Send + Sync;
+    type Command: Clone + Debug + Serialize + DeserializeOwned + Send + Sync;
     type Event: DomainEvent;
     type Error: DomainError;
 

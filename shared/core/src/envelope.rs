@@ -1,4 +1,4 @@
-//! The event envelope (DESIGN section 3) and the commit record that carries a run of them.
+//! The event envelope and the commit record that carries a run of them.
 
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -72,7 +72,7 @@ impl EventEnvelope {
 }
 
 /// What one Kinesis record (and so one archive line) carries: a run of one entity's events
-/// in version order. See DESIGN section 4 for why a record holds the whole pending run.
+/// in version order. Why a record holds the whole pending run: ARCHITECTURE.md, the ordering invariant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommitRecord {
     pub events: Vec<EventEnvelope>,

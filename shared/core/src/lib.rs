@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod hydrate;
 pub mod park;
 pub mod ports;
+pub mod registry;
 pub mod ride;
 pub mod scenario;
 pub mod shards;
@@ -22,4 +23,5 @@ pub mod write;
 
 pub use aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};
 pub use envelope::{CommitRecord, EventEnvelope, Metadata, StreamKey};
+pub use registry::{dispatch, Entity, Kind, Unregistered, Visitor};
 pub use time::{Deadline, Timestamp};

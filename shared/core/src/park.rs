@@ -30,6 +30,25 @@ pub enum ParkReason {
     Refused { reason: String },
 }
 
+impl std::fmt::Display for ParkReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParkReason::Undecodable { reason } => write!(f, "undecodable record: {reason}"),
+            ParkReason::UnknownType { aggregate_type } => {
+                write!(f, "no aggregate of type {aggregate_type:?} is registered")
+            }
+            ParkReason::UnreadableEvent { version, reason } => {
+                write!(f, "version {version} unreadable: {reason}")
+            }
+            ParkReason::Gap { expected, found } => {
+                write!(f, "version {expected} missing before version {found}")
+            }
+            ParkReason::UnreadableView { reason } => write!(f, "stored view unreadable: {reason}"),
+            ParkReason::Refused { reason } => write!(f, "the read models refused it: {reason}"),
+        }
+    }
+}
+
 /// An entity's parking, as stored and listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Parked {

@@ -5,9 +5,7 @@
 
 use crate::aggregate::Aggregate;
 use crate::envelope::{EventEnvelope, StreamKey};
-use crate::ride::RideAggregate;
 use crate::time::Timestamp;
-use crate::video::VideoAggregate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -133,33 +131,11 @@ impl<S> View<S> {
     }
 }
 
-impl ReadModel for RideAggregate {
-    fn status(state: &Self::State) -> Option<String> {
-        state.as_ref().map(|r| r.status.as_str().to_owned())
-    }
-
-    fn lookups(state: &Self::State) -> Vec<(&'static str, String)> {
-        let Some(ride) = state else { return vec![] };
-        let mut out = vec![("rider", ride.rider_id.clone())];
-        out.extend(ride.driver_id.clone().map(|d| ("driver", d)));
-        out
-    }
-}
-
-impl ReadModel for VideoAggregate {
-    fn status(state: &Self::State) -> Option<String> {
-        state.as_ref().map(|v| v.status())
-    }
-
-    fn lookups(_: &Self::State) -> Vec<(&'static str, String)> {
-        vec![]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::envelope::Metadata;
+    use crate::video::VideoAggregate;
 
     fn envelope(
         version: u64,

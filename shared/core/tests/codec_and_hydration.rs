@@ -1,4 +1,4 @@
-//! The wire contract of DESIGN section 3 (envelope fields, commit records, upcasting,
+//! The wire contract (envelope fields, commit records, upcasting,
 //! unknown events) and hydration (folding a stream, reporting incomplete history).
 
 use serde_json::{json, Value};

@@ -1,4 +1,4 @@
-//! The embedded, durable local backend (DESIGN section 7): the same ports as the AWS
+//! The embedded, durable local backend: the same ports as the AWS
 //! adapters, on one SQLite database in a directory the user chooses, so the local runner
 //! needs no emulator, no Docker and no account, and keeps its data across restarts.
 //!

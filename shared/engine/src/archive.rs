@@ -1,4 +1,4 @@
-//! The S3 archive as Firehose writes it (DESIGN section 6): the object key layout, and the
+//! The S3 archive as Firehose writes it (a contract: see ARCHITECTURE.md): the object key layout, and the
 //! object bodies in every shape Firehose produces.
 //!
 //! Keys: `<prefix>YYYY/MM/DD/HH/<delivery stream>-<version>-YYYY-MM-DD-HH-MM-SS-<uuid>[.gz]`,

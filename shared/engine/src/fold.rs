@@ -20,15 +20,22 @@ use std::io::Read;
 use timeline_core::codec::decode_raw;
 use timeline_core::envelope::{EventEnvelope, StreamKey};
 use timeline_core::ports::ArchiveError;
-use timeline_core::ride::{RideAggregate, RideState};
-use timeline_core::video::{VideoAggregate, VideoState};
-use timeline_core::Aggregate;
+use timeline_core::{Aggregate, Entity, Visitor};
 
-/// The state of one entity of any known type.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AnyState {
-    Ride(RideState),
-    Video(VideoState),
+/// The state of one entity of any registered type; [`AnyState::get`] reads it as its type.
+pub struct AnyState(Box<dyn std::any::Any + Send + Sync>);
+
+impl AnyState {
+    /// The state, if the entity is an `A`.
+    pub fn get<A: Aggregate>(&self) -> Option<&A::State> {
+        self.0.downcast_ref::<A::State>()
+    }
+}
+
+impl std::fmt::Debug for AnyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnyState(..)")
+    }
 }
 
 /// An event waiting for its predecessor.
@@ -47,10 +54,10 @@ struct Folding<S> {
     ahead: BTreeMap<u64, Waiting>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StateFold {
-    rides: HashMap<String, Folding<RideState>>,
-    videos: HashMap<String, Folding<VideoState>>,
+    /// One typed fold per registered aggregate type met so far.
+    kinds: HashMap<String, Box<dyn KindFold>>,
     pub events_applied: u64,
     pub duplicates: u64,
     /// Events that could not be decoded (unknown type, schema or entity type).
@@ -128,6 +135,76 @@ fn fold_into<A: Aggregate>(
     Ok(())
 }
 
+/// The entities of one aggregate type, folded with its own `evolve`.
+trait KindFold: Send + Sync {
+    fn push(
+        &mut self,
+        id: &str,
+        version: u64,
+        event: Waiting,
+        stats: &mut (u64, u64),
+    ) -> Result<(), (u64, String)>;
+    fn len(&self) -> usize;
+    fn absorb(&mut self, other: Box<dyn std::any::Any>);
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
+    fn finish(self: Box<Self>, kind: &str, folded: &mut Folded);
+}
+
+struct Typed<A: Aggregate>(HashMap<String, Folding<A::State>>);
+
+impl<A: Aggregate> KindFold for Typed<A> {
+    fn push(
+        &mut self,
+        id: &str,
+        version: u64,
+        event: Waiting,
+        stats: &mut (u64, u64),
+    ) -> Result<(), (u64, String)> {
+        let entity = match self.0.get_mut(id) {
+            Some(e) => e,
+            None => self.0.entry(id.to_owned()).or_default(),
+        };
+        fold_into::<A>(entity, event, version, stats)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn absorb(&mut self, other: Box<dyn std::any::Any>) {
+        let other = other
+            .downcast::<Typed<A>>()
+            .expect("folds of one type name hold one type");
+        self.0.extend(other.0);
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+
+    fn finish(self: Box<Self>, kind: &str, folded: &mut Folded) {
+        for (id, e) in self.0 {
+            let key = StreamKey::new(kind, id);
+            if !e.ahead.is_empty() {
+                folded.gaps.push((key.clone(), e.version + 1));
+            }
+            folded
+                .states
+                .insert(key, (e.version, AnyState(Box::new(e.state))));
+        }
+    }
+}
+
+/// A new, empty fold for the registered type.
+struct NewFold;
+
+impl Visitor for NewFold {
+    type Output = Box<dyn KindFold>;
+    fn visit<A: Entity>(self) -> Box<dyn KindFold> {
+        Box::new(Typed::<A>(HashMap::new()))
+    }
+}
+
 impl StateFold {
     fn push_parts(
         &mut self,
@@ -136,23 +213,15 @@ impl StateFold {
         version: u64,
         waiting: impl FnOnce() -> Waiting,
     ) {
+        let fold = match self.kinds.get_mut(kind) {
+            Some(fold) => Ok(fold),
+            None => timeline_core::dispatch(kind, NewFold)
+                .map(|fold| self.kinds.entry(kind.to_owned()).or_insert(fold)),
+        };
         let mut stats = (self.events_applied, self.duplicates);
-        let result = match kind {
-            "ride" => {
-                let entity = match self.rides.get_mut(id) {
-                    Some(e) => e,
-                    None => self.rides.entry(id.to_owned()).or_default(),
-                };
-                fold_into::<RideAggregate>(entity, waiting(), version, &mut stats)
-            }
-            "video" => {
-                let entity = match self.videos.get_mut(id) {
-                    Some(e) => e,
-                    None => self.videos.entry(id.to_owned()).or_default(),
-                };
-                fold_into::<VideoAggregate>(entity, waiting(), version, &mut stats)
-            }
-            other => Err((version, format!("unknown entity type {other:?}"))),
+        let result = match fold {
+            Ok(fold) => fold.push(id, version, waiting(), &mut stats),
+            Err(unregistered) => Err((version, unregistered.to_string())),
         };
         (self.events_applied, self.duplicates) = stats;
         if let Err((version, reason)) = result {
@@ -208,13 +277,19 @@ impl StateFold {
     }
 
     pub fn entities(&self) -> usize {
-        self.rides.len() + self.videos.len()
+        self.kinds.values().map(|k| k.len()).sum()
     }
 
     /// Combines folds over disjoint sets of entities (one per worker).
     pub fn absorb(&mut self, other: StateFold) {
-        self.rides.extend(other.rides);
-        self.videos.extend(other.videos);
+        for (kind, fold) in other.kinds {
+            match self.kinds.get_mut(&kind) {
+                Some(mine) => mine.absorb(fold.into_any()),
+                None => {
+                    self.kinds.insert(kind, fold);
+                }
+            }
+        }
         self.events_applied += other.events_applied;
         self.duplicates += other.duplicates;
         self.unreadable.extend(other.unreadable);
@@ -227,23 +302,8 @@ impl StateFold {
             unreadable: self.unreadable,
             ..Default::default()
         };
-        for (id, e) in self.rides {
-            let key = StreamKey::new("ride", id);
-            if !e.ahead.is_empty() {
-                folded.gaps.push((key.clone(), e.version + 1));
-            }
-            folded
-                .states
-                .insert(key, (e.version, AnyState::Ride(e.state)));
-        }
-        for (id, e) in self.videos {
-            let key = StreamKey::new("video", id);
-            if !e.ahead.is_empty() {
-                folded.gaps.push((key.clone(), e.version + 1));
-            }
-            folded
-                .states
-                .insert(key, (e.version, AnyState::Video(e.state)));
+        for (kind, fold) in self.kinds {
+            fold.finish(&kind, &mut folded);
         }
         folded.gaps.sort();
         folded
@@ -345,7 +405,7 @@ mod tests {
     use super::*;
     use crate::archive::encode_object;
     use timeline_core::codec::encode_event;
-    use timeline_core::video::VideoEvent;
+    use timeline_core::video::{VideoAggregate, VideoEvent};
     use timeline_core::CommitRecord;
     use timeline_core::Metadata;
     use timeline_core::Timestamp;
@@ -382,10 +442,10 @@ mod tests {
     }
 
     fn status(folded: &Folded) -> String {
-        match &folded.states[&StreamKey::new("video", "v1")].1 {
-            AnyState::Video(Some(v)) => v.status(),
-            other => panic!("not a video: {other:?}"),
-        }
+        let state = &folded.states[&StreamKey::new("video", "v1")].1;
+        let video = state.get::<VideoAggregate>().expect("a video");
+        assert!(state.get::<timeline_core::ride::RideAggregate>().is_none());
+        video.as_ref().expect("uploaded").status()
     }
 
     #[test]

@@ -10,18 +10,17 @@
 //! and Kinesis redelivers from there; everything after it that was applied comes back as
 //! duplicates and is skipped.
 
+use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
-use timeline_core::aggregate::Aggregate;
 use timeline_core::codec::{decode_event, decode_record};
 use timeline_core::envelope::{EventEnvelope, StreamKey};
 use timeline_core::park::{ParkReason, Parked};
 use timeline_core::ports::{ReadModelError, ReadModelStore, StoredView, ViewWrite};
-use timeline_core::ride::RideAggregate;
 use timeline_core::time::Timestamp;
-use timeline_core::video::VideoAggregate;
-use timeline_core::views::{project, ReadModel, View};
+use timeline_core::views::{project, View};
+use timeline_core::{Entity, Visitor};
 
 /// One stream record as delivered (Kinesis data already base64-decoded).
 #[derive(Debug, Clone, PartialEq)]
@@ -309,17 +308,28 @@ impl<R: ReadModelStore> Processor<R> {
         current: Option<StoredView>,
         now: Timestamp,
     ) -> RunEnd {
-        if run.key.aggregate_type == RideAggregate::TYPE {
-            self.apply::<RideAggregate>(run, records, current, now)
-                .await
-        } else {
-            self.apply::<VideoAggregate>(run, records, current, now)
-                .await
+        let apply = Apply {
+            processor: self,
+            run,
+            records,
+            current,
+            now,
+        };
+        match timeline_core::dispatch(&run.key.aggregate_type, apply) {
+            Ok(applying) => applying.await,
+            // `decode` parks unregistered types first; this keeps the refusal explicit.
+            Err(e) => RunEnd::failed(
+                BatchStats::default(),
+                run.events[0].0,
+                RecordFailure::Unappliable(ParkReason::UnknownType {
+                    aggregate_type: e.0,
+                }),
+            ),
         }
     }
 
     /// Folds one entity's events onto its stored view and writes the result once.
-    async fn apply<A: ReadModel>(
+    async fn apply<A: Entity>(
         &self,
         run: &EntityRun,
         records: &[IncomingRecord],
@@ -514,7 +524,27 @@ fn finish(mut outcome: BatchOutcome, records: &[IncomingRecord]) -> BatchOutcome
     outcome
 }
 
-/// The aggregate types the processor knows, for callers that need to check first.
+/// Whether the registry knows the aggregate type, for callers that need to check first.
 pub fn known_aggregate(aggregate_type: &str) -> bool {
-    aggregate_type == RideAggregate::TYPE || aggregate_type == VideoAggregate::TYPE
+    timeline_core::registry::kind(aggregate_type).is_ok()
+}
+
+/// [`Processor::apply`] for the aggregate type a run names.
+struct Apply<'a, R> {
+    processor: &'a Processor<R>,
+    run: &'a EntityRun,
+    records: &'a [IncomingRecord],
+    current: Option<StoredView>,
+    now: Timestamp,
+}
+
+impl<'a, R: ReadModelStore> Visitor for Apply<'a, R> {
+    type Output = BoxFuture<'a, RunEnd>;
+
+    fn visit<A: Entity>(self) -> Self::Output {
+        Box::pin(
+            self.processor
+                .apply::<A>(self.run, self.records, self.current, self.now),
+        )
+    }
 }

@@ -1,4 +1,4 @@
-//! Moving the stream into the archive as Firehose does (DESIGN sections 6 and 7), where no
+//! Moving the stream into the archive as Firehose does, where no
 //! Firehose runs (moto, the local runner): records are buffered, and one object in Firehose's
 //! key layout and body format is delivered when the buffer reaches its size or its interval.
 //!

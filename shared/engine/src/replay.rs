@@ -62,6 +62,8 @@ struct Deferred {
     resume: Option<String>,
     /// When its chunk's records arrived, if known.
     arrived: Option<Timestamp>,
+    /// Why it failed the last time it was tried.
+    why: String,
 }
 
 /// How far (in arrival time) a replay goes on past a record it could not apply before
@@ -107,12 +109,13 @@ pub async fn rebuild<S: EventSource, R: ReadModelStore>(
         let records = incoming(&chunk.records, &positions, report.records);
         report.records += records.len();
         report.chunks += 1;
-        for at in apply(target, &records, now, &mut report).await {
+        for (at, why) in apply(target, &records, now, &mut report).await {
             deferred.push(Deferred {
                 record: chunk.records[at].clone(),
                 position: chunk.positions.get(at).cloned(),
                 resume: position.clone(),
                 arrived: chunk.arrived,
+                why,
             });
         }
         retry_deferred(target, &mut deferred, &chunk, now, &mut report).await;
@@ -128,8 +131,8 @@ pub async fn rebuild<S: EventSource, R: ReadModelStore>(
     if !deferred.is_empty() {
         let (commits, positions) = split(&deferred.iter().collect::<Vec<_>>());
         let records = incoming(&commits, &positions, report.records);
-        for at in apply(target, &records, now, &mut report).await {
-            report.problems.push(unapplied(&commits[at]));
+        for (at, why) in apply(target, &records, now, &mut report).await {
+            report.problems.push(unapplied(&commits[at], &why));
         }
     }
     report.position = position;
@@ -149,14 +152,14 @@ fn split(
     (commits, positions)
 }
 
-fn unapplied(record: &CommitRecord) -> SourceProblem {
+fn unapplied(record: &CommitRecord, why: &str) -> SourceProblem {
+    let versions = match (record.first_version(), record.last_version()) {
+        (Some(first), Some(last)) => format!("versions {first}..={last}"),
+        _ => "a record".to_owned(),
+    };
     SourceProblem {
         location: record.partition_key().unwrap_or_default(),
-        reason: format!(
-            "versions {:?}..={:?} could not be applied",
-            record.first_version(),
-            record.last_version()
-        ),
+        reason: format!("{versions} could not be applied: {why}"),
     }
 }
 
@@ -187,18 +190,27 @@ async fn retry_deferred<R: ReadModelStore>(
     }
     let (commits, positions) = split(&retry);
     let records = incoming(&commits, &positions, report.records);
-    let still: Vec<CommitRecord> = apply(target, &records, now, report)
+    let still: Vec<(CommitRecord, String)> = apply(target, &records, now, report)
         .await
         .into_iter()
-        .map(|at| commits[at].clone())
+        .map(|(at, why)| (commits[at].clone(), why))
         .collect();
     // Kept in the order they were set aside: the first is the oldest.
-    deferred.retain(|d| {
+    deferred.retain_mut(|d| {
         let retried = d
             .record
             .partition_key()
             .is_some_and(|k| touched.contains(&k));
-        !retried || still.contains(&d.record)
+        if !retried {
+            return true;
+        }
+        match still.iter().find(|(r, _)| *r == d.record) {
+            Some((_, why)) => {
+                d.why.clone_from(why);
+                true
+            }
+            None => false,
+        }
     });
 }
 
@@ -215,20 +227,20 @@ fn expire_deferred(
             .arrived
             .is_some_and(|at| now_at.as_millis() - at.as_millis() > DEFER_WINDOW_MILLIS);
         if stale {
-            report.problems.push(unapplied(&d.record));
+            report.problems.push(unapplied(&d.record, &d.why));
         }
         !stale
     });
 }
 
 /// Runs records through the processor, resuming after each failure as the event source
-/// mapping would; returns the indexes of the records that failed.
+/// mapping would; returns the indexes of the records that failed, and why.
 async fn apply<R: ReadModelStore>(
     target: &Processor<R>,
     records: &[IncomingRecord],
     now: Timestamp,
     report: &mut RebuildReport,
-) -> Vec<usize> {
+) -> Vec<(usize, String)> {
     let mut failed = Vec::new();
     let mut start = 0;
     while start < records.len() {
@@ -239,13 +251,17 @@ async fn apply<R: ReadModelStore>(
             None => break,
             Some((index, failure)) => {
                 let at = start + index;
-                if let RecordFailure::Store { reason } = failure {
-                    report.problems.push(SourceProblem {
-                        location: records[at].partition_key.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-                failed.push(at);
+                let why = match failure {
+                    RecordFailure::Store { reason } => {
+                        report.problems.push(SourceProblem {
+                            location: records[at].partition_key.clone(),
+                            reason: reason.clone(),
+                        });
+                        reason.clone()
+                    }
+                    RecordFailure::Unappliable(reason) => reason.to_string(),
+                };
+                failed.push((at, why));
                 start = at + 1;
             }
         }
@@ -310,6 +326,17 @@ pub async fn verify<S: EventSource, T: Stored>(
         problems: rebuilt.problems,
         ..Default::default()
     };
+    // What the live processor parks is behind on purpose; say so, never hide it.
+    let parked = expected
+        .parked()
+        .await
+        .map_err(|e| SourceError::Unavailable(e.to_string()))?;
+    report
+        .problems
+        .extend(parked.into_iter().map(|p| SourceProblem {
+            location: p.entity,
+            reason: format!("the processor parks it: {}", p.reason),
+        }));
     for (key, view) in &views {
         let entity = key.to_string();
         let log_version = view["version"].as_u64().unwrap_or(0);

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use timeline_core::aggregate::{Aggregate, DomainError};
 use timeline_core::envelope::{CommitRecord, StreamKey};
 use timeline_core::ports::{
-    Clock, CommitError, EventLog, Head, IdempotencyRecord, StoreError, WriteModelStore,
+    Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, StoreError, WriteModelStore,
 };
 use timeline_core::time::Timestamp;
 use timeline_core::write::*;
@@ -203,58 +203,94 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
                     }
                     return Err(CommandError::OutboxFull { pending });
                 }
-                Ok(Plan::Nothing(mut outcome)) => {
-                    // Nothing happened: nothing to write. Events an earlier publish left in
-                    // the outbox still go out, so the answer is true about where they are.
-                    if let Some(head) = head.as_ref() {
-                        outcome.published = self.publish_outbox(head).await;
-                    }
-                    if !idempotency.made {
-                        let ttl = self.config.idempotency_ttl_secs;
-                        let answer = StoredAnswer::Done(outcome.clone());
-                        let stored = record(idempotency, &key, outcome.version, &answer, now, ttl);
-                        if let Err(CommitError::IdempotencyConflict) =
-                            self.store.remember(stored, now).await
-                        {
-                            return self.replay_key(idempotency, now).await;
-                        }
-                    }
-                    return Ok(outcome);
+                Ok(Plan::Nothing(outcome)) => {
+                    return self
+                        .answer_nothing(&key, head.as_ref(), outcome, idempotency, now)
+                        .await
                 }
                 Ok(Plan::Commit { commit, outcome }) => (commit, outcome),
             };
-            let new_head = commit.head.clone();
             *committed_once = true;
-            match self.store.commit(*commit).await {
-                Ok(()) => {
-                    let mut outcome = outcome;
-                    outcome.published = self.publish_outbox(&new_head).await;
-                    return Ok(outcome);
-                }
-                // A twin request with the same key won the race: answer as it did.
-                Err(CommitError::IdempotencyConflict) => {
-                    return self.replay_key(idempotency, now).await
-                }
-                Err(CommitError::HeadConflict) => {
-                    let actual = self.store.load_head(&key).await?.map_or(0, |h| h.version);
-                    if let Some(expected) = request.expected_version {
-                        return Err(CommandError::VersionConflict { expected, actual });
-                    }
-                    if attempt >= self.config.max_attempts {
-                        return Err(CommandError::Contention { actual });
-                    }
-                    tracing::debug!(stream = %key, attempt, "head moved; deciding again");
-                }
-                Err(CommitError::Busy) => {
-                    if attempt >= self.config.max_attempts {
-                        return Err(CommandError::Busy);
-                    }
-                    tracing::debug!(stream = %key, attempt, "head busy; trying again");
-                    tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6)))
-                        .await;
-                }
-                Err(CommitError::Store(e)) => return Err(e.into()),
+            match self
+                .commit::<A>(&key, *commit, outcome, request, idempotency, attempt, now)
+                .await
+            {
+                Step::Done(answer) => return answer,
+                Step::Again => {}
             }
+        }
+    }
+
+    /// Nothing happened, so nothing is written: events an earlier publish left in the outbox
+    /// still go out (the answer is true about where they are), and a caller's key remembers
+    /// the answer.
+    async fn answer_nothing<E: std::error::Error + 'static>(
+        &self,
+        key: &StreamKey,
+        head: Option<&Head>,
+        mut outcome: CommandOutcome,
+        idempotency: &IdempotencyKey,
+        now: Timestamp,
+    ) -> Result<CommandOutcome, CommandError<E>> {
+        if let Some(head) = head {
+            outcome.published = self.publish_outbox(head).await;
+        }
+        if !idempotency.made {
+            let ttl = self.config.idempotency_ttl_secs;
+            let answer = StoredAnswer::Done(outcome.clone());
+            let stored = record(idempotency, key, outcome.version, &answer, now, ttl);
+            if let Err(CommitError::IdempotencyConflict) = self.store.remember(stored, now).await {
+                return self.replay_key(idempotency, now).await;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Step 3 and 4: the conditional commit, then the publish; or why to decide again.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit<A: Aggregate>(
+        &self,
+        key: &StreamKey,
+        commit: Commit,
+        mut outcome: CommandOutcome,
+        request: &CommandRequest<A::Command>,
+        idempotency: &IdempotencyKey,
+        attempt: u32,
+        now: Timestamp,
+    ) -> Step<Result<CommandOutcome, CommandError<A::Error>>> {
+        let new_head = commit.head.clone();
+        match self.store.commit(commit).await {
+            Ok(()) => {
+                outcome.published = self.publish_outbox(&new_head).await;
+                Step::Done(Ok(outcome))
+            }
+            // A twin request with the same key won the race: answer as it did.
+            Err(CommitError::IdempotencyConflict) => {
+                Step::Done(self.replay_key(idempotency, now).await)
+            }
+            Err(CommitError::HeadConflict) => {
+                let actual = match self.store.load_head(key).await {
+                    Ok(head) => head.map_or(0, |h| h.version),
+                    Err(e) => return Step::Done(Err(e.into())),
+                };
+                if let Some(expected) = request.expected_version {
+                    return Step::Done(Err(CommandError::VersionConflict { expected, actual }));
+                }
+                if attempt >= self.config.max_attempts {
+                    return Step::Done(Err(CommandError::Contention { actual }));
+                }
+                tracing::debug!(stream = %key, attempt, "head moved; deciding again");
+                Step::Again
+            }
+            Err(CommitError::Busy) => {
+                if attempt >= self.config.max_attempts {
+                    return Step::Done(Err(CommandError::Busy));
+                }
+                tracing::debug!(stream = %key, attempt, "head busy; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6))).await;
+                Step::Again
+            }
+            Err(CommitError::Store(e)) => Step::Done(Err(e.into())),
         }
     }
 
@@ -368,4 +404,10 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
         }
         Ok(report)
     }
+}
+
+/// What the command loop does next.
+enum Step<T> {
+    Done(T),
+    Again,
 }

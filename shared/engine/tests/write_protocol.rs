@@ -1,4 +1,4 @@
-//! The write protocol of DESIGN section 4 against the in-memory ports: versions,
+//! The write protocol (ARCHITECTURE.md, "What must always hold") against the in-memory ports: versions,
 //! optimistic concurrency, idempotency, the outbox and its publication, and time.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,4 +1,6 @@
-//! Test support against a real emulator over HTTP (moto, started by `infra/test.sh`).
+//! Test support against a real emulator over HTTP: moto, started by `infra/test.sh`, or, under
+//! a plain `cargo test`, started here from the virtualenv `infra/test.sh` makes (see
+//! [`emulator`]); without either, the emulator tests skip and say so.
 //!
 //! Every test makes its own stream and tables with unique names, so tests run in parallel
 //! against one server without seeing each other. [`faults`] and [`proxy`] make the
@@ -69,14 +71,132 @@ pub struct TestEnv {
     pub counter: RequestCounter,
 }
 
-/// Fails loudly if the emulator is not configured: these tests never talk to real AWS.
+/// The emulator's endpoint. `AWS_ENDPOINT_URL` when set (it must be on loopback: these tests
+/// never talk to real AWS); otherwise a moto server started once per test process from
+/// `.venv` (the virtualenv `infra/test.sh` makes), which exits with the process; otherwise
+/// None, after saying on stderr how to get one.
+pub fn emulator() -> Option<String> {
+    static STARTED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+        assert!(
+            endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
+            "AWS_ENDPOINT_URL must point at a local emulator, got {endpoint:?}"
+        );
+        return Some(endpoint);
+    }
+    let started = STARTED.get_or_init(moto::start).clone();
+    if started.is_none() {
+        use std::io::Write;
+        // Straight to stderr: the test harness captures `eprintln!`, and a skip must show.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped {}: no emulator (run infra/test.sh once to make .venv, or set AWS_ENDPOINT_URL)",
+            std::thread::current().name().unwrap_or("a test"),
+        );
+    }
+    started
+}
+
+/// The emulator's endpoint; panics when there is none (callers that can skip use
+/// [`emulator`] or [`test_env!`]).
 pub fn endpoint() -> String {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
-        "AWS_ENDPOINT_URL must point at a local emulator (run the tests with infra/test.sh), got {endpoint:?}"
-    );
-    endpoint
+    emulator().expect("an emulator (run the tests with infra/test.sh)")
+}
+
+/// A fresh [`TestEnv`], or return from the test (skipped, said on stderr) with no emulator.
+#[macro_export]
+macro_rules! test_env {
+    () => {
+        match $crate::TestEnv::try_new().await {
+            Some(env) => env,
+            None => return,
+        }
+    };
+}
+
+/// A fresh [`TestEnv`] behind a fault proxy, or return from the test with no emulator.
+#[macro_export]
+macro_rules! proxy_env {
+    () => {
+        match $crate::TestEnv::try_behind_proxy().await {
+            Some(env) => env,
+            None => return,
+        }
+    };
+}
+
+/// Returns from the test (skipped, said on stderr) when no emulator can be had.
+#[macro_export]
+macro_rules! need_emulator {
+    () => {
+        if $crate::emulator().is_none() {
+            return;
+        }
+    };
+}
+
+mod moto {
+    use std::io::BufRead;
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    use std::sync::Mutex;
+
+    /// Kept open for the life of the process: the server exits when it closes.
+    static LIFELINE: Mutex<Option<std::process::ChildStdin>> = Mutex::new(None);
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// Starts `infra/moto_server.py` from `.venv` on a free loopback port and points the
+    /// SDK at it (dummy credentials, no profile files).
+    pub(super) fn start() -> Option<String> {
+        let root = root();
+        let python = root.join(".venv/bin/python");
+        if !python.exists() {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .ok()?
+            .port();
+        let mut child = Command::new(&python)
+            .arg(root.join("infra/moto_server.py"))
+            .arg(port.to_string())
+            .arg("--until-stdin-closes")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        *LIFELINE.lock().unwrap() = child.stdin.take();
+        // werkzeug says where it listens on stderr once it does.
+        let stderr = child.stderr.take()?;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let ready = lines
+            .by_ref()
+            .take(50)
+            .any(|line| line.is_ok_and(|l| l.contains(&format!("127.0.0.1:{port}"))));
+        // Keep draining its log so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        if !ready {
+            return None;
+        }
+        let endpoint = format!("http://127.0.0.1:{port}");
+        for (name, value) in [
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_SESSION_TOKEN", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ] {
+            std::env::set_var(name, value);
+        }
+        Some(endpoint)
+    }
 }
 
 pub fn unique(prefix: &str) -> String {
@@ -90,6 +210,18 @@ impl TestEnv {
     /// Fresh resources, created by the same bootstrap the local runner uses.
     pub async fn new() -> TestEnv {
         Self::at(None).await
+    }
+
+    /// [`TestEnv::new`], or None when no emulator can be had (see [`emulator`]).
+    pub async fn try_new() -> Option<TestEnv> {
+        emulator()?;
+        Some(Self::at(None).await)
+    }
+
+    /// [`TestEnv::behind_proxy`], or None when no emulator can be had.
+    pub async fn try_behind_proxy() -> Option<(TestEnv, proxy::FaultProxy)> {
+        emulator()?;
+        Some(Self::behind_proxy().await)
     }
 
     /// Fresh resources, made and used through a fault proxy in front of the emulator (its

@@ -21,9 +21,9 @@ use timeline_testkit::{api_request, read, TestEnv};
 pub type Api = QueryApi<DynamoReadModels>;
 
 /// A fresh environment with its read-model table (created by the same spec the bootstrap
-/// and `template.yaml` use; an existing table is left as it is).
-pub async fn env() -> (TestEnv, Api) {
-    let env = TestEnv::new().await;
+/// and `template.yaml` use; an existing table is left as it is). None without an emulator.
+pub async fn env() -> Option<(TestEnv, Api)> {
+    let env = TestEnv::try_new().await?;
     create_table(
         &env.clients.dynamodb,
         &env.names.read_model_table,
@@ -32,7 +32,7 @@ pub async fn env() -> (TestEnv, Api) {
     .await
     .expect("create the read-model table");
     let api = QueryApi::new(read_models(&env));
-    (env, api)
+    Some((env, api))
 }
 
 pub fn read_models(env: &TestEnv) -> DynamoReadModels {

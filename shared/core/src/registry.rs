@@ -1,0 +1,191 @@
+//! The registry of aggregates: the one list every dispatch goes through (command routes,
+//! query routes, projection, replay fold, time travel). An aggregate is registered by
+//! implementing [`Entity`] and naming it once in [`register!`] below; a type that is not
+//! registered is refused everywhere with [`Unregistered`], never guessed.
+
+use crate::aggregate::Aggregate;
+use crate::ports::LookupKind;
+use crate::ride::RideAggregate;
+use crate::video::VideoAggregate;
+use crate::views::ReadModel;
+
+/// Everything the edges need to know about an aggregate beyond its rules and read model.
+pub trait Entity: ReadModel {
+    /// The collection in HTTP paths: `/rides`, `/rides/{id}/...`.
+    const COLLECTION: &'static str;
+    /// The status families the by-status lookup lists under (`?status=`).
+    const STATUSES: &'static [&'static str];
+    /// Filters besides status: (query parameter, lookup).
+    const FILTERS: &'static [(&'static str, LookupKind)];
+    /// The command routes, each naming the serde tag of a command.
+    const COMMANDS: &'static [CommandRoute];
+}
+
+/// One command route: `POST /{collection}` for the command that creates the entity,
+/// `POST /{collection}/{id}/{path}` for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandRoute {
+    /// The path segment after the id (empty for the creating command).
+    pub path: &'static str,
+    /// The command's serde tag.
+    pub command: &'static str,
+    pub creates: bool,
+}
+
+impl CommandRoute {
+    pub const fn creates(command: &'static str) -> Self {
+        CommandRoute {
+            path: "",
+            command,
+            creates: true,
+        }
+    }
+
+    pub const fn on(path: &'static str, command: &'static str) -> Self {
+        CommandRoute {
+            path,
+            command,
+            creates: false,
+        }
+    }
+}
+
+/// A registered aggregate, as data: what routing and validation need without its types.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Kind {
+    /// As in envelopes and stream keys: `ride`.
+    pub aggregate_type: &'static str,
+    pub collection: &'static str,
+    pub statuses: &'static [&'static str],
+    pub filters: &'static [(&'static str, LookupKind)],
+    pub commands: &'static [CommandRoute],
+}
+
+impl Kind {
+    pub const fn of<A: Entity>() -> Kind {
+        Kind {
+            aggregate_type: A::TYPE,
+            collection: A::COLLECTION,
+            statuses: A::STATUSES,
+            filters: A::FILTERS,
+            commands: A::COMMANDS,
+        }
+    }
+
+    /// The problem code for an entity that does not exist, e.g. `ride.not_found`.
+    pub fn not_found_code(&self) -> String {
+        format!("{}.not_found", self.aggregate_type)
+    }
+
+    /// The path template of a command route.
+    pub fn command_path(&self, route: &CommandRoute) -> String {
+        if route.creates {
+            format!("/{}", self.collection)
+        } else {
+            format!("/{}/{{id}}/{}", self.collection, route.path)
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.aggregate_type)
+    }
+}
+
+/// Work to do for one aggregate type, chosen at run time by name: [`dispatch`] calls
+/// `visit` with the registered type.
+pub trait Visitor {
+    type Output;
+    fn visit<A: Entity>(self) -> Self::Output;
+}
+
+/// An aggregate type no module registers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no aggregate of type {0:?} is registered")]
+pub struct Unregistered(pub String);
+
+macro_rules! register {
+    ($($aggregate:ty),+ $(,)?) => {
+        /// Every registered aggregate.
+        pub const KINDS: &[Kind] = &[$(Kind::of::<$aggregate>()),+];
+
+        /// Runs `visitor` for the aggregate registered under `aggregate_type`.
+        pub fn dispatch<V: Visitor>(
+            aggregate_type: &str,
+            visitor: V,
+        ) -> Result<V::Output, Unregistered> {
+            $(
+                if aggregate_type == <$aggregate as Aggregate>::TYPE {
+                    return Ok(visitor.visit::<$aggregate>());
+                }
+            )+
+            Err(Unregistered(aggregate_type.to_owned()))
+        }
+    };
+}
+
+register!(RideAggregate, VideoAggregate);
+
+/// The registered aggregate of a type.
+pub fn kind(aggregate_type: &str) -> Result<&'static Kind, Unregistered> {
+    KINDS
+        .iter()
+        .find(|k| k.aggregate_type == aggregate_type)
+        .ok_or_else(|| Unregistered(aggregate_type.to_owned()))
+}
+
+/// The registered aggregate served under `/{collection}`.
+pub fn by_collection(collection: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.collection == collection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Name;
+    impl Visitor for Name {
+        type Output = &'static str;
+        fn visit<A: Entity>(self) -> &'static str {
+            A::COLLECTION
+        }
+    }
+
+    #[test]
+    fn dispatch_finds_each_registered_type_and_refuses_any_other() {
+        assert_eq!(dispatch("ride", Name), Ok("rides"));
+        assert_eq!(dispatch("video", Name), Ok("videos"));
+        assert_eq!(dispatch("parcel", Name), Err(Unregistered("parcel".into())));
+        assert_eq!(dispatch("Ride", Name), Err(Unregistered("Ride".into())));
+    }
+
+    #[test]
+    fn types_collections_and_command_paths_are_distinct() {
+        let mut names: Vec<&str> = KINDS.iter().map(|k| k.aggregate_type).collect();
+        let mut collections: Vec<&str> = KINDS.iter().map(|k| k.collection).collect();
+        let mut paths: Vec<String> = KINDS
+            .iter()
+            .flat_map(|k| k.commands.iter().map(|c| k.command_path(c)))
+            .collect();
+        for list in [&mut names, &mut collections] {
+            let n = list.len();
+            list.sort();
+            list.dedup();
+            assert_eq!(list.len(), n);
+        }
+        let n = paths.len();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), n);
+        for kind in KINDS {
+            assert_eq!(
+                kind.commands.iter().filter(|c| c.creates).count(),
+                1,
+                "{kind:?}"
+            );
+            assert_eq!(by_collection(kind.collection), Some(kind));
+            assert_eq!(self::kind(kind.aggregate_type), Ok(kind));
+        }
+    }
+}
