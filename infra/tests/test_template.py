@@ -222,15 +222,27 @@ def test_no_allow_statement_has_a_wildcard_action_or_an_unnamed_resource(transfo
             assert names_a_resource(resource), f"{where}: {resource}"
 
 
+API_GATEWAY_LOGS_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+
+
 def test_roles_carry_only_the_managed_policies_sam_attaches(transformed):
     roles = of_type(transformed["Resources"], "AWS::IAM::Role")
     for name, role in roles.items():
-        managed = set(role["Properties"].get("ManagedPolicyArns", []))
+        managed = {
+            m if isinstance(m, str) else m["Fn::Sub"].replace("${AWS::Partition}", "aws")
+            for m in role["Properties"].get("ManagedPolicyArns", [])
+        }
         allowed = SAM_MANAGED_POLICIES | ({KINESIS_POLLER_POLICY} if name == "ProcessorFunctionRole" else set())
+        if name == "ApiGatewayCloudWatchRole":
+            allowed = {API_GATEWAY_LOGS_POLICY}
         assert managed <= allowed, f"{name}: {managed - allowed}"
         for s in listify(role["Properties"]["AssumeRolePolicyDocument"]["Statement"]):
             assert s["Action"] in ("sts:AssumeRole", ["sts:AssumeRole"]), name
-            assert set(s["Principal"]) == {"Service"}, name
+            if name == "VideoPipelineRole":
+                # Principals of this account only (whoever the account lets assume it).
+                assert s["Principal"] == {"AWS": {"Fn::Sub": "arn:aws:iam::${AWS::AccountId}:root"}}
+            else:
+                assert set(s["Principal"]) == {"Service"}, name
 
 
 def test_each_function_may_touch_only_what_it_uses(transformed):
@@ -419,21 +431,124 @@ def test_the_queries_may_use_exactly_the_read_model_indexes(template, resources)
 # API
 
 
-def test_every_route_needs_the_cognito_authorizer(template, transformed):
+PIPELINE_ROUTES = {
+    "/videos/{id}/start-processing",
+    "/videos/{id}/progress",
+    "/videos/{id}/succeed",
+    "/videos/{id}/fail",
+}
+
+
+def test_every_route_needs_a_cognito_user_or_for_the_pipeline_an_iam_signature(template, transformed):
     api = template["Resources"]["Api"]["Properties"]
     assert api["Auth"]["DefaultAuthorizer"] == "CognitoAuthorizer"
     assert ref_target(api["Auth"]["Authorizers"]["CognitoAuthorizer"]["UserPoolArn"]) == "UserPool"
+    iam_events = set()
     for name, fn in functions(template).items():
         for event_name, event in fn["Properties"].get("Events", {}).items():
-            if event["Type"] == "Api":
-                assert "Auth" not in event["Properties"], f"{name}.{event_name} overrides the authorizer"
+            if event["Type"] == "Api" and "Auth" in event["Properties"]:
+                assert event["Properties"]["Auth"] == {"Authorizer": "AWS_IAM"}, f"{name}.{event_name}"
+                iam_events.add((event["Properties"]["Path"], event["Properties"]["Method"]))
+    assert iam_events == {(p, "POST") for p in PIPELINE_ROUTES}
     paths = transformed["Resources"]["Api"]["Properties"]["Body"]["paths"]
     assert len(paths) >= 10
     for path, methods in paths.items():
         for method, operation in methods.items():
-            assert operation.get("security") == [{"CognitoAuthorizer": []}], f"{method.upper()} {path}"
+            expected = [{"AWS_IAM": []}] if path in PIPELINE_ROUTES else [{"CognitoAuthorizer": []}]
+            assert operation.get("security") == expected, f"{method.upper()} {path}"
     throttle = api["MethodSettings"][0]
     assert throttle["ThrottlingRateLimit"] > 0 and throttle["ThrottlingBurstLimit"] > 0
+
+
+def test_cognito_groups_are_the_roles_the_policy_knows(template):
+    groups = of_type(template["Resources"], "AWS::Cognito::UserPoolGroup").values()
+    assert {g["Properties"]["GroupName"] for g in groups} == {"riders", "drivers", "dispatchers", "operators"}
+    assert all(ref_target(g["Properties"]["UserPoolId"]) == "UserPool" for g in groups)
+
+
+def test_the_pipeline_role_may_only_report_processing_and_read_videos(template):
+    role = template["Resources"]["VideoPipelineRole"]["Properties"]
+    statements = [s for p in role["Policies"] for s in listify(p["PolicyDocument"]["Statement"])]
+    resources = []
+    for s in statements:
+        assert s["Action"] == "execute-api:Invoke"
+        resources += [r["Fn::Sub"] for r in listify(s["Resource"])]
+    posts = {r.split("/prod/POST")[1] for r in resources if "/prod/POST/" in r}
+    assert posts == {p.replace("{id}", "*") for p in PIPELINE_ROUTES}
+    assert all("/prod/POST/" in r or "/prod/GET/videos" in r for r in resources)
+
+
+def test_api_access_logs_with_the_account_role_api_gateway_needs(template):
+    resources = template["Resources"]
+    api = resources["Api"]
+    logs = api["Properties"]["AccessLogSetting"]
+    assert ref_target(logs["DestinationArn"]) == "ApiAccessLogs"
+    for field in ("$context.requestId", "$context.status", "$context.identity.caller", "$context.authorizer.claims.sub"):
+        assert field in logs["Format"], field
+    # A first deploy with access logging fails unless the account has a CloudWatch role.
+    assert api["DependsOn"] == "ApiGatewayAccount"
+    account = resources["ApiGatewayAccount"]
+    assert account["Type"] == "AWS::ApiGateway::Account"
+    assert ref_target(account["Properties"]["CloudWatchRoleArn"]) == "ApiGatewayCloudWatchRole"
+    trust = resources["ApiGatewayCloudWatchRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+    assert trust["Principal"] == {"Service": "apigateway.amazonaws.com"}
+    assert resources["ApiAccessLogs"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_api_server_errors_and_latency_are_alarmed(template):
+    alarms = of_type(template["Resources"], "AWS::CloudWatch::Alarm").values()
+    on_api = {
+        a["Properties"]["MetricName"]: a["Properties"]
+        for a in alarms
+        if a["Properties"].get("Namespace") == "AWS/ApiGateway"
+    }
+    assert set(on_api) == {"5XXError", "Latency"}
+    for alarm in on_api.values():
+        dims = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+        assert dims["ApiName"] == template["Resources"]["Api"]["Properties"]["Name"]
+        assert dims["Stage"] == template["Resources"]["Api"]["Properties"]["StageName"]
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    assert on_api["Latency"]["ExtendedStatistic"] == "p99"
+
+
+def test_the_write_model_table_holding_unpublished_events_is_retained_and_protected(template):
+    table = template["Resources"]["WriteModelTable"]
+    assert table["DeletionPolicy"] == "Retain"
+    assert table["UpdateReplacePolicy"] == "Retain"
+    assert table["Properties"]["DeletionProtectionEnabled"] is True
+
+
+def test_firehose_logs_its_errors_and_a_silent_archive_alarms(template):
+    resources = template["Resources"]
+    options = resources["ArchiveDeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"][
+        "CloudWatchLoggingOptions"
+    ]
+    assert options["Enabled"] is True
+    assert ref_target(options["LogGroupName"]) == "ArchiveDeliveryLogs"
+    assert ref_target(options["LogStreamName"]) == "ArchiveDeliveryLogStream"
+    grants = [
+        s
+        for p in resources["ArchiveDeliveryRole"]["Properties"]["Policies"]
+        for s in listify(p["PolicyDocument"]["Statement"])
+        if "logs:PutLogEvents" in listify(s["Action"])
+    ]
+    assert [ref_target(g["Resource"]) for g in grants] == ["ArchiveDeliveryLogs"]
+    freshness = resources["ArchiveFreshnessAlarm"]["Properties"]
+    assert freshness["MetricName"] == "DeliveryToS3.DataFreshness"
+    assert freshness["TreatMissingData"] == "breaching"
+
+
+def test_the_firehose_role_trusts_only_this_accounts_delivery_streams(template):
+    trust = template["Resources"]["ArchiveDeliveryRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert len(trust) == 1
+    assert trust[0]["Principal"] == {"Service": "firehose.amazonaws.com"}
+    assert trust[0]["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+
+
+def test_the_sweep_and_time_travel_have_reserved_concurrency(template):
+    fns = functions(template)
+    assert fns["OutboxSweepFunction"]["Properties"]["ReservedConcurrentExecutions"] == 1
+    assert fns["HydratorApiFunction"]["Properties"]["ReservedConcurrentExecutions"] == {"Ref": "TimeTravelConcurrency"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,6 +610,12 @@ def test_samconfig_defaults():
     assert deploy["resolve_s3"] is True
     assert deploy["confirm_changeset"] is True
     assert "region" not in deploy, "the user's own region, not ours"
+    # Unattended deploys (CI) use `--config-env ci`: the same, without the confirmation.
+    ci = config["ci"]["deploy"]["parameters"]
+    assert ci["confirm_changeset"] is False
+    assert {k: v for k, v in ci.items() if k != "confirm_changeset"} == {
+        k: v for k, v in deploy.items() if k != "confirm_changeset"
+    }
 
 
 @pytest.mark.parametrize("binary", sorted(binaries()))

@@ -113,7 +113,10 @@ fn proxy(method: &str, path: &str, body: &str) -> lambda_http::Request {
         body: Some(body),
         request_id: "bench",
         stage: "bench",
-        subject: Some("bench-user"),
+        caller: Some(&timeline_core::access::Caller::user(
+            "bench-user",
+            [timeline_core::access::Role::Operator],
+        )),
     })
     .unwrap()
 }

@@ -5,7 +5,7 @@ use crate::request::{self, check_id};
 use crate::routes::{CommandRoute, Routes};
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, Response};
-use timeline_core::aggregate::{Aggregate, DomainError, RefusalKind};
+use timeline_core::aggregate::{DomainError, RefusalKind};
 use timeline_core::ports::{Clock, EventLog, StoreError, WriteModelStore};
 use timeline_core::write::{
     CommandError, CommandOutcome, CommandRequest, IdempotencyKey, RequestContext, WriteConfig,
@@ -42,6 +42,9 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
     }
 
     async fn dispatch(&self, req: &Request, path: &str) -> Result<Response<Body>, Problem> {
+        // Nobody gets past here unauthenticated, whatever the path (API Gateway's authorizer
+        // refuses them first on AWS).
+        let caller = timeline_http::caller(req)?;
         let (route, id) = self
             .routes
             .find(path)
@@ -66,9 +69,10 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
             },
         };
         check_id(&id)?;
-        let actor = timeline_http::actor(req);
+        let actor = caller.actor().to_owned();
         let context = RequestContext {
             actor: actor.clone(),
+            caller: Some(caller),
             correlation_id: req
                 .headers()
                 .get("x-correlation-id")
@@ -120,8 +124,12 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
         context: RequestContext,
     ) -> Result<Response<Body>, Refusal>
     where
-        A: Aggregate,
+        A: Entity,
     {
+        let mut body = body;
+        if let Some(caller) = &context.caller {
+            A::complete_from_identity(caller, route.command, &mut body);
+        }
         let command: A::Command = request::command(&route, body).map_err(Refusal::Problem)?;
         let outcome = self
             .service
@@ -135,7 +143,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandApi<S, L, C> {
             .await
             .map_err(|e| match e {
                 CommandError::OutcomeUnknown { .. } => Refusal::OutcomeUnknown,
-                other => Refusal::Problem(problem(other)),
+                other => Refusal::Problem(problem(other, A::TYPE)),
             })?;
         tracing::info!(
             stream = %format!("{}#{}", outcome.aggregate_type, outcome.aggregate_id),
@@ -239,8 +247,20 @@ fn refusal_status(kind: RefusalKind) -> StatusCode {
 }
 
 /// The HTTP meaning of a refused or failed command.
-fn problem<E: DomainError>(error: CommandError<E>) -> Problem {
+fn problem<E: DomainError>(error: CommandError<E>, aggregate_type: &str) -> Problem {
     match error {
+        // Exactly what a missing entity answers: existence does not leak.
+        CommandError::Hidden => Problem::new(
+            StatusCode::NOT_FOUND,
+            format!("{aggregate_type}.not_found"),
+            format!("no such {aggregate_type}"),
+        ),
+        CommandError::Forbidden(rule) => Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("you may not do this ({rule})"),
+        )
+        .with("rule", rule),
         CommandError::Domain(e) => Problem::new(refusal_status(e.kind()), e.code(), e.to_string()),
         CommandError::Refused(stored) => {
             Problem::new(refusal_status(stored.kind), stored.code, stored.message)

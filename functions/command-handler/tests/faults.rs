@@ -119,6 +119,7 @@ async fn ask<S: WriteModelStore, L: EventLog>(
                 expected_version: None,
                 idempotency: Some(IdempotencyKey::given(key.clone(), format!("{command:?}"))),
                 context: RequestContext {
+                    caller: None,
                     actor: "client".into(),
                     ..Default::default()
                 },

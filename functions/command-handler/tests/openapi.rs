@@ -111,7 +111,9 @@ fn documented_statuses_and_the_id_pattern_match_the_handler() {
             .as_object()
             .unwrap();
         let success = if route.creates { "201" } else { "200" };
-        for status in [success, "202", "400", "409", "413", "415", "422", "503"] {
+        for status in [
+            success, "202", "400", "401", "403", "409", "413", "415", "422", "503",
+        ] {
             assert!(
                 responses.contains_key(status),
                 "{path} documents no {status}"
@@ -120,6 +122,14 @@ fn documented_statuses_and_the_id_pattern_match_the_handler() {
         if !route.creates {
             assert!(responses.contains_key("404"), "{path} documents no 404");
         }
+        // Users sign in with Cognito; the video pipeline signs its reports with IAM.
+        let pipeline = route.kind.aggregate_type == "video" && !route.creates;
+        let scheme = if pipeline { "iam" } else { "cognito" };
+        assert_eq!(
+            doc["paths"][path.as_str()]["post"]["security"],
+            serde_json::json!([{ scheme: [] }]),
+            "{path}"
+        );
         let problem = resolve(&doc, &responses["422"]);
         assert!(
             problem["content"]["application/problem+json"].is_object(),

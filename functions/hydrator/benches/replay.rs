@@ -122,6 +122,7 @@ fn event(e: u64, k: u64, per: u64, at: Timestamp) -> EventEnvelope {
             0 => VideoEvent::VideoUploaded {
                 title: format!("Talk {e}"),
                 source_uri: format!("s3://uploads/{e}.mp4"),
+                uploaded_by: None,
             },
             1 => VideoEvent::ProcessingStarted { attempt: 1 },
             k if k == per - 1 => VideoEvent::ProcessingSucceeded {

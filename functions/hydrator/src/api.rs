@@ -107,6 +107,7 @@ where
     }
 
     async fn route(&self, req: &Request, path: &str) -> Result<Response<Body>, Problem> {
+        let caller = timeline_http::caller(req)?;
         let matched = ROUTER
             .at(path)
             .map_err(|_| Problem::not_found(format!("no route for {path}")))?;
@@ -117,6 +118,21 @@ where
         let id = matched.params.get("id").unwrap_or_default();
         timeline_http::check_id(id)?;
         let key = StreamKey::new(kind.aggregate_type, id);
+        // Who may travel through an entity is decided on its current state, whatever the
+        // point asked for; one the caller may not read answers as missing.
+        let not_found = || {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                format!("{kind}.not_found"),
+                format!("no such {kind} at that point"),
+            )
+        };
+        if !self.readable_by(&caller, &key).await.map_err(|e| match e {
+            HydratorError::Source(e) => log_unavailable(&e),
+            other => Problem::bad_request("invalid_query", other.to_string()),
+        })? {
+            return Err(not_found());
+        }
         let deadline = deadline(req);
         let answer = if answer == Answer::State {
             let version = param(req, "version")
@@ -166,11 +182,7 @@ where
             .with("latest_version", answer["latest_version"].clone()));
         }
         if answer["exists"] != true {
-            return Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                format!("{kind}.not_found"),
-                format!("no such {kind} at that point"),
-            ));
+            return Err(not_found());
         }
         Ok(timeline_http::json(StatusCode::OK, &answer))
     }

@@ -7,9 +7,12 @@ pub mod wiring;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use timeline_core::access::{Access, Caller};
+use timeline_core::ports::SourceError;
 use timeline_core::ports::{Clock, SystemClock};
 use timeline_core::ports::{EntityEvents, EntityRead, EventSource, Stored};
 use timeline_core::ports::{ReadModelError, ReadModelStore};
+use timeline_core::registry;
 use timeline_core::time::Deadline;
 use timeline_core::timetravel::{history, merge, state_at, AsOf};
 use timeline_core::StreamKey;
@@ -179,6 +182,26 @@ where
                 Ok(serde_json::to_value(report).expect("reports serialize"))
             }
         }
+    }
+
+    /// Whether `caller` may read the entity, decided on its current state (the write model's
+    /// head); an entity that does not exist is left to the answer itself (404).
+    pub async fn readable_by(
+        &self,
+        caller: &Caller,
+        key: &StreamKey,
+    ) -> Result<bool, HydratorError> {
+        let head = self
+            .stored
+            .head(key)
+            .await
+            .map_err(|e| HydratorError::Source(SourceError::Unavailable(e.to_string())))?;
+        Ok(match head {
+            None => true,
+            Some(head) => {
+                registry::may_read(caller, &key.aggregate_type, &head.state) == Access::Allowed
+            }
+        })
     }
 
     /// Re-projects one parked entity from the log (see [`timeline_core::park`]).

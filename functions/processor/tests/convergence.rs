@@ -80,6 +80,7 @@ fn video_command(c: u8, n: usize) -> VideoCommand {
         0 => VideoCommand::Upload {
             title: "clip".into(),
             source_uri: "s3://in/clip.mp4".into(),
+            uploaded_by: None,
         },
         1 => VideoCommand::StartProcessing,
         2 | 3 => VideoCommand::ReportProgress {
@@ -98,6 +99,7 @@ async fn run_commands(ops: &[Op]) -> Vec<StreamRecord> {
     let service = CommandService::new(MemoryStore::default(), log.clone(), SystemClock);
     for (n, op) in ops.iter().enumerate() {
         let context = RequestContext {
+            caller: None,
             actor: "prop".into(),
             ..Default::default()
         };

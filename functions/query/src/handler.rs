@@ -7,8 +7,9 @@ use crate::routes::{QueryRoute, Resource, Routes};
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
+use timeline_core::access::{Access, Caller};
 use timeline_core::ports::{PageRequest, ReadModelError, ReadModelQueries};
-use timeline_core::registry::Kind;
+use timeline_core::registry::{self, Kind};
 use timeline_core::StreamKey;
 use timeline_http::Problem;
 
@@ -40,6 +41,7 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
     }
 
     async fn dispatch(&self, req: &Request, path: &str) -> Result<Response<Body>, Problem> {
+        let caller = timeline_http::caller(req)?;
         let (QueryRoute { kind, resource }, id) = self
             .routes
             .find(path)
@@ -58,7 +60,14 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
         match (resource, key) {
             (Resource::Collection, _) => {
                 let (lookup, page) = params::list(kind, query.iter())?;
-                let page = self.queries.list(&lookup, &page).await.map_err(problem)?;
+                let value = lookup.value.as_str();
+                let access = registry::may_list(&caller, kind.aggregate_type, lookup.kind, value);
+                if access != Access::Allowed {
+                    return Err(forbidden(rule_of(access)));
+                }
+                let mut page = self.queries.list(&lookup, &page).await.map_err(problem)?;
+                // The lookup is allowed; each item is still checked (defence in depth).
+                page.items.retain(|view| readable(&caller, kind, view));
                 tracing::info!(
                     lookup = lookup.kind.name(),
                     items = page.items.len(),
@@ -72,17 +81,22 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
             }
             (Resource::Entity, Some(key)) => {
                 params::none(query.iter())?;
-                self.view(kind, &key).await
+                self.view(&caller, kind, &key).await
             }
             (Resource::History, Some(key)) => {
                 let (range, page) = params::history(query.iter())?;
-                self.history(kind, &key, range, &page).await
+                self.history(&caller, kind, &key, range, &page).await
             }
             (_, None) => unreachable!("entity routes have an id"),
         }
     }
 
-    async fn view(&self, kind: &Kind, key: &StreamKey) -> Result<Response<Body>, Problem> {
+    async fn view(
+        &self,
+        caller: &Caller,
+        kind: &Kind,
+        key: &StreamKey,
+    ) -> Result<Response<Body>, Problem> {
         let view = self
             .queries
             .view(key)
@@ -94,6 +108,9 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
                 "the view of {key} has no version"
             )))
         })?;
+        if !readable(caller, kind, &view) {
+            return Err(not_found(kind));
+        }
         tracing::info!(stream = %key, version, "view answered");
         let mut response = timeline_http::json(StatusCode::OK, &view);
         response.headers_mut().insert(
@@ -107,6 +124,7 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
     /// history page are read concurrently.
     async fn history(
         &self,
+        caller: &Caller,
         kind: &Kind,
         key: &StreamKey,
         range: Range,
@@ -116,7 +134,9 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
             self.queries.view(key),
             self.queries.history(key, range.from, range.to, page)
         );
-        view.map_err(problem)?.ok_or_else(|| not_found(kind))?;
+        view.map_err(problem)?
+            .filter(|view| readable(caller, kind, view))
+            .ok_or_else(|| not_found(kind))?;
         let mut history = history.map_err(problem)?;
         tracing::info!(stream = %key, items = history.items.len(), more = history.next_cursor.is_some(), "history answered");
         // Where a record sat on the stream is the hydrator's business, not the API's.
@@ -128,6 +148,28 @@ impl<Q: ReadModelQueries> QueryApi<Q> {
             &json!({ "items": history.items, "next_cursor": history.next_cursor }),
         ))
     }
+}
+
+/// Whether the caller may read the entity a view shows (hidden ones answer as missing).
+fn readable(caller: &Caller, kind: &Kind, view: &Value) -> bool {
+    let state = view.get("state").unwrap_or(&Value::Null);
+    registry::may_read(caller, kind.aggregate_type, state) == Access::Allowed
+}
+
+fn rule_of(access: Access) -> &'static str {
+    match access {
+        Access::Forbidden(rule) => rule,
+        _ => "not_yours",
+    }
+}
+
+fn forbidden(rule: &'static str) -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("you may not list these ({rule})"),
+    )
+    .with("rule", rule)
 }
 
 fn not_found(kind: &Kind) -> Problem {

@@ -65,6 +65,7 @@ async fn every_answer_fits_its_documented_schema() {
                 VideoEvent::VideoUploaded {
                     title: "Done".into(),
                     source_uri: "s3://in/done.mp4".into(),
+                    uploaded_by: None,
                 },
             ),
             ("13:01:00", VideoEvent::ProcessingStarted { attempt: 1 }),
@@ -127,7 +128,15 @@ fn every_route_documents_its_statuses_and_parameters() {
         let template = template.as_str();
         let op = &doc["paths"][template]["get"];
         let responses = op["responses"].as_object().unwrap();
-        let mut statuses = vec!["200", "400", "500", "503"];
+        let mut statuses = vec!["200", "400", "401", "500", "503"];
+        if !template.contains("{id}") {
+            statuses.push("403");
+        }
+        assert_eq!(
+            op["security"],
+            serde_json::json!([{ "cognito": [] }]),
+            "GET {template}"
+        );
         if template.contains("{id}") {
             statuses.push("404");
         }

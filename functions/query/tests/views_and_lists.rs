@@ -170,6 +170,7 @@ async fn videos_by_status_family_include_progress_statuses() {
     let uploaded = |title: &str| VideoEvent::VideoUploaded {
         title: title.to_owned(),
         source_uri: format!("s3://in/{title}.mp4"),
+        uploaded_by: None,
     };
     seed_video(&models, "failed-one").await;
     video(&models, "fresh", &[("11:00:00", uploaded("fresh"))]).await;

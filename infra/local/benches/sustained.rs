@@ -154,9 +154,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let issuer = Arc::new(timeline_local::auth::Issuer::open(&dir)?);
+    let tokens = timeline_local::demo::Tokens::demo(&issuer)?;
     let options = RunOptions {
         sweep_every: Duration::from_secs(5),
         failures: dir.join("failed.jsonl"),
+        issuer,
     };
     let runner = tokio::spawn(run(listener, backend.clone(), options, async {}, async {
         let _ = stop_rx.await;
@@ -167,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    let http = Arc::new(Http::new(base));
+    let http = Arc::new(Http::signed(base, tokens));
     let mut rows = Vec::new();
     {
         let http = http.clone();

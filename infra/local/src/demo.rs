@@ -11,13 +11,51 @@ use std::time::Duration;
 pub struct Http {
     base: String,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    tokens: Option<Tokens>,
+}
+
+/// The bearer tokens a client sends: the video pipeline's on its routes, the other one
+/// everywhere else.
+#[derive(Clone)]
+pub struct Tokens {
+    pub user: String,
+    pub pipeline: String,
+}
+
+impl Tokens {
+    /// An operator's and the pipeline's, from the local issuer, valid for a day.
+    pub fn demo(issuer: &crate::auth::Issuer) -> anyhow::Result<Tokens> {
+        Ok(Tokens {
+            user: issuer.mint(&crate::auth::operator(), 86_400)?,
+            pipeline: issuer.mint(&crate::auth::pipeline(), 86_400)?,
+        })
+    }
+
+    fn for_path(&self, path: &str) -> &str {
+        let pipeline = ["/start-processing", "/progress", "/succeed", "/fail"];
+        if path.starts_with("/videos/") && pipeline.iter().any(|p| path.ends_with(p)) {
+            &self.pipeline
+        } else {
+            &self.user
+        }
+    }
 }
 
 impl Http {
+    /// A client that sends no token (the API answers it 401).
     pub fn new(base: impl Into<String>) -> Self {
         Http {
             base: base.into(),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            tokens: None,
+        }
+    }
+
+    /// A client that signs its requests with `tokens`.
+    pub fn signed(base: impl Into<String>, tokens: Tokens) -> Self {
+        Http {
+            tokens: Some(tokens),
+            ..Http::new(base)
         }
     }
 
@@ -31,6 +69,12 @@ impl Http {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path));
+        let explicit = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if let (Some(tokens), false) = (&self.tokens, explicit) {
+            req = req.header("authorization", format!("Bearer {}", tokens.for_path(path)));
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

@@ -1,5 +1,6 @@
 //! The local runner's pieces, as a library so tests drive them directly.
 
+pub mod auth;
 pub mod backend;
 pub mod demo;
 pub mod esm;

@@ -15,12 +15,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use timeline_aws::Clients;
+use timeline_core::access::{Caller, Role};
 use timeline_core::ports::ArchiveStore;
 use timeline_core::Timestamp;
 use timeline_embedded::LocalArchive;
+use timeline_local::auth::Issuer;
 use timeline_local::backend::{AwsBackend, Backend, EmbeddedBackend};
+use timeline_local::demo::Tokens;
 use timeline_local::demo::{self, Http};
 use timeline_local::operate::{
     found_problems, operate, stream_holds_records, Operation, Output, FOUND_PROBLEMS,
@@ -61,14 +65,50 @@ enum BackendKind {
     Aws,
 }
 
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum RoleArg {
+    Rider,
+    Driver,
+    Dispatcher,
+    Operator,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Rider => Role::Rider,
+            RoleArg::Driver => Role::Driver,
+            RoleArg::Dispatcher => Role::Dispatcher,
+            RoleArg::Operator => Role::Operator,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the API on 127.0.0.1 with the processor, the archive pump and the sweep.
     Serve(ServeArgs),
-    /// Play the guided demo against a running API.
+    /// Play the guided demo against a running API (signed with tokens of the data
+    /// directory's issuer).
     Demo {
         #[arg(long, default_value = "http://127.0.0.1:3000")]
         url: String,
+    },
+    /// Print a bearer token from the data directory's local issuer, for curl and clients:
+    /// a user's (`--sub` with `--role`s) or a service's (`--service`).
+    Token {
+        /// The user's subject, e.g. rider-42.
+        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+        sub: Option<String>,
+        /// A role of the user: rider, driver, dispatcher or operator (repeatable).
+        #[arg(long, value_enum)]
+        role: Vec<RoleArg>,
+        /// A service identity instead, e.g. video-pipeline (reports processing of videos).
+        #[arg(long)]
+        service: Option<String>,
+        /// Seconds the token is valid.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
     },
     /// An entity's state now, as of a time, or as of a version (from the log).
     State {
@@ -179,8 +219,27 @@ async fn main() -> anyhow::Result<ExitCode> {
         .command
         .unwrap_or_else(|| Command::Serve(ServeArgs::parse_from(["serve"])));
     if let Command::Demo { url } = command {
-        let http = Http::new(url);
+        let issuer = Issuer::open(&cli.data_dir)?;
+        let http = Http::signed(url, Tokens::demo(&issuer)?);
         demo::run(&http, &suffix(), |line| println!("{line}")).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Token {
+        sub,
+        role,
+        service,
+        ttl,
+    } = command
+    {
+        let issuer = Issuer::open(&cli.data_dir)?;
+        let caller = match (sub, service) {
+            (_, Some(service)) => Caller::service(format!(
+                "arn:aws:sts::000000000000:assumed-role/{service}/local"
+            )),
+            (Some(sub), None) => Caller::user(sub, role.into_iter().map(Role::from)),
+            (None, None) => anyhow::bail!("give --sub (with --role) or --service"),
+        };
+        println!("{}", issuer.mint(&caller, ttl)?);
         return Ok(ExitCode::SUCCESS);
     }
     let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
@@ -246,7 +305,9 @@ async fn go<B: Backend, A: ArchiveStore>(
             serve(args, backend, data_dir).await?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Demo { .. } => unreachable!("played before a backend is opened"),
+        Command::Demo { .. } | Command::Token { .. } => {
+            unreachable!("answered before a backend is opened")
+        }
         Command::State {
             kind,
             id,
@@ -312,12 +373,15 @@ async fn serve<B: Backend>(
         .with_context(|| format!("cannot listen on {addr} (is the port in use? try --port)"))?;
     // Port 0 asks the system for a free port: use the one it gave.
     let addr = listener.local_addr()?;
+    let issuer = Arc::new(Issuer::open(data_dir)?);
+    let tokens = Tokens::demo(&issuer)?;
     let options = RunOptions {
         sweep_every: Duration::from_secs(args.sweep_every),
         failures: args
             .failures
             .clone()
             .unwrap_or_else(|| data_dir.join("failed-records.jsonl")),
+        issuer,
     };
     let port = addr.port();
     let (demo, exit_after_demo) = (args.demo, args.exit_after_demo);
@@ -327,7 +391,7 @@ async fn serve<B: Backend>(
         if !demo {
             return;
         }
-        let http = Http::new(format!("http://{addr}"));
+        let http = Http::signed(format!("http://{addr}"), tokens);
         println!();
         if let Err(e) = demo::run(&http, &suffix(), |line| println!("{line}")).await {
             eprintln!("the demo failed: {e:#}");
@@ -338,10 +402,13 @@ async fn serve<B: Backend>(
             return;
         }
         println!("\nThe server keeps running. Try:");
-        println!("  curl -s 'localhost:{port}/rides?rider_id=rider-42'");
-        println!("  curl -s -XPOST localhost:{port}/rides -H 'Content-Type: application/json' -d '{{\"rider_id\":\"rider-1\",\"pickup\":{{\"address\":\"A\",\"lat\":53.34,\"lon\":-6.25}},\"dropoff\":{{\"address\":\"B\",\"lat\":53.42,\"lon\":-6.25}}}}'");
-        println!("  curl -s 'localhost:{port}/rides/<id>/history'");
-        println!("  curl -s 'localhost:{port}/rides/<id>/state?as_of=2026-11-28T10:02:00Z'");
+        println!("  T=$(target/debug/timeline-local token --sub rider-42 --role rider)");
+        println!(
+            "  curl -s 'localhost:{port}/rides?rider_id=rider-42' -H \"Authorization: Bearer $T\""
+        );
+        println!("  curl -s -XPOST localhost:{port}/rides -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' -d '{{\"pickup\":{{\"address\":\"A\",\"lat\":53.34,\"lon\":-6.25}},\"dropoff\":{{\"address\":\"B\",\"lat\":53.42,\"lon\":-6.25}}}}'");
+        println!("  curl -s 'localhost:{port}/rides/<id>/history' -H \"Authorization: Bearer $T\"");
+        println!("  curl -s 'localhost:{port}/rides/<id>/state?as_of=2026-11-28T10:02:00Z' -H \"Authorization: Bearer $T\"");
         println!("  target/debug/timeline-local state ride <id> --as-of 2026-11-28T10:02:00Z");
         println!("Ctrl-C stops it.");
     };

@@ -17,11 +17,13 @@ use timeline_engine::pump::Pump;
 /// How long the event source mapping may keep projecting after the API has stopped.
 const FINAL_DRAIN: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     pub sweep_every: Duration,
     /// The on-failure destination of the event source mapping (a JSON-lines file).
     pub failures: PathBuf,
+    /// Verifies the requests' bearer tokens.
+    pub issuer: Arc<crate::auth::Issuer>,
 }
 
 /// Runs the system on `backend` until `shutdown` completes: the API on `listener`, the event
@@ -148,6 +150,7 @@ pub async fn run<B: Backend>(
     let server = tokio::spawn(crate::server::serve(
         listener,
         system.clone(),
+        args.issuer.clone(),
         server_stop_rx,
     ));
     // A shutdown while `after_start` runs (Ctrl-C during the demo) stops it there.

@@ -1,6 +1,7 @@
 //! A plain HTTP server on 127.0.0.1 that turns each request into the API Gateway proxy
 //! event Lambda would receive and hands it to the same handler code.
 
+use crate::auth::Issuer;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
@@ -28,6 +29,7 @@ pub trait Api: Send + Sync + 'static {
 pub async fn serve<A: Api>(
     listener: TcpListener,
     api: Arc<A>,
+    issuer: Arc<Issuer>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
@@ -36,11 +38,12 @@ pub async fn serve<A: Api>(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let api = api.clone();
+                let issuer = issuer.clone();
                 let mut stop = shutdown.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req| {
-                        let api = api.clone();
-                        async move { Ok::<_, std::convert::Infallible>(answer(api.as_ref(), req).await) }
+                        let (api, issuer) = (api.clone(), issuer.clone());
+                        async move { Ok::<_, std::convert::Infallible>(answer(api.as_ref(), &issuer, req).await) }
                     });
                     let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     tokio::pin!(conn);
@@ -59,8 +62,16 @@ pub async fn serve<A: Api>(
     while connections.join_next().await.is_some() {}
 }
 
-async fn answer<A: Api>(api: &A, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer<A: Api>(api: &A, issuer: &Issuer, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
+    // As API Gateway's authorizer does: a verified token becomes the request's identity;
+    // without one the handlers see nobody and answer 401.
+    let caller = issuer.caller_of(
+        parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body over 10 MB"),
@@ -76,8 +87,6 @@ async fn answer<A: Api>(api: &A, req: Request<Incoming>) -> Response<Full<Bytes>
         .collect();
     let text = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
     let request_id = uuid::Uuid::new_v4().to_string();
-    // The local API has no authorizer: calls run as the local developer.
-    let subject = std::env::var("TIMELINE_LOCAL_USER").unwrap_or_else(|_| "local-developer".into());
     let proxy = ProxyRequest {
         method: parts.method.as_str(),
         path: parts.uri.path(),
@@ -86,7 +95,7 @@ async fn answer<A: Api>(api: &A, req: Request<Incoming>) -> Response<Full<Bytes>
         body: text.as_deref(),
         request_id: &request_id,
         stage: "local",
-        subject: Some(&subject),
+        caller: caller.as_ref(),
     };
     let request = match apigw::request(&proxy) {
         Ok(r) => r,

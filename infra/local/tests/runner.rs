@@ -25,9 +25,14 @@ impl Running {
     async fn start<B: Backend>(backend: B, failures: std::path::PathBuf) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let issuer = std::sync::Arc::new(
+            timeline_local::auth::Issuer::open(failures.parent().expect("a directory")).unwrap(),
+        );
+        let tokens = timeline_local::demo::Tokens::demo(&issuer).unwrap();
         let options = RunOptions {
             sweep_every: Duration::from_secs(1),
             failures,
+            issuer,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -37,7 +42,7 @@ impl Running {
             .await
         });
         Running {
-            http: Http::new(format!("http://{addr}")),
+            http: Http::signed(format!("http://{addr}"), tokens),
             stop,
             task,
         }

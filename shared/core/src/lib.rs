@@ -4,6 +4,7 @@
 //! every effect goes through. No AWS, tokio, futures or HTTP crate: the machinery that runs
 //! effects is `timeline-engine`.
 
+pub mod access;
 pub mod aggregate;
 pub mod codec;
 pub mod envelope;

@@ -3,14 +3,16 @@
 //! implementing [`Entity`] and naming it once in [`register!`] below; a type that is not
 //! registered is refused everywhere with [`Unregistered`], never guessed.
 
+use crate::access::{Access, Caller, Policy};
 use crate::aggregate::Aggregate;
 use crate::ports::LookupKind;
 use crate::ride::RideAggregate;
 use crate::video::VideoAggregate;
 use crate::views::ReadModel;
+use serde::Deserialize;
 
 /// Everything the edges need to know about an aggregate beyond its rules and read model.
-pub trait Entity: ReadModel {
+pub trait Entity: ReadModel + Policy {
     /// The collection in HTTP paths: `/rides`, `/rides/{id}/...`.
     const COLLECTION: &'static str;
     /// The status families the by-status lookup lists under (`?status=`).
@@ -138,6 +140,37 @@ pub fn kind(aggregate_type: &str) -> Result<&'static Kind, Unregistered> {
 /// The registered aggregate served under `/{collection}`.
 pub fn by_collection(collection: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.collection == collection)
+}
+
+/// May `caller` read an entity whose current state is `state` (as stored: a view's `state`
+/// or a head's)? An unregistered type or a state this build cannot read is hidden.
+pub fn may_read(caller: &Caller, aggregate_type: &str, state: &serde_json::Value) -> Access {
+    struct Read<'a>(&'a Caller, &'a serde_json::Value);
+    impl Visitor for Read<'_> {
+        type Output = Access;
+        fn visit<A: Entity>(self) -> Access {
+            match A::State::deserialize(self.1) {
+                Ok(state) => A::may_read(self.0, &state),
+                Err(e) => {
+                    tracing::error!(error = %e, "a stored state this build cannot read; hidden");
+                    Access::Hidden
+                }
+            }
+        }
+    }
+    dispatch(aggregate_type, Read(caller, state)).unwrap_or(Access::Hidden)
+}
+
+/// May `caller` list entities of `aggregate_type` under a lookup?
+pub fn may_list(caller: &Caller, aggregate_type: &str, lookup: LookupKind, value: &str) -> Access {
+    struct List<'a>(&'a Caller, LookupKind, &'a str);
+    impl Visitor for List<'_> {
+        type Output = Access;
+        fn visit<A: Entity>(self) -> Access {
+            A::may_list(self.0, self.1, self.2)
+        }
+    }
+    dispatch(aggregate_type, List(caller, lookup, value)).unwrap_or(Access::Hidden)
 }
 
 #[cfg(test)]

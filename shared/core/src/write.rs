@@ -15,6 +15,7 @@
 //! whose answer was lost is looked up by its key, and when that cannot tell, the answer says
 //! the outcome is unknown and names the key to retry with.
 
+use crate::access::{Access, Caller, Policy};
 use crate::aggregate::{Aggregate, RefusalKind};
 use crate::codec::encode_event;
 use crate::envelope::{EventEnvelope, Metadata, StreamKey};
@@ -57,10 +58,14 @@ impl Default for WriteConfig {
     }
 }
 
-/// Who asked, for the audit fields of the envelope.
+/// Who asked: for the aggregate's policy, and the audit fields of the envelope.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
     pub actor: String,
+    /// The authenticated caller, checked against the aggregate's [`Policy`] before `decide`.
+    /// The HTTP edge always sets it; None is a trusted caller inside the system (the
+    /// operator's tools, tests of the protocol itself).
+    pub caller: Option<Caller>,
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
 }
@@ -172,6 +177,12 @@ pub enum CommandError<E: std::error::Error + 'static> {
     /// with `key` gives the answer (the original one if it did happen).
     #[error("the outcome is unknown; retry with the same Idempotency-Key")]
     OutcomeUnknown { key: String },
+    /// The caller may see the entity but not do this (403), naming the rule.
+    #[error("not allowed: {0}")]
+    Forbidden(&'static str),
+    /// The caller may not know the entity exists: answered as not found (404).
+    #[error("no such entity")]
+    Hidden,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -208,7 +219,7 @@ fn pending_bytes(events: &[EventEnvelope]) -> usize {
 
 /// Step 2, pure: the head as read, the request, the command id and the time in; what to
 /// commit (or that nothing changes, or why not) out.
-pub fn plan<A: Aggregate>(
+pub fn plan<A: Policy>(
     key: &StreamKey,
     head: Option<&Head>,
     request: &CommandRequest<A::Command>,
@@ -218,6 +229,13 @@ pub fn plan<A: Aggregate>(
     config: &WriteConfig,
 ) -> Result<Plan, Blocked<A::Error>> {
     let current = restore::<A>(head).map_err(|e| Blocked::Refused(e.into()))?;
+    if let Some(caller) = &request.context.caller {
+        match A::may_command(caller, &current.state, &request.command) {
+            Access::Allowed => {}
+            Access::Forbidden(rule) => return Err(Blocked::Refused(CommandError::Forbidden(rule))),
+            Access::Hidden => return Err(Blocked::Refused(CommandError::Hidden)),
+        }
+    }
     if let Some(expected) = request.expected_version {
         if expected != current.version {
             return Err(Blocked::Refused(CommandError::VersionConflict {

@@ -130,6 +130,7 @@ fn every_video_event() -> Vec<VideoEvent> {
         VideoEvent::VideoUploaded {
             title: "Keynote".into(),
             source_uri: "s3://uploads/keynote.mp4".into(),
+            uploaded_by: None,
         },
         VideoEvent::ProcessingStarted { attempt: 1 },
         VideoEvent::ProcessingProgressed { percent: 50 },
@@ -149,6 +150,7 @@ fn seed_video_events() -> Vec<VideoEvent> {
         VideoEvent::VideoUploaded {
             title: "Keynote".into(),
             source_uri: "s3://uploads/keynote.mp4".into(),
+            uploaded_by: None,
         },
         VideoEvent::ProcessingStarted { attempt: 1 },
         VideoEvent::ProcessingProgressed { percent: 50 },

@@ -128,6 +128,7 @@ fn the_seed_video_history_reads_uploaded_processing_50_failed_with_the_reason() 
                 VideoEvent::VideoUploaded {
                     title: "Keynote".into(),
                     source_uri: "s3://in/k.mp4".into(),
+                    uploaded_by: None,
                 },
                 "2026-11-28T10:00:00Z",
             ),

@@ -42,6 +42,7 @@ fn request<C>(id: &str, command: C) -> CommandRequest<C> {
         expected_version: None,
         idempotency: None,
         context: RequestContext {
+            caller: None,
             actor: "user:test".into(),
             correlation_id: Some("scenario".into()),
             causation_id: None,
@@ -116,6 +117,7 @@ async fn first_half(service: &Service) {
         VideoCommand::Upload {
             title: "demo".into(),
             source_uri: "s3://in/demo.mp4".into(),
+            uploaded_by: None,
         },
     )
     .await;

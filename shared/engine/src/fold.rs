@@ -434,6 +434,7 @@ mod tests {
                 VideoEvent::VideoUploaded {
                     title: "t".into(),
                     source_uri: "s".into(),
+                    uploaded_by: None,
                 },
             ),
             video(2, VideoEvent::ProcessingStarted { attempt: 1 }),

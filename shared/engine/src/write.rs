@@ -3,7 +3,8 @@
 //! the outbox and confirm; settle a failure by the key; sweep outboxes a failed publish left.
 
 use serde::{Deserialize, Serialize};
-use timeline_core::aggregate::{Aggregate, DomainError};
+use timeline_core::access::Policy;
+use timeline_core::aggregate::DomainError;
 use timeline_core::envelope::{CommitRecord, StreamKey};
 use timeline_core::ports::{
     Clock, Commit, CommitError, EventLog, Head, IdempotencyRecord, StoreError, WriteModelStore,
@@ -55,7 +56,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
     /// A key costs no extra request on the happy path: the commit's condition on the key
     /// catches a repeat, and a refusal looks the key up before answering (the original
     /// request may be why the command is now refused).
-    pub async fn execute<A: Aggregate>(
+    pub async fn execute<A: Policy>(
         &self,
         request: CommandRequest<A::Command>,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
@@ -81,7 +82,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
     /// What a failed run answers: a refusal may be the answer to an earlier request with the
     /// same key (which may be why it is refused now); a commit whose answer was lost is
     /// looked up by its key.
-    async fn settle<A: Aggregate>(
+    async fn settle<A: Policy>(
         &self,
         error: CommandError<A::Error>,
         request: &CommandRequest<A::Command>,
@@ -106,6 +107,8 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
             | CommandError::VersionConflict { .. }
             | CommandError::Contention { .. }
             | CommandError::OutboxFull { .. }
+            | CommandError::Forbidden(_)
+            | CommandError::Hidden
             | CommandError::Busy => {
                 if let Some(record) = self.store.load_idempotency(&idempotency.key, now).await? {
                     return self.replay(record, idempotency).await;
@@ -137,7 +140,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
     /// Stores a refusal under the caller's key, so the same request keeps its answer. Some
     /// answer when a twin request stored another under the key meanwhile (that one is the
     /// answer); None when the refusal stands (stored, or not storable: it is still true).
-    async fn remember_refusal<A: Aggregate>(
+    async fn remember_refusal<A: Policy>(
         &self,
         refusal: &A::Error,
         request: &CommandRequest<A::Command>,
@@ -168,7 +171,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
 
     /// Steps 1 to 4, retried while the head moves (without an expected version) or the store
     /// is busy with another transaction on it.
-    async fn run<A: Aggregate>(
+    async fn run<A: Policy>(
         &self,
         request: &CommandRequest<A::Command>,
         idempotency: &IdempotencyKey,
@@ -248,7 +251,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
 
     /// Step 3 and 4: the conditional commit, then the publish; or why to decide again.
     #[allow(clippy::too_many_arguments)]
-    async fn commit<A: Aggregate>(
+    async fn commit<A: Policy>(
         &self,
         key: &StreamKey,
         commit: Commit,

@@ -74,6 +74,7 @@ fn request<C>(ride: &str, command: C) -> CommandRequest<C> {
         expected_version: None,
         idempotency: None,
         context: RequestContext {
+            caller: None,
             actor: "user:rider-1".into(),
             correlation_id: Some("correlation-1".into()),
             causation_id: None,
@@ -457,6 +458,7 @@ async fn a_command_that_changes_nothing_writes_nothing_and_answers_the_current_v
         VideoCommand::Upload {
             title: "Keynote".into(),
             source_uri: "s3://uploads/keynote.mp4".into(),
+            uploaded_by: None,
         },
         VideoCommand::StartProcessing,
         VideoCommand::ReportProgress { percent: 50 },

@@ -131,24 +131,49 @@ pub fn request_id(req: &Request) -> Option<String> {
     }
 }
 
-/// Who is calling, as the authorizer established it: the Cognito `sub`, a Lambda
-/// authorizer's principal, or the IAM caller. Never taken from a client-set header.
-pub fn actor(req: &Request) -> String {
-    if let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref() {
-        let fields = &ctx.authorizer.fields;
-        let claim = fields
-            .get("claims")
-            .and_then(|c| c.get("sub"))
-            .and_then(Value::as_str);
-        let principal = fields.get("principalId").and_then(Value::as_str);
-        if let Some(who) = claim.or(principal) {
-            return who.to_owned();
-        }
-        if let Some(arn) = &ctx.identity.user_arn {
-            return arn.clone();
-        }
+/// The caller API Gateway authenticated: a Cognito user (`claims.sub`, roles from
+/// `cognito:groups`), or an IAM principal on an IAM-authorized route (`identity.userArn`).
+/// Anything else is 401: the handlers never run for nobody.
+pub fn caller(req: &Request) -> Result<timeline_core::access::Caller, Problem> {
+    use timeline_core::access::{Caller, Role};
+    let unauthenticated = |why: &str| {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            format!("sign in first: {why}"),
+        )
+        .with_header(lambda_http::http::header::WWW_AUTHENTICATE, "Bearer")
+    };
+    let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref() else {
+        return Err(unauthenticated("no request context"));
+    };
+    if let Some(claims) = ctx.authorizer.fields.get("claims").filter(|c| !c.is_null()) {
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control))
+            .ok_or_else(|| unauthenticated("the token names no subject"))?;
+        let roles = match claims.get("cognito:groups") {
+            None | Some(Value::Null) => vec![],
+            // REST APIs pass a list as "a,b"; JWT authorizers as "[a b]"; tokens as an array.
+            Some(Value::String(s)) => s
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter_map(Role::from_group)
+                .collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .filter_map(Role::from_group)
+                .collect(),
+            Some(_) => return Err(unauthenticated("malformed groups claim")),
+        };
+        return Ok(Caller::user(subject, roles));
     }
-    "anonymous".to_owned()
+    match ctx.identity.user_arn.as_deref() {
+        Some(arn) if arn.starts_with("arn:") && arn.len() <= 2048 => Ok(Caller::service(arn)),
+        _ => Err(unauthenticated("no identity")),
+    }
 }
 
 /// Runs one request's work (`what`: `command`, `query`, ...) in a span with its request id,
@@ -237,8 +262,10 @@ pub mod apigw {
         pub body: Option<&'a str>,
         pub request_id: &'a str,
         pub stage: &'a str,
-        /// The authenticated caller, as a Cognito authorizer would put it in `claims.sub`.
-        pub subject: Option<&'a str>,
+        /// The authenticated caller: a user as a Cognito authorizer passes one (`claims` with
+        /// `sub` and `cognito:groups`), a service as an IAM-authorized route does
+        /// (`identity.userArn`), or nobody.
+        pub caller: Option<&'a timeline_core::access::Caller>,
     }
 
     pub fn event(r: &ProxyRequest<'_>) -> Value {
@@ -269,9 +296,18 @@ pub mod apigw {
                 (Value::Object(single), Value::Object(many))
             }
         };
-        let authorizer = match r.subject {
-            Some(sub) => json!({ "claims": { "sub": sub } }),
-            None => Value::Null,
+        use timeline_core::access::Caller;
+        let (authorizer, user_arn) = match r.caller {
+            Some(Caller::User { subject, roles }) => {
+                let groups: Vec<&str> = roles.iter().map(|r| r.group()).collect();
+                let mut claims = json!({ "sub": subject });
+                if !groups.is_empty() {
+                    claims["cognito:groups"] = Value::from(groups.join(","));
+                }
+                (json!({ "claims": claims }), Value::Null)
+            }
+            Some(Caller::Service { principal }) => (Value::Null, Value::from(principal.as_str())),
+            None => (Value::Null, Value::Null),
         };
         json!({
             "resource": r.path,
@@ -288,7 +324,7 @@ pub mod apigw {
                 "resourceId": "local",
                 "stage": r.stage,
                 "requestId": r.request_id,
-                "identity": { "sourceIp": "127.0.0.1" },
+                "identity": { "sourceIp": "127.0.0.1", "userArn": user_arn },
                 "authorizer": authorizer,
                 "resourcePath": r.path,
                 "httpMethod": r.method,

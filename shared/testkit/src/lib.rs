@@ -471,6 +471,30 @@ pub fn api_request(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> lambda_http::Request {
+    api_request_as(Some(&default_caller(path)), method, path, headers, body)
+}
+
+/// Who the tests' requests come from unless they say: the video pipeline's service identity
+/// on its routes, an operator (who may do every ride command) elsewhere. Role-by-role
+/// checks use [`api_request_as`] and [`post_as`].
+pub fn default_caller(path: &str) -> timeline_core::access::Caller {
+    use timeline_core::access::{Caller, Role};
+    let pipeline = ["/start-processing", "/progress", "/succeed", "/fail"];
+    if path.starts_with("/videos/") && pipeline.iter().any(|p| path.ends_with(p)) {
+        Caller::service("arn:aws:sts::000000000000:assumed-role/video-pipeline/test")
+    } else {
+        Caller::user("test-user", [Role::Operator])
+    }
+}
+
+/// An API Gateway request from `caller` (None: nobody, as no authorizer would let through).
+pub fn api_request_as(
+    caller: Option<&timeline_core::access::Caller>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> lambda_http::Request {
     let (path, query) = match path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
@@ -484,7 +508,7 @@ pub fn api_request(
         body,
         request_id: &request_id,
         stage: "test",
-        subject: Some("test-user"),
+        caller,
     })
     .expect("a valid API Gateway event")
 }
@@ -495,9 +519,19 @@ pub fn post(
     body: &serde_json::Value,
     headers: &[(&str, &str)],
 ) -> lambda_http::Request {
+    post_as(Some(&default_caller(path)), path, body, headers)
+}
+
+/// A JSON POST from `caller`.
+pub fn post_as(
+    caller: Option<&timeline_core::access::Caller>,
+    path: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> lambda_http::Request {
     let mut all = vec![("Content-Type", "application/json")];
     all.extend_from_slice(headers);
-    api_request("POST", path, &all, Some(&body.to_string()))
+    api_request_as(caller, "POST", path, &all, Some(&body.to_string()))
 }
 
 /// Status and JSON body of a response.

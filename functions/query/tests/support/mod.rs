@@ -180,6 +180,7 @@ pub async fn seed_video(models: &DynamoReadModels, id: &str) -> Value {
                 VideoEvent::VideoUploaded {
                     title: "Holiday".to_owned(),
                     source_uri: "s3://in/holiday.mp4".to_owned(),
+                    uploaded_by: None,
                 },
             ),
             ("09:01:00", VideoEvent::ProcessingStarted { attempt: 1 }),

@@ -10,6 +10,7 @@
 use crate::aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};
 use serde::{Deserialize, Serialize};
 
+mod policy;
 mod read_model;
 
 pub struct VideoAggregate;
@@ -34,6 +35,8 @@ pub struct Video {
     /// Why the last run failed; kept after a retry starts, for the record.
     pub failure_reason: Option<String>,
     pub attempts: u32,
+    #[serde(default)]
+    pub uploaded_by: Option<String>,
 }
 
 impl Video {
@@ -56,21 +59,48 @@ pub type VideoState = Option<Video>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum VideoCommand {
-    Upload { title: String, source_uri: String },
+    Upload {
+        title: String,
+        source_uri: String,
+        /// Who uploads it: the caller, filled from their identity at the edge.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uploaded_by: Option<String>,
+    },
     StartProcessing,
-    ReportProgress { percent: u8 },
-    Succeed { output_uri: Option<String> },
-    Fail { error: String },
+    ReportProgress {
+        percent: u8,
+    },
+    Succeed {
+        output_uri: Option<String>,
+    },
+    Fail {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum VideoEvent {
-    VideoUploaded { title: String, source_uri: String },
-    ProcessingStarted { attempt: u32 },
-    ProcessingProgressed { percent: u8 },
-    ProcessingSucceeded { output_uri: Option<String> },
-    ProcessingFailed { error: String },
+    VideoUploaded {
+        title: String,
+        source_uri: String,
+        /// Absent on videos uploaded before uploaders were recorded (only operators and the
+        /// pipeline read those).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uploaded_by: Option<String>,
+    },
+    ProcessingStarted {
+        attempt: u32,
+    },
+    ProcessingProgressed {
+        percent: u8,
+    },
+    ProcessingSucceeded {
+        output_uri: Option<String>,
+    },
+    ProcessingFailed {
+        error: String,
+    },
 }
 
 impl DomainEvent for VideoEvent {
@@ -153,12 +183,20 @@ impl Aggregate for VideoAggregate {
         use VideoEvent as E;
         let video = match (state, &command) {
             (Some(_), C::Upload { .. }) => return Err(VideoError::AlreadyExists),
-            (None, C::Upload { title, source_uri }) => {
+            (
+                None,
+                C::Upload {
+                    title,
+                    source_uri,
+                    uploaded_by,
+                },
+            ) => {
                 text("title", title, 200)?;
                 text("source_uri", source_uri, 2048)?;
                 return Ok(vec![E::VideoUploaded {
                     title: title.clone(),
                     source_uri: source_uri.clone(),
+                    uploaded_by: uploaded_by.clone(),
                 }]);
             }
             (None, _) => return Err(VideoError::NotFound),
@@ -211,7 +249,14 @@ impl Aggregate for VideoAggregate {
     fn evolve(state: VideoState, event: &VideoEvent) -> VideoState {
         use VideoEvent as E;
         let video = match (state, event) {
-            (_, E::VideoUploaded { title, source_uri }) => {
+            (
+                _,
+                E::VideoUploaded {
+                    title,
+                    source_uri,
+                    uploaded_by,
+                },
+            ) => {
                 return Some(Video {
                     title: title.clone(),
                     source_uri: source_uri.clone(),
@@ -220,6 +265,7 @@ impl Aggregate for VideoAggregate {
                     output_uri: None,
                     failure_reason: None,
                     attempts: 0,
+                    uploaded_by: uploaded_by.clone(),
                 })
             }
             (None, _) => return None,

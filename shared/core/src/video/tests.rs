@@ -7,6 +7,7 @@ fn uploaded() -> VideoEvent {
     VideoEvent::VideoUploaded {
         title: "Keynote".into(),
         source_uri: "s3://uploads/keynote.mp4".into(),
+        uploaded_by: None,
     }
 }
 fn started(attempt: u32) -> VideoEvent {
@@ -27,6 +28,7 @@ fn a_video_is_uploaded_once() {
         .when(VideoCommand::Upload {
             title: "Keynote".into(),
             source_uri: "s3://uploads/keynote.mp4".into(),
+            uploaded_by: None,
         })
         .then(&[uploaded()]);
     assert_eq!(state.unwrap().status(), "uploaded");
@@ -34,6 +36,7 @@ fn a_video_is_uploaded_once() {
         .when(VideoCommand::Upload {
             title: "Again".into(),
             source_uri: "s3://x".into(),
+            uploaded_by: None,
         })
         .then_error("video.already_exists");
 }
@@ -44,12 +47,14 @@ fn an_upload_needs_a_title_and_a_source() {
         .when(VideoCommand::Upload {
             title: " ".into(),
             source_uri: "s3://x".into(),
+            uploaded_by: None,
         })
         .then_error("video.field_required");
     given_no_history::<V>()
         .when(VideoCommand::Upload {
             title: "t".repeat(201),
             source_uri: "s3://x".into(),
+            uploaded_by: None,
         })
         .then_error("video.field_too_long");
 }
