@@ -350,3 +350,80 @@ pub mod apigw {
         lambda_http::request::from_str(&event(r).to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use timeline_core::access::{Caller, Role};
+
+    /// A proxy event whose request context carries `authorizer` and `identity` as given.
+    fn with_context(authorizer: Value, identity: Value) -> Request {
+        let mut event = apigw::event(&apigw::ProxyRequest {
+            method: "GET",
+            path: "/rides",
+            query: None,
+            headers: &[],
+            body: None,
+            request_id: "r",
+            stage: "prod",
+            caller: None,
+        });
+        event["requestContext"]["authorizer"] = authorizer;
+        event["requestContext"]["identity"] = identity;
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    fn status(r: Result<Caller, Problem>) -> u16 {
+        r.map_or_else(|p| p.status.as_u16(), |_| 200)
+    }
+
+    #[test]
+    fn a_cognito_user_is_its_sub_with_the_roles_of_its_groups_in_any_spelling() {
+        for groups in [
+            json!("riders,drivers"),
+            json!("[riders drivers]"),
+            json!(["riders", "drivers", "admins"]),
+        ] {
+            let req = with_context(
+                json!({ "claims": { "sub": "u-1", "cognito:groups": groups } }),
+                json!({ "sourceIp": "1.2.3.4" }),
+            );
+            assert_eq!(
+                caller(&req).unwrap(),
+                Caller::user("u-1", [Role::Rider, Role::Driver])
+            );
+        }
+        let no_groups = with_context(json!({ "claims": { "sub": "u-2" } }), json!({}));
+        assert_eq!(caller(&no_groups).unwrap(), Caller::user("u-2", []));
+    }
+
+    #[test]
+    fn an_iam_caller_is_a_service() {
+        let arn = "arn:aws:sts::123456789012:assumed-role/video-pipeline/worker-1";
+        let req = with_context(
+            Value::Null,
+            json!({ "userArn": arn, "caller": "AROA:worker-1" }),
+        );
+        assert_eq!(caller(&req).unwrap(), Caller::service(arn));
+    }
+
+    #[test]
+    fn no_identity_or_a_malformed_one_is_401() {
+        for (authorizer, identity) in [
+            (Value::Null, json!({ "sourceIp": "1.2.3.4" })),
+            (json!({ "claims": {} }), json!({})),
+            (json!({ "claims": { "sub": "" } }), json!({})),
+            (json!({ "claims": { "sub": 42 } }), json!({})),
+            (json!({ "claims": { "sub": "a\u{0}b" } }), json!({})),
+            (
+                json!({ "claims": { "sub": "u", "cognito:groups": 7 } }),
+                json!({}),
+            ),
+            (Value::Null, json!({ "userArn": "not-an-arn" })),
+        ] {
+            let req = with_context(authorizer.clone(), identity.clone());
+            assert_eq!(status(caller(&req)), 401, "{authorizer} {identity}");
+        }
+    }
+}
