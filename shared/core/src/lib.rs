@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod codec;
 pub mod envelope;
 pub mod hydrate;
+pub mod integration;
 pub mod park;
 pub mod ports;
 pub mod registry;

@@ -5,6 +5,7 @@
 
 use crate::access::{Access, Caller, Policy};
 use crate::aggregate::Aggregate;
+use crate::integration::Publishes;
 use crate::ports::LookupKind;
 use crate::ride::RideAggregate;
 use crate::video::VideoAggregate;
@@ -12,7 +13,7 @@ use crate::views::ReadModel;
 use serde::Deserialize;
 
 /// Everything the edges need to know about an aggregate beyond its rules and read model.
-pub trait Entity: ReadModel + Policy {
+pub trait Entity: ReadModel + Policy + Publishes {
     /// The collection in HTTP paths: `/rides`, `/rides/{id}/...`.
     const COLLECTION: &'static str;
     /// The status families the by-status lookup lists under (`?status=`).

@@ -24,7 +24,8 @@ pub fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
     }
 }
 
-/// The subset of OpenAPI 3.0 schemas the document uses: type, nullable, enum, required,
+/// The subset of OpenAPI 3.0 schemas the document uses (and of JSON Schema the integration
+/// events' schemas use: a list of types, `null`): type, nullable, enum, required,
 /// properties, additionalProperties, items, oneOf, allOf, minimum, maximum. Returns what
 /// does not fit, with where.
 pub fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
@@ -55,15 +56,21 @@ pub fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut 
             errors.push(format!("{at}: {value} is not one of {allowed:?}"));
         }
     }
-    let fits_type = match schema["type"].as_str() {
-        None => true,
-        Some("object") => value.is_object(),
-        Some("array") => value.is_array(),
-        Some("string") => value.is_string(),
-        Some("integer") => value.is_i64() || value.is_u64(),
-        Some("number") => value.is_number(),
-        Some("boolean") => value.is_boolean(),
-        Some(other) => panic!("unknown type {other}"),
+    // One type, or several (JSON Schema's `["string", "null"]`).
+    let fits = |t: &str| match t {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        other => panic!("unknown type {other}"),
+    };
+    let fits_type = match &schema["type"] {
+        Value::String(t) => fits(t),
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).any(fits),
+        _ => true,
     };
     if !fits_type {
         errors.push(format!("{at}: {value} is not of type {}", schema["type"]));

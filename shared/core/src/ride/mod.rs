@@ -13,6 +13,7 @@
 use crate::aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};
 use serde::{Deserialize, Serialize};
 
+mod integration;
 mod policy;
 mod read_model;
 

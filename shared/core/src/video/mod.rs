@@ -10,6 +10,7 @@
 use crate::aggregate::{Aggregate, DomainError, DomainEvent, RefusalKind};
 use serde::{Deserialize, Serialize};
 
+mod integration;
 mod policy;
 mod read_model;
 
