@@ -1,6 +1,7 @@
 """Properties of the deployment that a template can silently lose: checked on the SAM template
 and on its CloudFormation transform, offline."""
 
+import json
 import re
 import tomllib
 
@@ -140,6 +141,7 @@ def test_every_function_environment_names_resources_that_exist(template, transfo
     by_env = {t["env"]: t["logical_id"] for t in resources["tables"]}
     by_env[resources["stream"]["env"]] = resources["stream"]["logical_id"]
     by_env[resources["bucket"]["env"]] = resources["bucket"]["logical_id"]
+    by_env["EVENT_BUS_NAME"] = "IntegrationBus"
     known = binaries()
     all_resources = transformed["Resources"]
     for name, fn in functions(template).items():
@@ -169,9 +171,8 @@ def test_the_hydrators_operator_modes_are_not_on_the_public_api(template, transf
 
 def test_the_processors_mapping_reports_partial_failures_and_never_discards(transformed):
     mappings = of_type(transformed["Resources"], "AWS::Lambda::EventSourceMapping")
-    (mapping,) = mappings.values()
+    (mapping,) = [m for m in mappings.values() if m["Properties"]["FunctionName"] == {"Ref": "ProcessorFunction"}]
     p = mapping["Properties"]
-    assert p["FunctionName"] == {"Ref": "ProcessorFunction"}
     assert ref_target(p["EventSourceArn"]) == "EventStream"
     assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert p["BisectBatchOnFunctionError"] is True
@@ -190,7 +191,7 @@ def test_the_outbox_sweep_runs_on_a_schedule(transformed):
     rules = of_type(transformed["Resources"], "AWS::Events::Rule")
     targets = [t for r in rules.values() for t in r["Properties"]["Targets"]]
     assert any(ref_target(t["Arn"]) == "OutboxSweepFunction" for t in targets)
-    assert any(r["Properties"]["ScheduleExpression"].startswith("rate(") for r in rules.values())
+    assert any(r["Properties"].get("ScheduleExpression", "").startswith("rate(") for r in rules.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +233,8 @@ def test_roles_carry_only_the_managed_policies_sam_attaches(transformed):
             m if isinstance(m, str) else m["Fn::Sub"].replace("${AWS::Partition}", "aws")
             for m in role["Properties"].get("ManagedPolicyArns", [])
         }
-        allowed = SAM_MANAGED_POLICIES | ({KINESIS_POLLER_POLICY} if name == "ProcessorFunctionRole" else set())
+        pollers = ("ProcessorFunctionRole", "DistributorFunctionRole")
+        allowed = SAM_MANAGED_POLICIES | ({KINESIS_POLLER_POLICY} if name in pollers else set())
         if name == "ApiGatewayCloudWatchRole":
             allowed = {API_GATEWAY_LOGS_POLICY}
         assert managed <= allowed, f"{name}: {managed - allowed}"
@@ -260,6 +262,7 @@ def test_each_function_may_touch_only_what_it_uses(transformed):
     assert grants("QueryFunctionRole")["dynamodb"] == {"dynamodb:GetItem", "dynamodb:Query"}
     assert set(grants("ProcessorFunctionRole")) == {"dynamodb", "sqs"}
     assert set(grants("HydratorApiFunctionRole")) == {"dynamodb", "kinesis", "s3"}
+    assert grants("DistributorFunctionRole") == {"events": {"events:PutEvents"}}
     # The time-travel API only reads.
     for actions in grants("HydratorApiFunctionRole").values():
         assert not any(a.split(":")[1].startswith(("Put", "BatchWrite", "Update", "Delete")) for a in actions)
@@ -622,3 +625,79 @@ def test_samconfig_defaults():
 def test_each_binary_has_a_function(template, binary):
     names = [fn["Metadata"]["BuildProperties"]["Binary"] for fn in functions(template).values()]
     assert names.count(binary) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# event distribution
+
+
+def test_the_distributors_mapping_keeps_order_reports_partial_failures_and_never_discards(transformed):
+    mappings = of_type(transformed["Resources"], "AWS::Lambda::EventSourceMapping")
+    (mapping,) = [m for m in mappings.values() if m["Properties"]["FunctionName"] == {"Ref": "DistributorFunction"}]
+    p = mapping["Properties"]
+    assert ref_target(p["EventSourceArn"]) == "EventStream"
+    assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert p["MaximumRetryAttempts"] == -1 and p["MaximumRecordAgeInSeconds"] == -1
+    # One batch at a time per shard: the bus receives each entity's events in order.
+    assert p["ParallelizationFactor"] == 1
+    assert p["StartingPosition"] == "TRIM_HORIZON"
+
+
+def test_the_bus_has_an_archive_and_the_schema_registry_holds_the_repositorys_schemas(template):
+    resources = template["Resources"]
+    archive = resources["IntegrationArchive"]["Properties"]
+    assert ref_target(archive["SourceArn"]) == "IntegrationBus"
+    assert archive["RetentionDays"] == {"Ref": "IntegrationArchiveDays"}
+    in_template = {}
+    for r in of_type(resources, "AWS::EventSchemas::Schema").values():
+        p = r["Properties"]
+        assert ref_target(p["RegistryName"]) == "IntegrationSchemaRegistry"
+        assert p["Type"] == "JSONSchemaDraft4"
+        name = p["SchemaName"]["Fn::Sub"].split("@")[1]
+        in_template[name] = json.loads(p["Content"])
+    files = {}
+    for path in (ROOT / "shared/core/schemas/integration").glob("*.v1.json"):
+        schema = json.loads(path.read_text())
+        for key in ("$schema", "$id", "examples"):
+            schema.pop(key, None)
+        files[path.name.removesuffix(".v1.json")] = schema
+    for schema in in_template.values():
+        assert schema.pop("$schema") == "http://json-schema.org/draft-04/schema#"
+    assert in_template == files, "the registry holds exactly the repository's schemas"
+
+
+def test_example_rules_deliver_to_their_targets_with_a_dead_letter_queue(template):
+    resources = template["Resources"]
+    rules = {
+        name: r["Properties"]
+        for name, r in of_type(resources, "AWS::Events::Rule").items()
+        if "EventBusName" in r["Properties"]
+    }
+    completed = rules["RideCompletedRule"]
+    assert ref_target(completed["EventBusName"]) == "IntegrationBus"
+    assert completed["EventPattern"] == {"source": ["timeline.rides"], "detail-type": ["ride.completed"]}
+    (target,) = completed["Targets"]
+    assert ref_target(target["Arn"]) == "BillingQueue"
+    assert ref_target(target["DeadLetterConfig"]["Arn"]) == "BillingDeadLetterQueue"
+    failed = rules["VideoFailedRule"]
+    assert failed["EventPattern"] == {"source": ["timeline.videos"], "detail-type": ["video.failed"]}
+    assert ref_target(failed["Targets"][0]["Arn"]) == "VideoFailuresTopic"
+    assert resources["BillingQueue"]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["BillingDeadLetterQueue", "Arn"]
+    }
+    # Only the rule may send to the queue, and publish to the topic.
+    for policy, rule in (("BillingQueuePolicy", "RideCompletedRule"), ("VideoFailuresTopicPolicy", "VideoFailedRule")):
+        (statement,) = resources[policy]["Properties"]["PolicyDocument"]["Statement"]
+        assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+        assert ref_target(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == rule
+
+
+def test_distribution_failures_and_lag_are_alarmed(template):
+    watched = {
+        (a["Properties"]["MetricName"], ref_target(d["Value"]))
+        for a in of_type(template["Resources"], "AWS::CloudWatch::Alarm").values()
+        for d in a["Properties"]["Dimensions"]
+    }
+    assert ("IteratorAge", "DistributorFunction") in watched
+    assert ("FailedInvocations", "IntegrationBus") in watched
+    assert ("ApproximateNumberOfMessagesVisible", "BillingDeadLetterQueue") in watched

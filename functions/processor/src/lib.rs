@@ -1,9 +1,8 @@
 //! The processor Lambda: a Kinesis batch in, read models updated, `batchItemFailures` out.
 //! The projection rules live in `timeline_core::processor`; this is the Lambda edge.
 
-pub mod batch;
-
 pub use batch::KinesisBatch;
+pub use timeline_aws::kinesis_batch as batch;
 
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use timeline_aws::metrics::{emit, Metric, Unit};

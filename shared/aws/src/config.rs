@@ -26,6 +26,8 @@ pub const EVENT_STREAM_NAME: &str = "EVENT_STREAM_NAME";
 pub const WRITE_MODEL_TABLE: &str = "WRITE_MODEL_TABLE";
 pub const READ_MODEL_TABLE: &str = "READ_MODEL_TABLE";
 pub const ARCHIVE_BUCKET: &str = "ARCHIVE_BUCKET";
+/// The EventBridge bus integration events are published to (the distributor).
+pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
 /// Where Firehose writes under the bucket (default `events/`).
 pub const ARCHIVE_PREFIX: &str = "ARCHIVE_PREFIX";
 
@@ -95,6 +97,7 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub kinesis: aws_sdk_kinesis::Client,
     pub s3: aws_sdk_s3::Client,
+    pub eventbridge: aws_sdk_eventbridge::Client,
 }
 
 impl Clients {
@@ -117,6 +120,7 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             kinesis: aws_sdk_kinesis::Client::new(sdk),
             s3: aws_sdk_s3::Client::from_conf(s3),
+            eventbridge: aws_sdk_eventbridge::Client::new(sdk),
         }
     }
 

@@ -3,9 +3,11 @@
 
 pub mod archive;
 pub mod config;
+pub mod event_bus;
 pub mod event_log;
 pub mod event_source;
 pub mod keys;
+pub mod kinesis_batch;
 pub mod metrics;
 pub mod pump;
 pub mod read_models;

@@ -7,6 +7,7 @@
 //! implement the core's ports; functions wire them to this.
 
 pub mod archive;
+pub mod distribute;
 pub mod fold;
 pub mod log_source;
 pub mod memory;

@@ -516,3 +516,63 @@ impl ReadModelStore for MemoryReadModels {
         Ok(())
     }
 }
+
+/// An event bus in memory: keeps what it accepts, in order, and refuses entries on demand
+/// (`refuse(id, times)`), as `PutEvents` refuses some entries of a call.
+#[derive(Clone, Default)]
+pub struct MemoryBus {
+    inner: Arc<Mutex<BusInner>>,
+}
+
+#[derive(Default)]
+struct BusInner {
+    accepted: Vec<timeline_core::integration::IntegrationEvent>,
+    refusals: HashMap<String, u32>,
+    calls: Vec<Vec<String>>,
+}
+
+impl MemoryBus {
+    /// Refuses the entry with this id the next `times` times it is put (u32::MAX: always).
+    pub fn refuse(&self, id: &str, times: u32) {
+        self.inner
+            .lock()
+            .unwrap()
+            .refusals
+            .insert(id.to_owned(), times);
+    }
+
+    pub fn accepted(&self) -> Vec<timeline_core::integration::IntegrationEvent> {
+        self.inner.lock().unwrap().accepted.clone()
+    }
+
+    /// The ids of each call's entries, in order.
+    pub fn calls(&self) -> Vec<Vec<String>> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+}
+
+impl crate::distribute::EventBus for MemoryBus {
+    async fn put(
+        &self,
+        entries: &[timeline_core::integration::IntegrationEvent],
+    ) -> Result<Vec<Result<(), String>>, String> {
+        let mut inner = self.inner.lock().unwrap();
+        inner
+            .calls
+            .push(entries.iter().map(|e| e.id().to_owned()).collect());
+        let mut results = Vec::with_capacity(entries.len());
+        for e in entries {
+            match inner.refusals.get_mut(e.id()) {
+                Some(n) if *n > 0 => {
+                    *n = n.saturating_sub(1);
+                    results.push(Err("ThrottlingException".to_owned()));
+                }
+                _ => {
+                    inner.accepted.push(e.clone());
+                    results.push(Ok(()));
+                }
+            }
+        }
+        Ok(results)
+    }
+}
