@@ -3,7 +3,7 @@
 //! (`timeline_engine::distribute`), `batchItemFailures` out naming the first record not fully
 //! published.
 
-use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use aws_lambda_events::event::streams::KinesisEventResponse;
 use timeline_aws::kinesis_batch::{BatchRecord, KinesisBatch};
 use timeline_aws::metrics::{emit, Metric, Unit};
 use timeline_engine::distribute::{Distribution, Distributor, EventBus};
@@ -26,13 +26,7 @@ impl<B: EventBus> DistributorHandler<B> {
             .collect();
         let out = self.distributor.distribute(&records).await;
         report(&out);
-        let mut response = KinesisEventResponse::default();
-        if let Some((_, sequence_number)) = out.first_failure {
-            let mut failure = KinesisBatchItemFailure::default();
-            failure.item_identifier = Some(sequence_number);
-            response.batch_item_failures.push(failure);
-        }
-        response
+        timeline_aws::kinesis_batch::response(out.first_failure.map(|(_, seq)| seq))
     }
 }
 

@@ -4,7 +4,7 @@
 pub use batch::KinesisBatch;
 pub use timeline_aws::kinesis_batch as batch;
 
-use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use aws_lambda_events::event::streams::KinesisEventResponse;
 use timeline_aws::metrics::{emit, Metric, Unit};
 use timeline_core::ports::Clock;
 use timeline_core::ports::ReadModelStore;
@@ -38,13 +38,7 @@ impl<R: ReadModelStore, C: Clock> ProcessorHandler<R, C> {
             .collect();
         let outcome = self.processor.process(&records, self.clock.now()).await;
         report(&outcome);
-        let mut response = KinesisEventResponse::default();
-        if let Some((_, sequence_number)) = outcome.first_failure {
-            let mut failure = KinesisBatchItemFailure::default();
-            failure.item_identifier = Some(sequence_number);
-            response.batch_item_failures.push(failure);
-        }
-        response
+        timeline_aws::kinesis_batch::response(outcome.first_failure.map(|(_, seq)| seq))
     }
 }
 

@@ -65,6 +65,20 @@ impl BatchRecord {
     }
 }
 
+/// The answer to the event source mapping: resume from `first_failure` (a record's sequence
+/// number), or nothing when the whole batch is done (never an empty identifier).
+pub fn response(
+    first_failure: Option<String>,
+) -> aws_lambda_events::event::streams::KinesisEventResponse {
+    let mut response = aws_lambda_events::event::streams::KinesisEventResponse::default();
+    if let Some(sequence_number) = first_failure {
+        let mut failure = aws_lambda_events::event::streams::KinesisBatchItemFailure::default();
+        failure.item_identifier = Some(sequence_number);
+        response.batch_item_failures.push(failure);
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
