@@ -160,6 +160,8 @@ async fn main() -> anyhow::Result<()> {
         sweep_every: Duration::from_secs(5),
         failures: dir.join("failed.jsonl"),
         issuer,
+        subscribers: None,
+        announce_deliveries: false,
     };
     let runner = tokio::spawn(run(listener, backend.clone(), options, async {}, async {
         let _ = stop_rx.await;

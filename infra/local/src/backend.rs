@@ -52,6 +52,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn rebuild_target(&self, into: Option<&str>) -> Self::Rebuild;
     fn pump(&self) -> Self::Pump;
     fn mapping_checkpoints(&self) -> Self::Checkpoints;
+    /// Where the distributor's event source mapping keeps its positions.
+    fn distributor_checkpoints(&self) -> Self::Checkpoints;
     /// Where the data lives, for people.
     fn describe(&self) -> String;
 }
@@ -133,6 +135,9 @@ impl Backend for EmbeddedBackend {
     }
     fn mapping_checkpoints(&self) -> Checkpoint {
         self.db.checkpoint("processor-mapping")
+    }
+    fn distributor_checkpoints(&self) -> Checkpoint {
+        self.db.checkpoint("distributor-mapping")
     }
     fn describe(&self) -> String {
         format!(
@@ -262,6 +267,9 @@ impl Backend for AwsBackend {
         )
     }
     fn mapping_checkpoints(&self) -> NoCheckpoints {
+        NoCheckpoints
+    }
+    fn distributor_checkpoints(&self) -> NoCheckpoints {
         NoCheckpoints
     }
     fn describe(&self) -> String {

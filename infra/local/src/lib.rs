@@ -7,4 +7,5 @@ pub mod esm;
 pub mod operate;
 pub mod runner;
 pub mod server;
+pub mod subscribers;
 pub mod system;

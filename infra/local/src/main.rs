@@ -382,6 +382,8 @@ async fn serve<B: Backend>(
             .clone()
             .unwrap_or_else(|| data_dir.join("failed-records.jsonl")),
         issuer,
+        subscribers: Some(data_dir.to_owned()),
+        announce_deliveries: true,
     };
     let port = addr.port();
     let (demo, exit_after_demo) = (args.demo, args.exit_after_demo);

@@ -5,12 +5,13 @@
 
 use crate::backend::Backend;
 use crate::esm::{EventSourceMapping, MappingConfig};
-use crate::system::{FailureFile, LocalSystem, ProcessorFunction};
+use crate::system::{DistributorFunction, FailureFile, LocalSystem, ProcessorFunction};
 use anyhow::Context;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use timeline_engine::distribute::Distributor;
 use timeline_engine::projection::Processor;
 use timeline_engine::pump::Pump;
 
@@ -24,6 +25,11 @@ pub struct RunOptions {
     pub failures: PathBuf,
     /// Verifies the requests' bearer tokens.
     pub issuer: Arc<crate::auth::Issuer>,
+    /// The data directory whose `subscribers.json` receives the integration events (none:
+    /// no distribution).
+    pub subscribers: Option<PathBuf>,
+    /// Print each delivery to a subscriber.
+    pub announce_deliveries: bool,
 }
 
 /// Runs the system on `backend` until `shutdown` completes: the API on `listener`, the event
@@ -45,59 +51,32 @@ pub async fn run<B: Backend>(
     let mut tasks = tokio::task::JoinSet::new();
 
     // The event source mapping: follows every shard into the processor.
-    {
-        let reader = backend.reader();
-        let processor = ProcessorFunction(Processor::new(backend.views()));
-        let mut esm = EventSourceMapping::with_checkpoints(
-            reader,
+    let processor = ProcessorFunction(Processor::new(backend.views()));
+    follow(
+        &mut tasks,
+        EventSourceMapping::with_checkpoints(
+            backend.reader(),
             processor,
             FailureFile::new(args.failures.clone()),
             MappingConfig::default(),
             backend.mapping_checkpoints(),
+        ),
+        stop_rx.clone(),
+    );
+    // The distributor's own mapping: integration events to the local subscribers.
+    if let Some(dir) = &args.subscribers {
+        let bus = crate::subscribers::LocalBus::open(dir, args.announce_deliveries)?;
+        follow(
+            &mut tasks,
+            EventSourceMapping::with_checkpoints(
+                backend.reader(),
+                DistributorFunction(Distributor::new(bus)),
+                FailureFile::new(args.failures.clone()),
+                MappingConfig::default(),
+                backend.distributor_checkpoints(),
+            ),
+            stop_rx.clone(),
         );
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            loop {
-                let busy = match esm.poll().await {
-                    Ok(r) => {
-                        if r.batches > 0 {
-                            tracing::debug!(
-                                records = r.records_done,
-                                discarded = r.records_discarded,
-                                "projected"
-                            );
-                        }
-                        r.busy()
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "event source mapping");
-                        false
-                    }
-                };
-                // As Lambda's mapping does, invoke again at once while a shard has records;
-                // wait only when every shard is caught up.
-                if busy && !*stop.borrow() {
-                    continue;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = stop.changed() => break,
-                }
-            }
-            // A last look, bounded: project what the final sweep published; anything left
-            // is projected on the next start, from the checkpoint.
-            let deadline = tokio::time::Instant::now() + FINAL_DRAIN;
-            while tokio::time::Instant::now() < deadline {
-                match esm.poll().await {
-                    Ok(r) if r.busy() => {}
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "event source mapping, last look");
-                        break;
-                    }
-                }
-            }
-        });
     }
     // Firehose: the stream into the archive, buffered briefly so time travel sees it soon.
     {
@@ -173,4 +152,59 @@ pub async fn run<B: Backend>(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Runs an event source mapping until `stop` flips, then takes a last, bounded look.
+fn follow<R, H, S, P>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    mut esm: EventSourceMapping<R, H, S, P>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    R: timeline_core::ports::StreamReader + 'static,
+    H: crate::esm::BatchHandler + 'static,
+    S: crate::esm::FailureSink + 'static,
+    P: timeline_core::ports::Checkpoints + 'static,
+{
+    tasks.spawn(async move {
+        loop {
+            let busy = match esm.poll().await {
+                Ok(r) => {
+                    if r.batches > 0 {
+                        tracing::debug!(
+                            records = r.records_done,
+                            discarded = r.records_discarded,
+                            "projected"
+                        );
+                    }
+                    r.busy()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event source mapping");
+                    false
+                }
+            };
+            // As Lambda's mapping does, invoke again at once while a shard has records;
+            // wait only when every shard is caught up.
+            if busy && !*stop.borrow() {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        // A last look, bounded: project what the final sweep published; anything left
+        // is projected on the next start, from the checkpoint.
+        let deadline = tokio::time::Instant::now() + FINAL_DRAIN;
+        while tokio::time::Instant::now() < deadline {
+            match esm.poll().await {
+                Ok(r) if r.busy() => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event source mapping, last look");
+                    break;
+                }
+            }
+        }
+    });
 }

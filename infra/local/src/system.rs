@@ -67,6 +67,20 @@ impl<R: ReadModelStore> BatchHandler for ProcessorFunction<R> {
     }
 }
 
+/// The distributor as its mapping invokes it.
+pub struct DistributorFunction<B>(pub timeline_engine::distribute::Distributor<B>);
+
+impl<B: timeline_engine::distribute::EventBus> BatchHandler for DistributorFunction<B> {
+    async fn handle(&self, records: &[LogRecord]) -> Option<String> {
+        let incoming: Vec<IncomingRecord> = records.iter().map(IncomingRecord::from).collect();
+        let out = self.0.distribute(&incoming).await;
+        for (index, why) in &out.unpublishable {
+            tracing::warn!(record = %records[*index].sequence_number, %why, "not distributable");
+        }
+        out.first_failure.map(|(_, seq)| seq)
+    }
+}
+
 /// The on-failure destination: one JSON line per discarded record.
 pub struct FailureFile {
     path: PathBuf,

@@ -246,6 +246,8 @@ async fn play<B: Backend>(backend: B, dir: std::path::PathBuf, id: &str) {
         sweep_every: Duration::from_secs(1),
         failures: dir.join("failed.jsonl"),
         issuer: issuer.clone(),
+        subscribers: None,
+        announce_deliveries: false,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -365,6 +367,8 @@ fn no_documented_request_succeeds_without_a_valid_token() {
         sweep_every: Duration::from_secs(1),
         failures: dir.join("failed.jsonl"),
         issuer,
+        subscribers: None,
+        announce_deliveries: false,
     };
     let task = rt.spawn(async move {
         run(listener, backend, options, async {}, async {

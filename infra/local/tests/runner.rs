@@ -29,10 +29,14 @@ impl Running {
             timeline_local::auth::Issuer::open(failures.parent().expect("a directory")).unwrap(),
         );
         let tokens = timeline_local::demo::Tokens::demo(&issuer).unwrap();
+        // The data directory's subscribers (the example billing and video-failure files).
+        let subscribers = failures.parent().map(std::path::Path::to_owned);
         let options = RunOptions {
             sweep_every: Duration::from_secs(1),
             failures,
             issuer,
+            subscribers,
+            announce_deliveries: false,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -100,6 +104,15 @@ async fn archived<A: ArchiveStore>(archive: &A) -> Vec<(String, u64)> {
     out
 }
 
+/// What a subscriber's file received, one event a line.
+fn delivered(dir: &std::path::Path, name: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join(format!("subscribers/{name}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Polls `path` until `check` holds (the read side is eventually consistent).
 async fn eventually(http: &Http, path: &str, check: impl Fn(&serde_json::Value) -> bool) {
     let mut last = json!(null);
@@ -138,6 +151,16 @@ async fn the_embedded_backend_runs_the_demo_and_keeps_everything_across_a_restar
     let distinct: BTreeSet<_> = before.iter().cloned().collect();
     assert_eq!(distinct.len(), 13, "the demo's 13 events");
     assert_eq!(before.len(), 13, "each once: {before:?}");
+    // The subscribers got the demo's integration events: billing the completed ride, the
+    // operators' feed the failed video, each once.
+    let billing = delivered(&dir, "billing");
+    assert_eq!(billing.len(), 1, "{billing:?}");
+    assert_eq!(billing[0]["detail-type"], "ride.completed");
+    assert_eq!(billing[0]["detail"]["entity"]["id"], "ride-e");
+    assert_eq!(billing[0]["detail"]["data"]["final_fare_cents"], 11000);
+    let failures = delivered(&dir, "video-failures");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["detail"]["data"]["reason"], "timeout");
     drop(backend);
 
     // A new process on the same directory: the views, the history and time travel are there.
@@ -181,6 +204,8 @@ async fn the_embedded_backend_runs_the_demo_and_keeps_everything_across_a_restar
     let distinct: BTreeSet<_> = after.iter().cloned().collect();
     assert_eq!(after.len(), distinct.len(), "no copies: {after:?}");
     assert_eq!(distinct.len(), 14);
+    // The restarted distributor continued from its checkpoint: nothing delivered twice.
+    assert_eq!(delivered(&dir, "billing").len(), 1);
 
     // The operator commands see the same data: no drift between the log and the views.
     let verified = verify_no_drift(&backend).await;
