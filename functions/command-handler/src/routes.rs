@@ -11,6 +11,8 @@ pub struct CommandRoute {
     pub kind: &'static Kind,
     pub command: &'static str,
     pub creates: bool,
+    /// Called by a service (IAM), not by users.
+    pub service: bool,
 }
 
 /// Every route the handler serves, as `(path template, route)`, from the registry of
@@ -24,6 +26,7 @@ pub fn routes() -> Vec<(String, CommandRoute)> {
                     kind,
                     command: c.command,
                     creates: c.creates,
+                    service: c.service,
                 };
                 (kind.command_path(c), route)
             })

@@ -123,8 +123,7 @@ fn documented_statuses_and_the_id_pattern_match_the_handler() {
             assert!(responses.contains_key("404"), "{path} documents no 404");
         }
         // Users sign in with Cognito; the video pipeline signs its reports with IAM.
-        let pipeline = route.kind.aggregate_type == "video" && !route.creates;
-        let scheme = if pipeline { "iam" } else { "cognito" };
+        let scheme = if route.service { "iam" } else { "cognito" };
         assert_eq!(
             doc["paths"][path.as_str()]["post"]["security"],
             serde_json::json!([{ scheme: [] }]),

@@ -32,8 +32,7 @@ impl Tokens {
     }
 
     fn for_path(&self, path: &str) -> &str {
-        let pipeline = ["/start-processing", "/progress", "/succeed", "/fail"];
-        if path.starts_with("/videos/") && pipeline.iter().any(|p| path.ends_with(p)) {
+        if timeline_core::registry::service_route(path.split('?').next().unwrap_or(path)) {
             &self.pipeline
         } else {
             &self.user

@@ -109,20 +109,6 @@ pub enum Access {
 }
 
 impl Access {
-    /// Allowed if any of the answers is; else forbidden if any is (the caller may see the
-    /// entity); else hidden.
-    pub fn any(answers: impl IntoIterator<Item = Access>) -> Access {
-        let mut best = Access::Hidden;
-        for a in answers {
-            match a {
-                Access::Allowed => return Access::Allowed,
-                Access::Forbidden(_) if best == Access::Hidden => best = a,
-                _ => {}
-            }
-        }
-        best
-    }
-
     pub fn allow_if(condition: bool, rule: &'static str) -> Access {
         if condition {
             Access::Allowed
@@ -158,18 +144,6 @@ pub trait Policy: Aggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn any_prefers_allowed_then_forbidden_then_hidden() {
-        let no = Access::Forbidden("x");
-        assert_eq!(
-            Access::any([Access::Hidden, no, Access::Allowed]),
-            Access::Allowed
-        );
-        assert_eq!(Access::any([Access::Hidden, no]), no);
-        assert_eq!(Access::any([Access::Hidden]), Access::Hidden);
-        assert_eq!(Access::any([]), Access::Hidden);
-    }
 
     #[test]
     fn groups_name_roles() {

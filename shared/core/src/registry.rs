@@ -33,6 +33,9 @@ pub struct CommandRoute {
     /// The command's serde tag.
     pub command: &'static str,
     pub creates: bool,
+    /// Called by a service with its own (IAM) credentials, not by users: an IAM-authorized
+    /// route on AWS.
+    pub service: bool,
 }
 
 impl CommandRoute {
@@ -41,6 +44,7 @@ impl CommandRoute {
             path: "",
             command,
             creates: true,
+            service: false,
         }
     }
 
@@ -49,6 +53,15 @@ impl CommandRoute {
             path,
             command,
             creates: false,
+            service: false,
+        }
+    }
+
+    /// A route a service calls (see [`CommandRoute::service`]).
+    pub const fn for_service(path: &'static str, command: &'static str) -> Self {
+        CommandRoute {
+            service: true,
+            ..CommandRoute::on(path, command)
         }
     }
 }
@@ -138,6 +151,18 @@ pub fn kind(aggregate_type: &str) -> Result<&'static Kind, Unregistered> {
         .ok_or_else(|| Unregistered(aggregate_type.to_owned()))
 }
 
+/// Whether a request path (`/videos/v1/progress`) is a command route a service calls.
+pub fn service_route(path: &str) -> bool {
+    let mut parts = path.trim_start_matches('/').split('/');
+    let (Some(collection), Some(_id), Some(command), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    by_collection(collection)
+        .is_some_and(|k| k.commands.iter().any(|c| c.service && c.path == command))
+}
+
 /// The registered aggregate served under `/{collection}`.
 pub fn by_collection(collection: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.collection == collection)
@@ -192,6 +217,25 @@ mod tests {
         assert_eq!(dispatch("video", Name), Ok("videos"));
         assert_eq!(dispatch("parcel", Name), Err(Unregistered("parcel".into())));
         assert_eq!(dispatch("Ride", Name), Err(Unregistered("Ride".into())));
+    }
+
+    #[test]
+    fn service_routes_are_the_pipelines_reports_only() {
+        for path in [
+            "/videos/v1/start-processing",
+            "/videos/v1/progress",
+            "/videos/v1/fail",
+        ] {
+            assert!(service_route(path), "{path}");
+        }
+        for path in [
+            "/videos",
+            "/videos/v1",
+            "/rides/r1/start",
+            "/videos/v1/progress/x",
+        ] {
+            assert!(!service_route(path), "{path}");
+        }
     }
 
     #[test]

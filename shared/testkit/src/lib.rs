@@ -479,8 +479,7 @@ pub fn api_request(
 /// checks use [`api_request_as`] and [`post_as`].
 pub fn default_caller(path: &str) -> timeline_core::access::Caller {
     use timeline_core::access::{Caller, Role};
-    let pipeline = ["/start-processing", "/progress", "/succeed", "/fail"];
-    if path.starts_with("/videos/") && pipeline.iter().any(|p| path.ends_with(p)) {
+    if timeline_core::registry::service_route(path.split('?').next().unwrap_or(path)) {
         Caller::service("arn:aws:sts::000000000000:assumed-role/video-pipeline/test")
     } else {
         Caller::user("test-user", [Role::Operator])

@@ -21,11 +21,12 @@ impl Entity for VideoAggregate {
     /// Status families: `processing:50%` lists under `processing`.
     const STATUSES: &'static [&'static str] = &["uploaded", "processing", "success", "failed"];
     const FILTERS: &'static [(&'static str, LookupKind)] = &[];
+    /// The processing reports are the pipeline's (a service identity), not users'.
     const COMMANDS: &'static [CommandRoute] = &[
         CommandRoute::creates("upload"),
-        CommandRoute::on("start-processing", "start_processing"),
-        CommandRoute::on("progress", "report_progress"),
-        CommandRoute::on("succeed", "succeed"),
-        CommandRoute::on("fail", "fail"),
+        CommandRoute::for_service("start-processing", "start_processing"),
+        CommandRoute::for_service("progress", "report_progress"),
+        CommandRoute::for_service("succeed", "succeed"),
+        CommandRoute::for_service("fail", "fail"),
     ];
 }
