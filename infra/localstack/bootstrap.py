@@ -67,6 +67,8 @@ def table_request(spec, name):
             }
             for index in spec["indexes"]
         ]
+    if spec["stream_view"]:
+        request["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": spec["stream_view"]}
     return request
 
 

@@ -34,9 +34,38 @@ def template():
     return yaml_parse((ROOT / "template.yaml").read_text())
 
 
+@pytest.fixture(scope="session", params=["inline", "stream"])
+def publish_mode(request):
+    """Each value of the template's PublishMode: every test of the transform runs with both."""
+    return request.param
+
+
+def deployed_as(node, conditions):
+    """The template as CloudFormation deploys it with these conditions: their resources kept or
+    dropped, their `Fn::If` decided (`AWS::NoValue` removed). Other conditions stay as written."""
+    no_value = {"Ref": "AWS::NoValue"}
+    if isinstance(node, dict):
+        if set(node) == {"Fn::If"} and node["Fn::If"][0] in conditions:
+            condition, then, otherwise = node["Fn::If"]
+            return deployed_as(then if conditions[condition] else otherwise, conditions)
+        out = {}
+        for key, value in node.items():
+            condition = value.get("Condition") if isinstance(value, dict) else None
+            if isinstance(condition, str) and conditions.get(condition) is False:
+                continue
+            value = deployed_as(value, conditions)
+            if value != no_value:
+                out[key] = value
+        return out
+    if isinstance(node, list):
+        return [v for v in (deployed_as(v, conditions) for v in node) if v != no_value]
+    return node
+
+
 @pytest.fixture(scope="session")
-def transformed(template):
-    """The CloudFormation template that the SAM transform makes of template.yaml."""
+def transformed(template, publish_mode):
+    """The CloudFormation template that the SAM transform makes of template.yaml, as deployed
+    with `PublishMode` set to `publish_mode`."""
     sam = copy.deepcopy(template)
     for name, resource in sam["Resources"].items():
         if resource["Type"] == "AWS::Serverless::Function":
@@ -49,7 +78,7 @@ def transformed(template):
         Parser(),
         boto_session=boto3.Session(region_name=REGION),
     )
-    return translator.translate(
+    translated = translator.translate(
         sam,
         parameter_values={
             "AWS::Region": REGION,
@@ -58,3 +87,5 @@ def transformed(template):
             "AWS::StackName": "timeline",
         },
     )
+    stream = publish_mode == "stream"
+    return deployed_as(translated, {"RelayByStream": stream, "PublishInline": not stream})

@@ -87,8 +87,12 @@ def required_variables(crate):
     constants = env_constants()
     names = set()
     for source in (crate / "src").rglob("*.rs"):
-        for const in re.findall(r"required\(\s*(\w+)", source.read_text()):
+        text = source.read_text()
+        for const in re.findall(r"required\(\s*(\w+)", text):
             names.add(constants[const])
+        # The write side's ports (shared/aws/src/lib.rs) name the table and the stream.
+        if "write_ports(" in text:
+            names |= {constants["WRITE_MODEL_TABLE"], constants["EVENT_STREAM_NAME"]}
     return names
 
 
@@ -150,6 +154,9 @@ def test_every_function_environment_names_resources_that_exist(template, transfo
             if var == resources["bucket"]["prefix_env"]:
                 assert value == resources["bucket"]["prefix"], f"{name}: {var}"
                 continue
+            if var == "PUBLISH_MODE":
+                assert value == {"Ref": "PublishMode"}, name
+                continue
             target = ref_target(value)
             assert target in all_resources, f"{name}: {var} names no resource of the template"
             assert by_env.get(var) == target, f"{name}: {var} must name {by_env.get(var)}"
@@ -187,6 +194,72 @@ def test_the_processors_mapping_reports_partial_failures_and_never_discards(tran
     assert p["StartingPosition"] == "TRIM_HORIZON"
 
 
+def filter_matches(pattern, record):
+    """Lambda's event filtering (EventBridge pattern syntax) for what the relay's filter uses:
+    lists of values, nesting, and `exists`."""
+    for key, rule in pattern.items():
+        present = isinstance(record, dict) and key in record
+        if isinstance(rule, dict):
+            if not present or not filter_matches(rule, record[key]):
+                return False
+            continue
+        ok = False
+        for option in rule:
+            if isinstance(option, dict) and "exists" in option:
+                ok |= option["exists"] == present
+            else:
+                ok |= present and record[key] == option
+        if not ok:
+            return False
+    return True
+
+
+def stream_record(event_name, pk, outbox):
+    image = {"pk": {"S": pk}, "version": {"N": "3"}}
+    if outbox:
+        image["outbox"] = {"S": "pending#4"}
+    change = {"Keys": {"pk": {"S": pk}}, "SequenceNumber": "1"}
+    if event_name != "REMOVE":
+        change["NewImage"] = image
+    return {"eventName": event_name, "dynamodb": change}
+
+
+def test_with_publish_mode_stream_a_relay_reads_the_write_model_tables_stream(transformed, publish_mode):
+    resources = transformed["Resources"]
+    table = resources["WriteModelTable"]["Properties"]
+    handler = resources["CommandHandlerFunction"]["Properties"]
+    assert handler["Environment"]["Variables"]["PUBLISH_MODE"] == {"Ref": "PublishMode"}
+    if publish_mode == "inline":
+        assert "StreamSpecification" not in table
+        assert "OutboxRelayFunction" not in resources
+        return
+    assert table["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    mappings = of_type(resources, "AWS::Lambda::EventSourceMapping")
+    (mapping,) = [m for m in mappings.values() if m["Properties"]["FunctionName"] == {"Ref": "OutboxRelayFunction"}]
+    p = mapping["Properties"]
+    assert p["EventSourceArn"] == {"Fn::GetAtt": ["WriteModelTable", "StreamArn"]}
+    assert p["StartingPosition"] == "TRIM_HORIZON"
+    assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert p["BisectBatchOnFunctionError"] is True
+    # Retried, never skipped (a record past the stream's 24 hours still has its outbox in the
+    # head, for the sweep).
+    assert p["MaximumRetryAttempts"] == -1
+    assert p["MaximumRecordAgeInSeconds"] == -1
+    # The filter passes exactly what the relay's own rule (`relay_change`) relays.
+    (only,) = p["FilterCriteria"]["Filters"]
+    pattern = json.loads(only["Pattern"])
+    assert filter_matches(pattern, stream_record("INSERT", "ride#r1", outbox=True))
+    assert filter_matches(pattern, stream_record("MODIFY", "video#v1", outbox=True))
+    assert not filter_matches(pattern, stream_record("MODIFY", "ride#r1", outbox=False)), "a confirm"
+    assert not filter_matches(pattern, stream_record("INSERT", "idem#k1", outbox=False)), "a key"
+    assert not filter_matches(pattern, stream_record("REMOVE", "ride#r1", outbox=True))
+    alarms = {
+        (a["Properties"]["MetricName"], ref_target(a["Properties"]["Dimensions"][0]["Value"]))
+        for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
+    }
+    assert ("IteratorAge", "OutboxRelayFunction") in alarms
+
+
 def test_the_outbox_sweep_runs_on_a_schedule(transformed):
     rules = of_type(transformed["Resources"], "AWS::Events::Rule")
     targets = [t for r in rules.values() for t in r["Properties"]["Targets"]]
@@ -205,6 +278,8 @@ SAM_MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
 }
 KINESIS_POLLER_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaKinesisExecutionRole"
+# SAM attaches this to a function on a DynamoDB stream (read the stream, list streams).
+DYNAMODB_STREAM_POLLER_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole"
 
 
 def test_no_allow_statement_has_a_wildcard_action_or_an_unnamed_resource(transformed):
@@ -235,6 +310,8 @@ def test_roles_carry_only_the_managed_policies_sam_attaches(transformed):
         }
         pollers = ("ProcessorFunctionRole", "DistributorFunctionRole")
         allowed = SAM_MANAGED_POLICIES | ({KINESIS_POLLER_POLICY} if name in pollers else set())
+        if name == "OutboxRelayFunctionRole":
+            allowed = SAM_MANAGED_POLICIES | {DYNAMODB_STREAM_POLLER_POLICY}
         if name == "ApiGatewayCloudWatchRole":
             allowed = {API_GATEWAY_LOGS_POLICY}
         assert managed <= allowed, f"{name}: {managed - allowed}"
@@ -247,7 +324,7 @@ def test_roles_carry_only_the_managed_policies_sam_attaches(transformed):
                 assert set(s["Principal"]) == {"Service"}, name
 
 
-def test_each_function_may_touch_only_what_it_uses(transformed):
+def test_each_function_may_touch_only_what_it_uses(transformed, publish_mode):
     def grants(role):
         out = {}
         for policy in transformed["Resources"][role]["Properties"].get("Policies", []):
@@ -256,8 +333,17 @@ def test_each_function_may_touch_only_what_it_uses(transformed):
                     out.setdefault(action.split(":")[0], set()).add(action)
         return out
 
-    assert set(grants("CommandHandlerFunctionRole")) == {"dynamodb", "kinesis"}
-    assert grants("CommandHandlerFunctionRole")["kinesis"] == {"kinesis:PutRecord"}
+    if publish_mode == "inline":
+        assert set(grants("CommandHandlerFunctionRole")) == {"dynamodb", "kinesis"}
+        assert grants("CommandHandlerFunctionRole")["kinesis"] == {"kinesis:PutRecord"}
+        assert "OutboxRelayFunctionRole" not in transformed["Resources"]
+    else:
+        # The relay publishes; the command handler cannot write the event stream at all.
+        assert set(grants("CommandHandlerFunctionRole")) == {"dynamodb"}
+        assert grants("OutboxRelayFunctionRole") == {
+            "dynamodb": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+            "kinesis": {"kinesis:PutRecord"},
+        }
     assert set(grants("QueryFunctionRole")) == {"dynamodb"}
     assert grants("QueryFunctionRole")["dynamodb"] == {"dynamodb:GetItem", "dynamodb:Query"}
     assert set(grants("ProcessorFunctionRole")) == {"dynamodb", "sqs"}
@@ -408,6 +494,13 @@ def test_tables_match_the_one_resource_definition(template, resources):
         assert sorted(p["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
             {"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)
         ], name
+        if spec["stream_view"]:
+            # Only with the relay that reads it (locally it is always on).
+            assert p["StreamSpecification"] == {
+                "Fn::If": ["RelayByStream", {"StreamViewType": spec["stream_view"]}, {"Ref": "AWS::NoValue"}]
+            }, name
+        else:
+            assert "StreamSpecification" not in p, name
         if spec["ttl_attribute"]:
             assert p["TimeToLiveSpecification"] == {"AttributeName": spec["ttl_attribute"], "Enabled": True}, name
         else:

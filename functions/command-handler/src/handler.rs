@@ -184,7 +184,8 @@ impl<'a, S: WriteModelStore, L: EventLog, C: Clock> Visitor for Run<'a, S, L, C>
 }
 
 fn accepted(route: CommandRoute, outcome: &CommandOutcome) -> Response<Body> {
-    let status = if !outcome.published {
+    // 202 only when the publish failed: with the stream relay, a commit is the whole job.
+    let status = if !outcome.published && !outcome.relayed {
         StatusCode::ACCEPTED
     } else if outcome.created {
         StatusCode::CREATED

@@ -2,21 +2,22 @@
 
 use command_handler::CommandApi;
 use lambda_http::{run, service_fn, Error, Request};
-use timeline_aws::config::{required, EVENT_STREAM_NAME, WRITE_MODEL_TABLE};
-use timeline_aws::{Clients, DynamoWriteStore, KinesisEventLog};
+use timeline_aws::config::publish_mode;
+use timeline_aws::{write_ports, Clients};
 use timeline_core::ports::SystemClock;
+use timeline_core::write::WriteConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     timeline_http::init_logging();
-    let stream = required(EVENT_STREAM_NAME, "Kinesis event stream")?;
-    let table = required(WRITE_MODEL_TABLE, "DynamoDB write-model table")?;
-    let clients = Clients::from_env().await;
-    let api = CommandApi::new(
-        DynamoWriteStore::new(clients.dynamodb, table),
-        KinesisEventLog::new(clients.kinesis, stream),
-        SystemClock,
-    );
+    let (store, log) = write_ports(&Clients::from_env().await)?;
+    // With `PublishMode: stream` the log is never written from here (the relay does it);
+    // the stream name stays for the inline mode.
+    let config = WriteConfig {
+        publish: publish_mode()?,
+        ..WriteConfig::default()
+    };
+    let api = CommandApi::with_config(store, log, SystemClock, config);
     let api = &api;
     run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(api.handle(req).await)

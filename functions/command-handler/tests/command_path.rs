@@ -441,3 +441,45 @@ async fn sequence_numbers_from_the_emulator_are_kept_as_opaque_strings() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_stream_relay_a_command_is_answered_once_committed_even_while_the_log_is_down() {
+    let env = timeline_testkit::test_env!();
+    let config = timeline_core::write::WriteConfig {
+        publish: timeline_core::write::PublishMode::Stream,
+        ..Default::default()
+    };
+    // The log is broken: it is never called, so the answers do not notice.
+    let api = CommandApi::with_config(env.store(), env.broken_log(), SystemClock, config);
+    let (status, body, _) = read(api.handle(post("/rides", &booking("r1"), &[])).await);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        (&body["relayed"], &body["published"]),
+        (&json!(true), &json!(false))
+    );
+    let doc = timeline_testkit::openapi::document();
+    let schema = json!({ "$ref": "#/components/schemas/CommandOutcome" });
+    let mut errors = Vec::new();
+    timeline_testkit::openapi::check(&doc, &schema, &body, "answer", &mut errors);
+    assert_eq!(errors, Vec::<String>::new());
+
+    let assign = json!({ "driver_id": "d-1" });
+    let (status, _, _) = read(
+        api.handle(post("/rides/r1/assign-driver", &assign, &[]))
+            .await,
+    );
+    assert_eq!(status, 200);
+    assert!(
+        env.records().await.is_empty(),
+        "the relay publishes, not the handler"
+    );
+    let head = env.store().load_head(&StreamKey::new("ride", "r1")).await;
+    let pending: Vec<u64> = head
+        .unwrap()
+        .unwrap()
+        .pending
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(pending, [1, 2], "committed, waiting for the relay");
+}

@@ -16,17 +16,22 @@
 //! The AWS backend is moto behind the fault proxy; the embedded backend sits behind the
 //! port wrappers with the same schedules. A stalled publish after a commit answers 202.
 
+use outbox_relay::RelayHandler;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use timeline_aws::stream_reader::KinesisReader;
 use timeline_core::codec::decode_record;
-use timeline_core::ports::{Clock, EventLog, StreamReader, SystemClock, WriteModelStore};
+use timeline_core::ports::{
+    Clock, EventLog, LogRecord, StreamReader, SystemClock, WriteModelStore,
+};
 use timeline_core::ports::{PageRequest, ReadModelQueries, ReadModelStore};
 use timeline_core::ride::{Location, RideAggregate, RideCommand};
 use timeline_core::shards::{Follower, PageEnd};
 use timeline_core::views::fold;
-use timeline_core::write::{CommandError, CommandRequest, IdempotencyKey, RequestContext};
+use timeline_core::write::{
+    CommandError, CommandRequest, IdempotencyKey, PublishMode, RequestContext, WriteConfig,
+};
 use timeline_core::EventEnvelope;
 use timeline_core::StreamKey;
 use timeline_core::Timestamp;
@@ -40,6 +45,8 @@ use timeline_testkit::{post, read, unique};
 /// fault happens.
 const AWS_SCHEDULES: u64 = 3;
 const EMBEDDED_SCHEDULES: u64 = 8;
+/// Schedules per backend with the stream relay publishing.
+const STREAM_SCHEDULES: u64 = 2;
 const MAX_RATE: f64 = 0.3;
 const RIDES: usize = 4;
 
@@ -150,12 +157,13 @@ async fn ask<S: WriteModelStore, L: EventLog>(
     panic!("{id}: {command:?} never got an answer: {asked:?}");
 }
 
-/// Follows every shard into the processor, as the event source mapping does; returns
-/// whether there was work (or a failure to retry).
-async fn follow<Rd: StreamReader, R: ReadModelStore>(
+/// Follows every shard into a function, as the event source mapping does: `handle` takes a
+/// batch and names the index of the first record it could not take. Returns whether there
+/// was work (or a failure to retry).
+async fn follow<Rd: StreamReader>(
     reader: &Rd,
-    processor: &Processor<R>,
     follower: &mut Follower,
+    handle: impl AsyncFn(&[LogRecord]) -> Option<usize>,
 ) -> bool {
     let Ok(shards) = reader.shards().await else {
         return true;
@@ -180,18 +188,40 @@ async fn follow<Rd: StreamReader, R: ReadModelStore>(
             continue;
         }
         busy = true;
-        let incoming: Vec<IncomingRecord> = page.records.iter().map(IncomingRecord::from).collect();
-        let outcome = processor.process(&incoming, SystemClock.now()).await;
-        let done = match outcome.first_failure {
-            None => incoming.last(),
-            Some((0, _)) => None,
-            Some((at, _)) => incoming.get(at - 1),
+        let done = match handle(&page.records).await {
+            None => page.records.last(),
+            Some(0) => None,
+            Some(at) => page.records.get(at - 1),
         };
         if let Some(done) = done {
             follower.done_up_to(&shard, &done.sequence_number);
         }
     }
     busy
+}
+
+/// The processor as the Kinesis mapping's function.
+async fn project<R: ReadModelStore>(
+    processor: &Processor<R>,
+    records: &[LogRecord],
+) -> Option<usize> {
+    let incoming: Vec<IncomingRecord> = records.iter().map(IncomingRecord::from).collect();
+    let outcome = processor.process(&incoming, SystemClock.now()).await;
+    outcome.first_failure.map(|(at, _)| at)
+}
+
+/// The outbox relay as the table stream mapping's function.
+async fn relay<S: WriteModelStore, L: EventLog>(
+    relay: &RelayHandler<S, L, SystemClock>,
+    records: &[LogRecord],
+) -> Option<usize> {
+    let failed = relay.handle_read(records).await?;
+    Some(
+        records
+            .iter()
+            .position(|r| r.sequence_number == failed)
+            .unwrap_or(0),
+    )
 }
 
 /// Every event on the log, read without faults, in shard order.
@@ -233,23 +263,35 @@ async fn log_events<Rd: StreamReader>(reader: &Rd) -> Vec<EventEnvelope> {
 }
 
 /// The ports a run uses, with the faults behind them; `faults` turns them on and off.
-struct Ports<S, L, R, Rd> {
+struct Ports<S, L, R, Rd, Tr> {
     store: S,
     log: L,
     views: R,
     reader: Rd,
+    /// Who publishes; with the stream relay, the table's stream it follows (None on the
+    /// embedded backend, whose relay polls the outbox as the sweep does).
+    publish: PublishMode,
+    table_stream: Option<Tr>,
 }
 
-async fn exercise<S, L, R, Rd>(ports: Ports<S, L, R, Rd>, faults: impl Fn(bool), run: &str)
+async fn exercise<S, L, R, Rd, Tr>(ports: Ports<S, L, R, Rd, Tr>, faults: impl Fn(bool), run: &str)
 where
     S: WriteModelStore + Clone,
     L: EventLog + Clone,
     R: ReadModelStore + ReadModelQueries + Clone,
     Rd: StreamReader,
+    Tr: StreamReader,
 {
-    let service = CommandService::new(ports.store.clone(), ports.log.clone(), SystemClock);
+    let config = WriteConfig {
+        publish: ports.publish,
+        ..WriteConfig::default()
+    };
+    let service =
+        CommandService::with_config(ports.store.clone(), ports.log.clone(), SystemClock, config);
     let processor = Processor::new(ports.views.clone());
+    let relayer = RelayHandler::new(ports.store.clone(), ports.log.clone(), SystemClock);
     let mut follower = Follower::default();
+    let mut relay_follower = Follower::default();
     let rides: Vec<String> = (0..RIDES).map(|n| format!("{run}-r{n}")).collect();
 
     faults(true);
@@ -275,15 +317,45 @@ where
     };
     let alongside = async {
         while !clients_done.load(Ordering::SeqCst) {
+            if let Some(table) = &ports.table_stream {
+                follow(table, &mut relay_follower, async |r| {
+                    relay(&relayer, r).await
+                })
+                .await;
+            }
             let _ = service.sweep(100).await;
-            follow(&ports.reader, &processor, &mut follower).await;
+            follow(&ports.reader, &mut follower, async |r| {
+                project(&processor, r).await
+            })
+            .await;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
     let (asked, ()) = futures::join!(clients, alongside);
 
-    // The faults stop; the sweep and the processor catch up.
+    // The faults stop; the relay, the sweep and the processor catch up.
     faults(false);
+    if let Some(table) = &ports.table_stream {
+        for _ in 0..200 {
+            if !follow(table, &mut relay_follower, async |r| {
+                relay(&relayer, r).await
+            })
+            .await
+            {
+                break;
+            }
+        }
+        // The relay alone empties every outbox once it caught up: the sweep is only the
+        // safety net.
+        for id in &rides {
+            let head = ports
+                .store
+                .load_head(&StreamKey::new("ride", id))
+                .await
+                .unwrap();
+            assert_eq!(head.unwrap().pending, [], "{run}: {id} left in the outbox");
+        }
+    }
     for _ in 0..50 {
         let swept = service.sweep(100).await.unwrap();
         if swept.examined == 0 {
@@ -291,7 +363,11 @@ where
         }
     }
     for _ in 0..200 {
-        if !follow(&ports.reader, &processor, &mut follower).await {
+        if !follow(&ports.reader, &mut follower, async |r| {
+            project(&processor, r).await
+        })
+        .await
+        {
             break;
         }
     }
@@ -392,21 +468,28 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_aws_commands_the_sweep_and_the_processor_lose_and_duplicate_nothing_under_faults() {
+/// Runs `schedules` fault schedules on AWS (moto behind the proxy); with the stream relay,
+/// it follows the write-model table's DynamoDB stream through the proxy, faults and all.
+async fn on_aws(publish: PublishMode, schedules: u64, prefix: &str) {
     let (env, proxy) = timeline_testkit::proxy_env!();
-    for seed in 0..AWS_SCHEDULES {
+    for seed in 0..schedules {
         let faults = Faults::random(seed, MAX_RATE);
+        let table_stream = match publish {
+            PublishMode::Inline => None,
+            PublishMode::Stream => Some(env.table_stream().await),
+        };
         let ports = Ports {
             store: env.store(),
             log: env.log(),
             views: env.read_models(),
             reader: KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream),
+            publish,
+            table_stream,
         };
         exercise(
             ports,
             |on| proxy.set(if on { faults.clone() } else { Faults::none() }),
-            &format!("aws{seed}"),
+            &format!("{prefix}{seed}"),
         )
         .await;
     }
@@ -422,14 +505,21 @@ async fn on_aws_commands_the_sweep_and_the_processor_lose_and_duplicate_nothing_
             "no {kind}: {injected:?}"
         );
     }
+    if publish == PublishMode::Stream {
+        let requests = proxy.requests();
+        assert!(
+            requests.contains_key("dynamodb:GetRecords"),
+            "the relay read the table stream: {requests:?}"
+        );
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_the_embedded_backend_commands_the_sweep_and_the_processor_lose_and_duplicate_nothing_under_faults(
-) {
-    let dir = std::env::temp_dir().join(unique("write-faults"));
+/// Runs `schedules` fault schedules on the embedded backend behind the port wrappers. It
+/// has no change stream: its relay is the outbox poll the runner does (the sweep here).
+async fn on_embedded(publish: PublishMode, schedules: u64, prefix: &str) {
+    let dir = std::env::temp_dir().join(unique(prefix));
     let db = Embedded::open(&dir).unwrap();
-    for seed in 0..EMBEDDED_SCHEDULES {
+    for seed in 0..schedules {
         let schedule = Schedule::new(seed, Faults::none());
         let faulty = Faulty::new(db.clone(), schedule.clone());
         let faults = Faults::random(seed, MAX_RATE);
@@ -438,15 +528,41 @@ async fn on_the_embedded_backend_commands_the_sweep_and_the_processor_lose_and_d
             log: faulty.clone(),
             views: faulty.clone(),
             reader: faulty.clone(),
+            publish,
+            table_stream: None::<Faulty<Embedded>>,
         };
         exercise(
             ports,
             |on| schedule.set(if on { faults.clone() } else { Faults::none() }),
-            &format!("emb{seed}"),
+            &format!("{prefix}{seed}"),
         )
         .await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_aws_commands_the_sweep_and_the_processor_lose_and_duplicate_nothing_under_faults() {
+    on_aws(PublishMode::Inline, AWS_SCHEDULES, "aws").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_embedded_backend_commands_the_sweep_and_the_processor_lose_and_duplicate_nothing_under_faults(
+) {
+    on_embedded(PublishMode::Inline, EMBEDDED_SCHEDULES, "emb").await;
+}
+
+/// `PublishMode: stream`: the command service only commits; the relay publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_aws_with_the_stream_relay_commands_the_relay_and_the_processor_lose_and_duplicate_nothing_under_faults(
+) {
+    on_aws(PublishMode::Stream, STREAM_SCHEDULES, "aws-relay").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_embedded_backend_with_the_polling_relay_nothing_is_lost_or_duplicated_under_faults()
+{
+    on_embedded(PublishMode::Stream, STREAM_SCHEDULES, "emb-relay").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

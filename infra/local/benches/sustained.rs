@@ -162,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
         issuer,
         subscribers: None,
         announce_deliveries: false,
+        publish: timeline_core::write::PublishMode::Inline,
     };
     let runner = tokio::spawn(run(listener, backend.clone(), options, async {}, async {
         let _ = stop_rx.await;

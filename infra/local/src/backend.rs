@@ -12,8 +12,11 @@ use timeline_aws::event_source::{aws_event_source, AwsEventSource};
 use timeline_aws::pump::FirehosePump;
 use timeline_aws::read_models::DynamoReadModels;
 use timeline_aws::stream_reader::KinesisReader;
+use timeline_aws::table_stream::TableStreamReader;
 use timeline_aws::{Clients, DynamoWriteStore, KinesisEventLog, ResourceNames};
-use timeline_core::ports::{Checkpoints, EventLog, NoCheckpoints, StreamReader, WriteModelStore};
+use timeline_core::ports::{
+    Checkpoints, EventLog, LogError, NoCheckpoints, StreamReader, WriteModelStore,
+};
 use timeline_core::ports::{EventSource, Stored};
 use timeline_core::ports::{
     Parked, PositionOf, ReadModelError, ReadModelQueries, ReadModelStore, StoredView, ViewWrite,
@@ -41,6 +44,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     type Pump: Pump + 'static;
     /// Where the event source mapping keeps its positions.
     type Checkpoints: Checkpoints + 'static;
+    type TableStream: StreamReader + 'static;
 
     fn write_store(&self) -> Self::Write;
     fn event_log(&self) -> Self::Log;
@@ -54,6 +58,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn mapping_checkpoints(&self) -> Self::Checkpoints;
     /// Where the distributor's event source mapping keeps its positions.
     fn distributor_checkpoints(&self) -> Self::Checkpoints;
+    /// The write-model table's change stream, which the outbox relay follows with
+    /// `PublishMode: stream`; None where there is none (the embedded backend: its relay
+    /// polls the outbox).
+    fn table_stream(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Option<Self::TableStream>, LogError>> + Send;
     /// Where the data lives, for people.
     fn describe(&self) -> String;
 }
@@ -92,6 +102,7 @@ impl Backend for EmbeddedBackend {
     type Rebuild = EmbeddedTarget;
     type Pump = StreamPump<Embedded, LocalArchive, Checkpoint>;
     type Checkpoints = Checkpoint;
+    type TableStream = Embedded;
 
     fn write_store(&self) -> Embedded {
         self.db.clone()
@@ -138,6 +149,9 @@ impl Backend for EmbeddedBackend {
     }
     fn distributor_checkpoints(&self) -> Checkpoint {
         self.db.checkpoint("distributor-mapping")
+    }
+    async fn table_stream(&self) -> Result<Option<Embedded>, LogError> {
+        Ok(None)
     }
     fn describe(&self) -> String {
         format!(
@@ -196,6 +210,8 @@ impl ReadModelStore for EmbeddedTarget {
 #[derive(Clone, Debug)]
 pub struct AwsBackend {
     pub clients: Clients,
+    /// The write-model table's change stream (DynamoDB Streams).
+    pub streams: aws_sdk_dynamodbstreams::Client,
     pub names: ResourceNames,
     /// `AWS_ENDPOINT_URL`, when set (an emulator); None is AWS itself.
     pub endpoint: Option<String>,
@@ -223,6 +239,7 @@ impl Backend for AwsBackend {
     /// A mapping restarted against a stream starts from its oldest record again: the
     /// processor skips what the read models already hold.
     type Checkpoints = NoCheckpoints;
+    type TableStream = TableStreamReader;
 
     fn write_store(&self) -> DynamoWriteStore {
         DynamoWriteStore::new(self.clients.dynamodb.clone(), &self.names.write_model_table)
@@ -271,6 +288,15 @@ impl Backend for AwsBackend {
     }
     fn distributor_checkpoints(&self) -> NoCheckpoints {
         NoCheckpoints
+    }
+    async fn table_stream(&self) -> Result<Option<TableStreamReader>, LogError> {
+        TableStreamReader::of_table(
+            &self.clients.dynamodb,
+            self.streams.clone(),
+            &self.names.write_model_table,
+        )
+        .await
+        .map(Some)
     }
     fn describe(&self) -> String {
         format!(

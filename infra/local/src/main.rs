@@ -191,10 +191,30 @@ struct ServeArgs {
     /// test command uses it to check the first step of the README.
     #[arg(long, requires = "demo")]
     exit_after_demo: bool,
+    /// Who publishes committed events, as the template's `PublishMode`: `inline` (the
+    /// command handler) or `stream` (a relay on the write-model table's change stream; on the
+    /// embedded backend, which has none, the relay polls the outboxes).
+    #[arg(long, value_enum, default_value_t = PublishArg::Inline)]
+    publish_mode: PublishArg,
     /// Where discarded records (the on-failure destination) are written
     /// [default: <data-dir>/failed-records.jsonl].
     #[arg(long)]
     failures: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum PublishArg {
+    Inline,
+    Stream,
+}
+
+impl From<PublishArg> for timeline_core::write::PublishMode {
+    fn from(arg: PublishArg) -> Self {
+        match arg {
+            PublishArg::Inline => timeline_core::write::PublishMode::Inline,
+            PublishArg::Stream => timeline_core::write::PublishMode::Stream,
+        }
+    }
 }
 
 fn parse_time(s: &str) -> Result<Timestamp, String> {
@@ -250,8 +270,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     };
     let output = if cli.json { Output::Json } else { Output::Text };
     if use_aws {
+        let sdk = timeline_aws::config::load_sdk_config().await;
         let backend = AwsBackend {
-            clients: Clients::from_env().await,
+            clients: Clients::new(&sdk),
+            streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
             names: timeline_aws::resources::definitions().names_from_env(),
             endpoint,
         };
@@ -384,6 +406,7 @@ async fn serve<B: Backend>(
         issuer,
         subscribers: Some(data_dir.to_owned()),
         announce_deliveries: true,
+        publish: args.publish_mode.into(),
     };
     let port = addr.port();
     let (demo, exit_after_demo) = (args.demo, args.exit_after_demo);

@@ -65,7 +65,7 @@ pub async fn operate<B: Backend, A: ArchiveStore>(
     archive: &A,
     output: Output,
 ) -> anyhow::Result<Value> {
-    let system = LocalSystem::new(backend);
+    let system = LocalSystem::new(backend, timeline_core::write::PublishMode::Inline);
     let answer = match operation {
         Operation::State {
             kind,

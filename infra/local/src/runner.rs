@@ -5,12 +5,17 @@
 
 use crate::backend::Backend;
 use crate::esm::{EventSourceMapping, MappingConfig};
-use crate::system::{DistributorFunction, FailureFile, LocalSystem, ProcessorFunction};
+use crate::system::{
+    DistributorFunction, FailureFile, LocalSystem, ProcessorFunction, RelayFunction,
+};
 use anyhow::Context;
+use outbox_relay::RelayHandler;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use timeline_core::ports::SystemClock;
+use timeline_core::write::PublishMode;
 use timeline_engine::distribute::Distributor;
 use timeline_engine::projection::Processor;
 use timeline_engine::pump::Pump;
@@ -30,7 +35,12 @@ pub struct RunOptions {
     pub subscribers: Option<PathBuf>,
     /// Print each delivery to a subscriber.
     pub announce_deliveries: bool,
+    /// Who publishes committed events (the template's `PublishMode`).
+    pub publish: PublishMode,
 }
+
+/// How often the embedded backend's relay looks for outboxes (it has no change stream).
+const RELAY_POLL: Duration = Duration::from_millis(50);
 
 /// Runs the system on `backend` until `shutdown` completes: the API on `listener`, the event
 /// source mapping, the archive pump and the sweep; `after_start` runs once everything is up.
@@ -46,7 +56,7 @@ pub async fn run<B: Backend>(
             .with_context(|| format!("cannot write to {}", dir.display()))?;
     }
     let addr = listener.local_addr()?;
-    let system = Arc::new(LocalSystem::new(&backend));
+    let system = Arc::new(LocalSystem::new(&backend, args.publish));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -77,6 +87,37 @@ pub async fn run<B: Backend>(
             ),
             stop_rx.clone(),
         );
+    }
+    // PublishMode stream: the outbox relay, on the write-model table's change stream where
+    // the backend has one, else polling the outboxes.
+    if args.publish == PublishMode::Stream {
+        let relay = RelayHandler::new(backend.write_store(), backend.event_log(), SystemClock);
+        match backend.table_stream().await? {
+            Some(table) => follow(
+                &mut tasks,
+                EventSourceMapping::new(
+                    table,
+                    RelayFunction(relay),
+                    FailureFile::new(args.failures.clone()),
+                    MappingConfig::default(),
+                ),
+                stop_rx.clone(),
+            ),
+            None => {
+                let mut stop = stop_rx.clone();
+                tasks.spawn(async move {
+                    loop {
+                        if let Err(e) = relay.service().sweep(500).await {
+                            tracing::warn!(error = %e, "outbox relay");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(RELAY_POLL) => {}
+                            _ = stop.changed() => break,
+                        }
+                    }
+                });
+            }
+        }
     }
     // Firehose: the stream into the archive, buffered briefly so time travel sees it soon.
     {
@@ -125,6 +166,9 @@ pub async fn run<B: Backend>(
     }
 
     println!("timeline API on http://{addr}\n  {}", backend.describe());
+    if args.publish == PublishMode::Stream {
+        println!("  publish mode: stream (commits are published by the outbox relay)");
+    }
     let (server_stop_tx, server_stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(crate::server::serve(
         listener,

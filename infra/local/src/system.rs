@@ -11,8 +11,9 @@ use query::QueryApi;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use timeline_core::ports::ReadModelStore;
 use timeline_core::ports::{Clock, LogRecord, SystemClock};
+use timeline_core::ports::{EventLog, ReadModelStore, WriteModelStore};
+use timeline_core::write::{PublishMode, WriteConfig};
 use timeline_engine::projection::{IncomingRecord, Processor};
 
 /// Where rebuilds write: the live read models or the ones named.
@@ -27,11 +28,22 @@ pub struct LocalSystem<B: Backend> {
 pub const ARCHIVE_PREFIX: &str = timeline_engine::archive::DEFAULT_PREFIX;
 
 impl<B: Backend> LocalSystem<B> {
-    pub fn new(backend: &B) -> Self {
+    /// The system with the command handler deployed with `publish` (the template's
+    /// `PublishMode`).
+    pub fn new(backend: &B, publish: PublishMode) -> Self {
         let for_target = backend.clone();
         let target: Target<B> = Box::new(move |into| for_target.rebuild_target(into));
+        let config = WriteConfig {
+            publish,
+            ..WriteConfig::default()
+        };
         LocalSystem {
-            commands: CommandApi::new(backend.write_store(), backend.event_log(), SystemClock),
+            commands: CommandApi::with_config(
+                backend.write_store(),
+                backend.event_log(),
+                SystemClock,
+                config,
+            ),
             queries: QueryApi::new(backend.views()),
             hydrator: Hydrator::new(backend.source(), backend.stored(), target),
         }
@@ -64,6 +76,15 @@ impl<R: ReadModelStore> BatchHandler for ProcessorFunction<R> {
             tracing::warn!(record = %records[*index].sequence_number, ?failure, "processor could not apply a record");
         }
         outcome.first_failure.map(|(_, seq)| seq)
+    }
+}
+
+/// The outbox relay as the write-model table's stream mapping invokes it.
+pub struct RelayFunction<S, L>(pub outbox_relay::RelayHandler<S, L, SystemClock>);
+
+impl<S: WriteModelStore, L: EventLog> BatchHandler for RelayFunction<S, L> {
+    async fn handle(&self, records: &[LogRecord]) -> Option<String> {
+        self.0.handle_read(records).await
     }
 }
 

@@ -248,6 +248,7 @@ async fn play<B: Backend>(backend: B, dir: std::path::PathBuf, id: &str) {
         issuer: issuer.clone(),
         subscribers: None,
         announce_deliveries: false,
+        publish: timeline_core::write::PublishMode::Inline,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -329,6 +330,7 @@ async fn every_role_does_its_part_and_no_more_on_moto() {
     let env = timeline_testkit::test_env!();
     let backend = AwsBackend {
         clients: env.clients.clone(),
+        streams: env.streams.clone(),
         names: env.names.clone(),
         endpoint: std::env::var("AWS_ENDPOINT_URL").ok(),
     };
@@ -369,6 +371,7 @@ fn no_documented_request_succeeds_without_a_valid_token() {
         issuer,
         subscribers: None,
         announce_deliveries: false,
+        publish: timeline_core::write::PublishMode::Inline,
     };
     let task = rt.spawn(async move {
         run(listener, backend, options, async {}, async {

@@ -6,7 +6,8 @@
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use timeline_core::ports::ArchiveStore;
+use timeline_core::ports::{ArchiveStore, WriteModelStore};
+use timeline_core::write::PublishMode;
 use timeline_local::backend::{AwsBackend, Backend, EmbeddedBackend};
 use timeline_local::demo::{self, DemoOutcome, Http};
 use timeline_local::operate::{operate, Operation, Output};
@@ -23,6 +24,14 @@ struct Running {
 
 impl Running {
     async fn start<B: Backend>(backend: B, failures: std::path::PathBuf) -> Running {
+        Self::publishing(backend, failures, PublishMode::Inline).await
+    }
+
+    async fn publishing<B: Backend>(
+        backend: B,
+        failures: std::path::PathBuf,
+        publish: PublishMode,
+    ) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let issuer = std::sync::Arc::new(
@@ -37,6 +46,7 @@ impl Running {
             issuer,
             subscribers,
             announce_deliveries: false,
+            publish,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -216,11 +226,7 @@ async fn the_embedded_backend_runs_the_demo_and_keeps_everything_across_a_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_backend_runs_the_demo_against_moto() {
     let env = timeline_testkit::test_env!();
-    let backend = AwsBackend {
-        clients: env.clients.clone(),
-        names: env.names.clone(),
-        endpoint: std::env::var("AWS_ENDPOINT_URL").ok(),
-    };
+    let backend = aws_backend(&env);
     let failures = tempdir("runner-aws").join("failed.jsonl");
     let runner = Running::start(backend.clone(), failures).await;
     play_demo(&runner.http, "t").await;
@@ -235,6 +241,69 @@ async fn the_aws_backend_runs_the_demo_against_moto() {
         .map(|e| (e.stream_key().to_string(), e.version))
         .collect();
     assert_eq!(archived, accepted);
+}
+
+/// `PublishMode: stream` on the embedded backend: no change stream, so the relay polls the
+/// outboxes; every command is still published, archived, distributed and projected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_polling_relay_the_embedded_backend_plays_the_demo_and_nothing_drifts() {
+    let dir = tempdir("runner-relay-embedded");
+    let backend = EmbeddedBackend::open(&dir).unwrap();
+    let failures = dir.join("failed.jsonl");
+    let runner = Running::publishing(backend.clone(), failures, PublishMode::Stream).await;
+    play_demo(&runner.http, "s").await;
+    runner.stop().await;
+
+    let distinct: BTreeSet<_> = archived(&backend.archive()).await.into_iter().collect();
+    assert_eq!(distinct.len(), 13, "the demo's 13 events: {distinct:?}");
+    let billing = delivered(&dir, "billing");
+    assert_eq!(
+        billing[0]["detail"]["entity"]["id"], "ride-s",
+        "{billing:?}"
+    );
+    verify_no_drift(&backend).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `PublishMode: stream` on moto: the relay follows the write-model table's DynamoDB stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_stream_relay_the_aws_backend_plays_the_demo_against_moto() {
+    let env = timeline_testkit::test_env!();
+    let backend = aws_backend(&env);
+    let failures = tempdir("runner-relay-aws").join("failed.jsonl");
+    let runner = Running::publishing(backend.clone(), failures, PublishMode::Stream).await;
+    play_demo(&runner.http, "s").await;
+    runner.stop().await;
+
+    // Every commit reached the stream through the relay (the table stream was read), and the
+    // archive holds all of it.
+    assert!(env.counter.snapshot().contains_key("GetRecords"));
+    let accepted: BTreeSet<(String, u64)> = env
+        .events()
+        .await
+        .iter()
+        .map(|e| (e.stream_key().to_string(), e.version))
+        .collect();
+    assert_eq!(accepted.len(), 13, "{accepted:?}");
+    let archived: BTreeSet<_> = archived(&backend.archive()).await.into_iter().collect();
+    assert_eq!(archived, accepted);
+    let head = env
+        .store()
+        .load_head(&timeline_core::StreamKey::new("ride", "ride-s"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.pending, [], "the relay confirmed every outbox");
+}
+
+/// The AWS backend on a test's own resources in the emulator.
+fn aws_backend(env: &timeline_testkit::TestEnv) -> AwsBackend {
+    AwsBackend {
+        clients: env.clients.clone(),
+        streams: env.streams.clone(),
+        names: env.names.clone(),
+        endpoint: std::env::var("AWS_ENDPOINT_URL").ok(),
+    }
 }
 
 fn tempdir(prefix: &str) -> std::path::PathBuf {
@@ -458,7 +527,10 @@ async fn an_entity_the_processor_cannot_apply_is_parked_listed_and_redriven_by_t
 
     // While the system is down, p1's version 3 is committed; then the mapping loses it (as a
     // mapping replaced at LATEST, or an age limit, would): its checkpoint moves past it.
-    let system = timeline_local::system::LocalSystem::new(&backend);
+    let system = timeline_local::system::LocalSystem::new(
+        &backend,
+        timeline_core::write::PublishMode::Inline,
+    );
     let (status, _, _) = timeline_testkit::read(
         system
             .commands

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub enum ConfigError {
     #[error("environment variable {0} is not set (it names the {1})")]
     Missing(&'static str, &'static str),
+    #[error("environment variable {0} must be {1}")]
+    Invalid(&'static str, &'static str),
 }
 
 /// Names of the resources, as `template.yaml` passes them to the functions.
@@ -28,6 +30,9 @@ pub const READ_MODEL_TABLE: &str = "READ_MODEL_TABLE";
 pub const ARCHIVE_BUCKET: &str = "ARCHIVE_BUCKET";
 /// The EventBridge bus integration events are published to (the distributor).
 pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
+/// Who publishes committed outboxes: `inline` (the command handler, the default) or
+/// `stream` (the relay on the write-model table's stream), the template's `PublishMode`.
+pub const PUBLISH_MODE: &str = "PUBLISH_MODE";
 /// Where Firehose writes under the bucket (default `events/`).
 pub const ARCHIVE_PREFIX: &str = "ARCHIVE_PREFIX";
 
@@ -49,6 +54,15 @@ impl ResourceNames {
             read_model_table: required(READ_MODEL_TABLE, "DynamoDB read-model table")?,
             archive_bucket: required(ARCHIVE_BUCKET, "S3 archive bucket")?,
         })
+    }
+}
+
+/// The publish mode a function was deployed with; anything but the two names is refused.
+pub fn publish_mode() -> Result<timeline_core::write::PublishMode, ConfigError> {
+    match std::env::var(PUBLISH_MODE) {
+        Err(_) => Ok(timeline_core::write::PublishMode::Inline),
+        Ok(text) => timeline_core::write::PublishMode::parse(&text)
+            .ok_or(ConfigError::Invalid(PUBLISH_MODE, "inline or stream")),
     }
 }
 

@@ -13,8 +13,23 @@ pub mod pump;
 pub mod read_models;
 pub mod resources;
 pub mod stream_reader;
+pub mod table_stream;
 pub mod write_store;
 
 pub use config::{Clients, ResourceNames};
 pub use event_log::KinesisEventLog;
 pub use write_store::DynamoWriteStore;
+
+/// The write side's ports, named by the environment as the template passes them: the
+/// write-model table and the event stream (the command handler, the sweep, the relay).
+pub fn write_ports(
+    clients: &Clients,
+) -> Result<(DynamoWriteStore, KinesisEventLog), config::ConfigError> {
+    use config::{required, EVENT_STREAM_NAME, WRITE_MODEL_TABLE};
+    let stream = required(EVENT_STREAM_NAME, "Kinesis event stream")?;
+    let table = required(WRITE_MODEL_TABLE, "DynamoDB write-model table")?;
+    Ok((
+        DynamoWriteStore::new(clients.dynamodb.clone(), table),
+        KinesisEventLog::new(clients.kinesis.clone(), stream),
+    ))
+}

@@ -7,7 +7,8 @@
 use crate::config::ResourceNames;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 use serde::Deserialize;
 use std::sync::LazyLock;
@@ -22,6 +23,8 @@ pub struct TableSpec {
     pub range_key: Option<&'static str>,
     pub indexes: Vec<IndexSpec>,
     pub ttl_attribute: Option<&'static str>,
+    /// The change stream's view type, when the table has one (see `infra/resources.json`).
+    pub stream_view: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +94,8 @@ struct RawTable {
     range_key: Option<&'static str>,
     #[serde(borrow)]
     ttl_attribute: Option<&'static str>,
+    #[serde(borrow)]
+    stream_view: Option<&'static str>,
     indexes: Vec<RawIndex>,
 }
 
@@ -129,6 +134,7 @@ static DEFINITIONS: LazyLock<Resources> = LazyLock::new(|| {
                     hash_key: t.hash_key,
                     range_key: t.range_key,
                     ttl_attribute: t.ttl_attribute,
+                    stream_view: t.stream_view,
                     indexes: t
                         .indexes
                         .into_iter()
@@ -271,6 +277,15 @@ pub async fn create_table(
                 .projection(Projection::builder().projection_type(projection).build())
                 .build()
                 .expect("index is complete"),
+        );
+    }
+    if let Some(view) = spec.stream_view {
+        request = request.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(view))
+                .build()
+                .expect("stream spec is complete"),
         );
     }
     match request.send().await {

@@ -87,15 +87,15 @@ const ITERATOR_LIFE: Duration = Duration::from_secs(270);
 const ITERATORS_KEPT: usize = 1024;
 
 #[derive(Debug, Default)]
-struct Iterators(HashMap<(String, ReadFrom), (String, Instant)>);
+pub(crate) struct Iterators(HashMap<(String, ReadFrom), (String, Instant)>);
 
 impl Iterators {
-    fn take(&mut self, shard: &str, from: &ReadFrom) -> Option<String> {
+    pub(crate) fn take(&mut self, shard: &str, from: &ReadFrom) -> Option<String> {
         let (iterator, at) = self.0.remove(&(shard.to_owned(), from.clone()))?;
         (at.elapsed() < ITERATOR_LIFE).then_some(iterator)
     }
 
-    fn keep(&mut self, shard: &str, from: ReadFrom, iterator: String) {
+    pub(crate) fn keep(&mut self, shard: &str, from: ReadFrom, iterator: String) {
         if self.0.len() >= ITERATORS_KEPT {
             self.0.retain(|_, (_, at)| at.elapsed() < ITERATOR_LIFE);
             if self.0.len() >= ITERATORS_KEPT {
@@ -104,6 +104,81 @@ impl Iterators {
         }
         self.0
             .insert((shard.to_owned(), from), (iterator, Instant::now()));
+    }
+}
+
+/// What one `GetRecords` call answered, for [`read_on`].
+pub(crate) enum Got {
+    Page {
+        records: Vec<LogRecord>,
+        next: Option<String>,
+        end: PageEnd,
+    },
+    /// The iterator expired: get a new one at the same place.
+    Expired,
+    Failed(LogError),
+}
+
+/// One read of a shard that goes on with the iterator the previous page left for this
+/// place (so a run of empty pages moves forward), renews an expired iterator once, and
+/// keeps a throttled read's iterator: the shared loop of the Kinesis and DynamoDB Streams
+/// readers, which differ only in their calls.
+pub(crate) async fn read_on<I, IF, G, GF>(
+    iterators: &Mutex<Iterators>,
+    shard: &str,
+    from: &ReadFrom,
+    new_iterator: I,
+    get: G,
+) -> Result<Page, LogError>
+where
+    I: Fn() -> IF,
+    IF: std::future::Future<Output = Result<Option<String>, LogError>>,
+    G: Fn(String) -> GF,
+    GF: std::future::Future<Output = Got>,
+{
+    let cache = || {
+        iterators
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let mut renewed = false;
+    loop {
+        let cached = cache().take(shard, from);
+        let iterator = match cached {
+            Some(iterator) => iterator,
+            // No iterator at all: a closed shard with nothing left.
+            None => match new_iterator().await? {
+                Some(iterator) => iterator,
+                None => {
+                    return Ok(Page {
+                        records: Vec::new(),
+                        end: PageEnd::Closed,
+                    })
+                }
+            },
+        };
+        match get(iterator.clone()).await {
+            Got::Page { records, next, end } => {
+                let page = Page { records, end };
+                if let Some(next) = next {
+                    cache().keep(shard, page.next_from(from), next);
+                }
+                return Ok(page);
+            }
+            Got::Expired if !renewed => renewed = true,
+            Got::Expired => {
+                return Err(LogError::Unavailable(format!(
+                    "shard {shard}: a new iterator expired at once"
+                )))
+            }
+            Got::Failed(e) => {
+                // Throttled: the iterator is still good (and past any empty pages).
+                if e.is_throttled() {
+                    cache().keep(shard, from.clone(), iterator);
+                }
+                return Err(e);
+            }
+        }
     }
 }
 
@@ -152,12 +227,6 @@ impl KinesisReader {
             stream: stream.into(),
             iterators: Arc::new(Mutex::new(Iterators::default())),
         }
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, Iterators> {
-        self.iterators
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A new iterator at `from`. A sequence number Kinesis no longer holds (past the
@@ -237,46 +306,21 @@ impl StreamReader for KinesisReader {
     }
 
     async fn read(&self, shard: &str, from: &ReadFrom, limit: usize) -> Result<Page, LogError> {
-        let mut renewed = false;
-        loop {
-            let cached = self.cache().take(shard, from);
-            let iterator = match cached {
-                Some(iterator) => iterator,
-                None => match self.iterator(shard, from).await? {
-                    Some(iterator) => iterator,
-                    // No iterator at all: a closed shard with nothing left.
-                    None => {
-                        return Ok(Page {
-                            records: Vec::new(),
-                            end: PageEnd::Closed,
-                        })
-                    }
-                },
-            };
+        let get = |iterator: String| async move {
             let out = match self
                 .client
                 .get_records()
-                .shard_iterator(iterator.clone())
+                .shard_iterator(iterator)
                 .limit(limit.clamp(1, MAX_READ) as i32)
                 .send()
                 .await
             {
                 Ok(out) => out,
                 // Iterators live 5 minutes: start again from the same place, once.
-                Err(e) if !renewed && e.code() == Some("ExpiredIteratorException") => {
-                    renewed = true;
-                    continue;
-                }
-                Err(e) => {
-                    let e = log_error(e);
-                    // Throttled: the iterator is still good (and past any empty pages).
-                    if e.is_throttled() {
-                        self.cache().keep(shard, from.clone(), iterator);
-                    }
-                    return Err(e);
-                }
+                Err(e) if e.code() == Some("ExpiredIteratorException") => return Got::Expired,
+                Err(e) => return Got::Failed(log_error(e)),
             };
-            let records: Vec<LogRecord> = out
+            let records = out
                 .records()
                 .iter()
                 .map(|r| LogRecord {
@@ -290,19 +334,24 @@ impl StreamReader for KinesisReader {
                     ),
                 })
                 .collect();
-            let page = Page {
+            Got::Page {
+                records,
                 end: match (&out.next_shard_iterator, out.millis_behind_latest()) {
                     (None, _) => PageEnd::Closed,
                     (Some(_), Some(0)) => PageEnd::CaughtUp,
                     (Some(_), _) => PageEnd::Behind,
                 },
-                records,
-            };
-            if let Some(next) = out.next_shard_iterator {
-                self.cache().keep(shard, page.next_from(from), next);
+                next: out.next_shard_iterator,
             }
-            return Ok(page);
-        }
+        };
+        read_on(
+            &self.iterators,
+            shard,
+            from,
+            || self.iterator(shard, from),
+            get,
+        )
+        .await
     }
 
     fn key_hash(&self, partition_key: &str) -> u128 {

@@ -44,6 +44,31 @@ pub struct WriteConfig {
     /// How long the record of a key made for a request (the caller gave none) is kept: long
     /// enough for a retry after an answer that said the outcome was unknown.
     pub made_key_ttl_secs: i64,
+    /// Who publishes a commit's outbox to the log.
+    pub publish: PublishMode,
+}
+
+/// Who publishes a committed outbox (the template's `PublishMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PublishMode {
+    /// The command handler publishes right after its commit; a failed publish answers 202
+    /// and the next command or the sweep publishes it.
+    #[default]
+    Inline,
+    /// A relay on the write-model table's change stream publishes every head whose outbox
+    /// the commit filled; the command handler only commits, and never answers 202.
+    Stream,
+}
+
+impl PublishMode {
+    /// `inline` or `stream`, as the template and the runner spell it.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "inline" => Some(PublishMode::Inline),
+            "stream" => Some(PublishMode::Stream),
+            _ => None,
+        }
+    }
 }
 
 impl Default for WriteConfig {
@@ -54,6 +79,7 @@ impl Default for WriteConfig {
             max_attempts: 5,
             idempotency_ttl_secs: 24 * 3600,
             made_key_ttl_secs: 3600,
+            publish: PublishMode::Inline,
         }
     }
 }
@@ -129,8 +155,13 @@ pub struct CommandOutcome {
     pub events: Vec<EventEnvelope>,
     /// True when this command created the entity.
     pub created: bool,
-    /// False when the events are committed but still in the outbox (the log was down).
+    /// False when the events are committed but still in the outbox (the log was down, or
+    /// the relay has not published them yet).
     pub published: bool,
+    /// True when the table's stream relay publishes the events (`PublishMode: stream`): they
+    /// are committed, and on their way to the log without the caller doing anything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relayed: bool,
     /// True when this is a stored response replayed for a repeated `Idempotency-Key`.
     #[serde(skip)]
     pub replayed: bool,
@@ -264,6 +295,7 @@ pub fn plan<A: Policy>(
         events: envelopes.clone(),
         created: head.is_none() && !envelopes.is_empty(),
         published: true,
+        relayed: false,
         replayed: false,
     };
     if envelopes.is_empty() {
@@ -395,6 +427,7 @@ mod tests {
             events: vec![],
             created: true,
             published: true,
+            relayed: false,
             replayed: false,
         };
         let json = serde_json::to_value(&outcome).unwrap();

@@ -22,14 +22,21 @@ struct StoreInner {
     idempotency: BTreeMap<String, IdempotencyRecord>,
 }
 
+/// The write model. `fail_next_confirms(n)` makes the next n outbox confirms fail (a
+/// publisher that dies between publish and confirm).
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<StoreInner>>,
+    confirm_failures: Arc<AtomicUsize>,
 }
 
 impl MemoryStore {
     pub fn head(&self, key: &StreamKey) -> Option<Head> {
         self.inner.lock().unwrap().heads.get(key).cloned()
+    }
+
+    pub fn fail_next_confirms(&self, n: usize) {
+        self.confirm_failures.store(n, Ordering::SeqCst);
     }
 }
 
@@ -62,6 +69,13 @@ impl WriteModelStore for MemoryStore {
         from: u64,
         through: u64,
     ) -> Result<(), StoreError> {
+        let fails = self
+            .confirm_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fails {
+            return Err(StoreError::Unavailable("confirm failed (injected)".into()));
+        }
         let mut inner = self.inner.lock().unwrap();
         if let Some(head) = inner.heads.get_mut(key) {
             if head.pending.first().map(|e| e.version) == Some(from) {

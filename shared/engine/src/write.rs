@@ -201,7 +201,13 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
                     // Draining counts as an attempt: if the outbox cannot be cleared (confirm
                     // keeps failing) this must not republish the same record forever.
                     let head = head.as_ref().expect("pending implies a head");
-                    if attempt <= self.config.max_attempts && self.publish_outbox(head).await {
+                    // With the stream relay, publishing is its job alone (the handler holds
+                    // no right to the log): the caller retries once the relay caught up.
+                    let drains = self.config.publish == PublishMode::Inline;
+                    if drains
+                        && attempt <= self.config.max_attempts
+                        && self.publish_outbox(head).await
+                    {
                         continue;
                     }
                     return Err(CommandError::OutboxFull { pending });
@@ -236,7 +242,7 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
         now: Timestamp,
     ) -> Result<CommandOutcome, CommandError<E>> {
         if let Some(head) = head {
-            outcome.published = self.publish_outbox(head).await;
+            self.hand_over(head, head.version, &mut outcome).await;
         }
         if !idempotency.made {
             let ttl = self.config.idempotency_ttl_secs;
@@ -264,7 +270,8 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
         let new_head = commit.head.clone();
         match self.store.commit(commit).await {
             Ok(()) => {
-                outcome.published = self.publish_outbox(&new_head).await;
+                self.hand_over(&new_head, new_head.version, &mut outcome)
+                    .await;
                 Step::Done(Ok(outcome))
             }
             // A twin request with the same key won the race: answer as it did.
@@ -328,33 +335,50 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
             StoredAnswer::Done(outcome) => outcome,
         };
         outcome.replayed = true;
-        outcome.published = match self.store.load_head(&record.stream).await {
-            Ok(Some(h))
-                if h.pending
-                    .first()
-                    .is_some_and(|e| e.version <= record.version) =>
-            {
-                self.publish_outbox(&h).await
-            }
-            Ok(_) => true,
+        match self.store.load_head(&record.stream).await {
+            Ok(Some(h)) => self.hand_over(&h, record.version, &mut outcome).await,
+            Ok(None) => outcome.published = true,
             // The command was done; only whether it is published yet is not known.
-            Err(_) => false,
-        };
+            Err(_) => {
+                outcome.published = false;
+                outcome.relayed = self.config.publish == PublishMode::Stream;
+            }
+        }
         Ok(outcome)
+    }
+
+    /// Says in `outcome` where the events up to `through` stand: published now (inline; a
+    /// failed publish leaves them in the outbox), or left to the stream relay.
+    async fn hand_over(&self, head: &Head, through: u64, outcome: &mut CommandOutcome) {
+        let waiting = head.pending.first().is_some_and(|e| e.version <= through);
+        match self.config.publish {
+            PublishMode::Inline => {
+                outcome.published = !waiting || self.publish_outbox(head).await;
+            }
+            PublishMode::Stream => {
+                outcome.relayed = true;
+                outcome.published = !waiting;
+            }
+        }
     }
 
     /// Publishes the head's whole outbox as one record and confirms it. Returns whether the
     /// events are now on the log.
     pub async fn publish_outbox(&self, head: &Head) -> bool {
+        self.deliver(head).await != Delivery::Unpublished
+    }
+
+    /// Publishes the head's whole outbox as one record and confirms it; says how far it got.
+    pub async fn deliver(&self, head: &Head) -> Delivery {
         let (Some(first), Some(last)) = (head.pending.first(), head.pending.last()) else {
-            return true;
+            return Delivery::Confirmed;
         };
         let (from, through) = (first.version, last.version);
         let record = match CommitRecord::new(head.pending.clone()) {
             Ok(record) => record,
             Err(e) => {
                 tracing::error!(stream = %head.key, error = %e, "outbox is malformed; not publishing");
-                return false;
+                return Delivery::Unpublished;
             }
         };
         match self.log.publish(&record).await {
@@ -369,12 +393,13 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
                     // Harmless: the events stay pending and are published again later;
                     // readers dedupe on (aggregate, version).
                     tracing::warn!(stream = %head.key, error = %e, "could not clear the outbox");
+                    return Delivery::Published;
                 }
-                true
+                Delivery::Confirmed
             }
             Err(e) => {
                 tracing::warn!(stream = %head.key, from, through, error = %e, "publish failed; events stay in the outbox");
-                false
+                Delivery::Unpublished
             }
         }
     }
@@ -407,6 +432,17 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
         }
         Ok(report)
     }
+}
+
+/// How far the publish of an outbox got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Not on the log: the events wait in the outbox.
+    Unpublished,
+    /// On the log, but the outbox could not be cleared: they will be published again.
+    Published,
+    /// On the log and cleared from the outbox (or there was nothing to publish).
+    Confirmed,
 }
 
 /// What the command loop does next.

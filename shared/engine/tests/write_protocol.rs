@@ -840,35 +840,6 @@ async fn a_full_outbox_refuses_new_commands_while_the_log_is_down() {
     assert!(head(&service, "42").pending.is_empty());
 }
 
-/// A store whose outbox can never be cleared (every `confirm_published` fails).
-#[derive(Clone, Default)]
-struct OutboxNeverClears(MemoryStore);
-
-impl WriteModelStore for OutboxNeverClears {
-    async fn load_head(&self, key: &StreamKey) -> Result<Option<Head>, StoreError> {
-        self.0.load_head(key).await
-    }
-    async fn commit(&self, commit: Commit) -> Result<(), CommitError> {
-        self.0.commit(commit).await
-    }
-    async fn confirm_published(&self, _: &StreamKey, _: u64, _: u64) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("throttled".into()))
-    }
-    async fn remember(&self, record: IdempotencyRecord, now: Timestamp) -> Result<(), CommitError> {
-        self.0.remember(record, now).await
-    }
-    async fn load_idempotency(
-        &self,
-        key: &str,
-        now: Timestamp,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.0.load_idempotency(key, now).await
-    }
-    async fn pending_heads(&self, limit: usize) -> Result<Vec<StreamKey>, StoreError> {
-        self.0.pending_heads(limit).await
-    }
-}
-
 /// A log that fails every publish after its first `allowed` ones, counting them all.
 #[derive(Clone)]
 struct LogThatGivesUp {
@@ -888,7 +859,9 @@ impl EventLog for LogThatGivesUp {
 
 #[tokio::test]
 async fn a_full_outbox_that_cannot_be_cleared_is_retried_a_bounded_number_of_times() {
-    let store = OutboxNeverClears::default();
+    // The outbox can never be cleared: every confirm fails.
+    let store = MemoryStore::default();
+    store.fail_next_confirms(usize::MAX);
     let log = LogThatGivesUp {
         inner: MemoryLog::default(),
         allowed: 1000,

@@ -69,6 +69,8 @@ pub struct TestEnv {
     pub clients: Clients,
     pub names: ResourceNames,
     pub counter: RequestCounter,
+    /// The change stream of the write-model table (through the proxy when there is one).
+    pub streams: aws_sdk_dynamodbstreams::Client,
 }
 
 /// The emulator's endpoint. `AWS_ENDPOINT_URL` when set (it must be on loopback: these tests
@@ -255,6 +257,11 @@ impl TestEnv {
                 .interceptor(counter.clone())
                 .build(),
         );
+        let streams = aws_sdk_dynamodbstreams::Client::from_conf(
+            aws_sdk_dynamodbstreams::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .build(),
+        );
         let mut clients = Clients::new(&sdk);
         clients.dynamodb = dynamodb;
         clients.kinesis = kinesis;
@@ -272,6 +279,7 @@ impl TestEnv {
             clients,
             names,
             counter,
+            streams,
         }
     }
 
@@ -367,6 +375,17 @@ impl TestEnv {
             .iter()
             .flat_map(|r| decode_record(&r.data).expect("records decode").events)
             .collect()
+    }
+
+    /// The write-model table's change stream, as the relay's event source mapping reads it.
+    pub async fn table_stream(&self) -> timeline_aws::table_stream::TableStreamReader {
+        timeline_aws::table_stream::TableStreamReader::of_table(
+            &self.clients.dynamodb,
+            self.streams.clone(),
+            &self.names.write_model_table,
+        )
+        .await
+        .expect("the write-model table has a stream")
     }
 
     /// Every item of the write-model table, for before/after comparisons.
