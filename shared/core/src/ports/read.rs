@@ -194,6 +194,147 @@ pub mod layout {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
     }
 
+    /// The keys a view write is stored under (the same attributes and values in every store).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ViewKeys {
+        pub pk: String,
+        /// `<type>#<status family>`.
+        pub status_key: String,
+        /// `<type>#<rider>` and `<type>#<driver>`, when the view has them.
+        pub rider_key: Option<String>,
+        pub driver_key: Option<String>,
+        /// `<time>#<id>`: the lists' sort keys.
+        pub created_sk: String,
+        pub updated_sk: String,
+        /// Each history entry's sort key, in the write's order.
+        pub history_sks: Vec<String>,
+    }
+
+    impl ViewKeys {
+        pub fn of(write: &super::ViewWrite) -> ViewKeys {
+            let kind = &write.key.aggregate_type;
+            let id = &write.key.aggregate_id;
+            let lookup = |name: &str| {
+                write
+                    .lookups
+                    .iter()
+                    .find(|(lookup, _)| *lookup == name)
+                    .map(|(_, value)| format!("{kind}#{value}"))
+            };
+            ViewKeys {
+                pk: write.key.partition_key(),
+                status_key: format!("{kind}#{}", write.status_family),
+                rider_key: lookup("rider"),
+                driver_key: lookup("driver"),
+                created_sk: format!("{}#{id}", write.created_at),
+                updated_sk: format!("{}#{id}", write.updated_at),
+                history_sks: write
+                    .history
+                    .iter()
+                    .map(|e| history_sk(e.occurred_at, e.version))
+                    .collect(),
+            }
+        }
+    }
+
+    /// A lookup's attribute, the attribute its list sorts on (newest first), and the value
+    /// it holds for this lookup (`<type>#<value>`).
+    pub fn lookup_key(lookup: &super::Lookup) -> (&'static str, &'static str, String) {
+        use super::LookupKind;
+        let value = format!("{}#{}", lookup.aggregate_type, lookup.value);
+        match lookup.kind {
+            LookupKind::Rider => ("rider_key", "created_sk", value),
+            LookupKind::Driver => ("driver_key", "created_sk", value),
+            LookupKind::Status => ("status_key", "updated_sk", value),
+        }
+    }
+
+    /// Where a list's previous page ended, `(pk, sort value)`, if its cursor belongs to this
+    /// list (the cursor of DynamoDB's index query: the view item's key and the index key).
+    pub fn list_after(
+        page: &PageRequest,
+        column: &str,
+        sort: &str,
+        value: &str,
+    ) -> Result<Option<(String, String)>, ReadModelError> {
+        let start = decode_cursor(
+            page.cursor.as_deref(),
+            &[("sk", VIEW_SK), (column, value)],
+            &["pk", sort],
+            None,
+        )?;
+        Ok(start.map(|mut s| {
+            (
+                s.remove("pk").unwrap_or_default(),
+                s.remove(sort).unwrap_or_default(),
+            )
+        }))
+    }
+
+    /// A list's page from rows `(pk, sort value, item)` fetched `limit + 1` at a time, with
+    /// the cursor after it when more follow.
+    pub fn list_page<T>(
+        mut rows: Vec<(String, String, T)>,
+        limit: usize,
+        column: &str,
+        sort: &str,
+        value: &str,
+    ) -> super::Page<T> {
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_cursor = match rows.last() {
+            Some((pk, sort_value, _)) if more => Some(encode_cursor(&BTreeMap::from([
+                ("pk", pk.as_str()),
+                ("sk", VIEW_SK),
+                (column, value),
+                (sort, sort_value.as_str()),
+            ]))),
+            _ => None,
+        };
+        super::Page {
+            items: rows.into_iter().map(|(_, _, item)| item).collect(),
+            next_cursor,
+        }
+    }
+
+    /// Where a history read starts: after the cursor's key (false), or at `low` (true).
+    pub fn history_start(
+        page: &PageRequest,
+        pk: &str,
+        low: &str,
+        high: &str,
+    ) -> Result<(String, bool), ReadModelError> {
+        let start = decode_cursor(
+            page.cursor.as_deref(),
+            &[("pk", pk)],
+            &["sk"],
+            Some((low, high)),
+        )?;
+        Ok(match start {
+            Some(mut start) => (start.remove("sk").unwrap_or_default(), false),
+            None => (low.to_owned(), true),
+        })
+    }
+
+    /// A history page from rows `(sk, entry)` fetched `limit + 1` at a time, with the
+    /// cursor after it when more follow.
+    pub fn history_page<T>(
+        mut rows: Vec<(String, T)>,
+        limit: usize,
+        pk: &str,
+    ) -> (Vec<(String, T)>, Option<String>) {
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_cursor = match rows.last() {
+            Some((sk, _)) if more => Some(encode_cursor(&BTreeMap::from([
+                ("pk", pk),
+                ("sk", sk.as_str()),
+            ]))),
+            _ => None,
+        };
+        (rows, next_cursor)
+    }
+
     /// Decodes a cursor and checks it belongs to this very query: exactly the key attributes
     /// `fixed` and `free`, each fixed one equal to what the query fixes, `sk` within
     /// `sk_range` if given. Anything else is `InvalidCursor`, never a store error.
