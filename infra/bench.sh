@@ -12,9 +12,9 @@ root=$(pwd)
 
 which=${1:-all}
 case "$which" in
-    all | replay | command | coldstart | sustained | processor) ;;
+    all | replay | command | coldstart | sustained | processor | stores) ;;
     *)
-        echo "usage: infra/bench.sh [coldstart|sustained|processor|command|replay]" >&2
+        echo "usage: infra/bench.sh [coldstart|sustained|processor|stores|command|replay]" >&2
         exit 2
         ;;
 esac
@@ -39,6 +39,10 @@ ensure_venv "$venv"
 moto_start "$venv" "$root/target/moto-bench.log"
 trap moto_stop EXIT INT TERM
 
+if [ "$which" = all ] || [ "$which" = stores ]; then
+    # The processor into SQLite, PostgreSQL (started from .venv) and DynamoDB on moto.
+    cargo bench --locked -p processor --bench stores
+fi
 if [ "$which" = all ] || [ "$which" = replay ]; then
     cargo bench --locked -p hydrator --bench replay
 fi

@@ -2,13 +2,12 @@
 //! default: no emulator, no Docker, no account) or the AWS adapters (moto, LocalStack or
 //! AWS). Both give the same ports, so the runner and the operator commands are written once.
 
+use crate::read_store::{HeadsAndViews, ReadStore};
 use crate::system::ARCHIVE_PREFIX;
-use hydrator::wiring::AwsStored;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use timeline_aws::archive::S3Archive;
-use timeline_aws::event_source::{aws_event_source, AwsEventSource};
 use timeline_aws::pump::FirehosePump;
 use timeline_aws::read_models::DynamoReadModels;
 use timeline_aws::stream_reader::KinesisReader;
@@ -25,6 +24,7 @@ use timeline_core::StreamKey;
 use timeline_embedded::{Checkpoint, Embedded, EmbeddedError, LocalArchive};
 use timeline_engine::log_source::LogSource;
 use timeline_engine::pump::{Pump, PumpConfig, StreamPump};
+use timeline_postgres::PgReadModels;
 
 /// Firehose's delivery stream name in archive object keys.
 pub const DELIVERY_STREAM: &str = "timeline-archive";
@@ -78,13 +78,22 @@ fn pump_config() -> PumpConfig {
 #[derive(Clone, Debug)]
 pub struct EmbeddedBackend {
     pub db: Embedded,
+    /// PostgreSQL for the read models instead of SQLite (`--read-store`).
+    pub read_store: Option<PgReadModels>,
 }
 
 impl EmbeddedBackend {
     pub fn open(dir: &Path) -> Result<Self, EmbeddedError> {
         Ok(EmbeddedBackend {
             db: Embedded::open(dir)?,
+            read_store: None,
         })
+    }
+
+    /// The same backend with its read models in PostgreSQL.
+    pub fn with_read_store(mut self, read_store: PgReadModels) -> Self {
+        self.read_store = Some(read_store);
+        self
     }
 
     pub fn archive(&self) -> LocalArchive {
@@ -95,11 +104,11 @@ impl EmbeddedBackend {
 impl Backend for EmbeddedBackend {
     type Write = Embedded;
     type Log = Embedded;
-    type Views = Embedded;
+    type Views = ReadStore<Embedded>;
     type Reader = Embedded;
-    type Source = LogSource<LocalArchive, Embedded, Embedded, Embedded>;
-    type Stored = Embedded;
-    type Rebuild = EmbeddedTarget;
+    type Source = LogSource<LocalArchive, Embedded, ReadStore<Embedded>, Embedded>;
+    type Stored = HeadsAndViews<Embedded, ReadStore<Embedded>>;
+    type Rebuild = ReadStore<EmbeddedTarget>;
     type Pump = StreamPump<Embedded, LocalArchive, Checkpoint>;
     type Checkpoints = Checkpoint;
     type TableStream = Embedded;
@@ -110,8 +119,8 @@ impl Backend for EmbeddedBackend {
     fn event_log(&self) -> Embedded {
         self.db.clone()
     }
-    fn views(&self) -> Embedded {
-        self.db.clone()
+    fn views(&self) -> ReadStore<Embedded> {
+        ReadStore::new(self.db.clone(), self.read_store.as_ref())
     }
     fn reader(&self) -> Embedded {
         self.db.clone()
@@ -121,18 +130,26 @@ impl Backend for EmbeddedBackend {
             self.archive(),
             self.db.clone(),
             self.db.database_path().display().to_string(),
-            Some(self.db.clone()),
+            Some(self.views()),
             Some(self.db.clone()),
         )
     }
-    fn stored(&self) -> Embedded {
-        self.db.clone()
+    fn stored(&self) -> Self::Stored {
+        HeadsAndViews {
+            heads: self.db.clone(),
+            views: self.views(),
+        }
     }
     /// `into` is another data directory (its read models are written; its log is not).
-    fn rebuild_target(&self, into: Option<&str>) -> EmbeddedTarget {
+    fn rebuild_target(&self, into: Option<&str>) -> ReadStore<EmbeddedTarget> {
         match into {
-            None => EmbeddedTarget(Ok(self.db.clone())),
-            Some(dir) => EmbeddedTarget(Embedded::open(Path::new(dir)).map_err(Arc::new)),
+            None => ReadStore::new(
+                EmbeddedTarget(Ok(self.db.clone())),
+                self.read_store.as_ref(),
+            ),
+            Some(dir) => ReadStore::Native(EmbeddedTarget(
+                Embedded::open(Path::new(dir)).map_err(Arc::new),
+            )),
         }
     }
     fn pump(&self) -> Self::Pump {
@@ -144,8 +161,14 @@ impl Backend for EmbeddedBackend {
             self.db.checkpoint("archive-pump"),
         )
     }
+    /// Kept per read store: the position belongs with the views it produced.
     fn mapping_checkpoints(&self) -> Checkpoint {
-        self.db.checkpoint("processor-mapping")
+        match &self.read_store {
+            None => self.db.checkpoint("processor-mapping"),
+            Some(pg) => self
+                .db
+                .checkpoint(&format!("processor-mapping@{}", pg.identity())),
+        }
     }
     fn distributor_checkpoints(&self) -> Checkpoint {
         self.db.checkpoint("distributor-mapping")
@@ -155,10 +178,11 @@ impl Backend for EmbeddedBackend {
     }
     fn describe(&self) -> String {
         format!(
-            "embedded backend in {} (database {}, archive {}/{ARCHIVE_PREFIX})",
+            "embedded backend in {} (database {}, archive {}/{ARCHIVE_PREFIX}){}",
             self.db.dir().display(),
             self.db.database_path().display(),
-            self.archive().dir.display()
+            self.archive().dir.display(),
+            read_store_note(self.read_store.as_ref()),
         )
     }
 }
@@ -206,9 +230,18 @@ impl ReadModelStore for EmbeddedTarget {
     }
 }
 
+fn read_store_note(read_store: Option<&PgReadModels>) -> &'static str {
+    match read_store {
+        Some(_) => ", read models in PostgreSQL",
+        None => "",
+    }
+}
+
 /// The AWS adapters, on the endpoint the SDK's standard settings name.
 #[derive(Clone, Debug)]
 pub struct AwsBackend {
+    /// PostgreSQL for the read models instead of DynamoDB (`--read-store`).
+    pub read_store: Option<PgReadModels>,
     pub clients: Clients,
     /// The write-model table's change stream (DynamoDB Streams).
     pub streams: aws_sdk_dynamodbstreams::Client,
@@ -230,11 +263,12 @@ impl AwsBackend {
 impl Backend for AwsBackend {
     type Write = DynamoWriteStore;
     type Log = KinesisEventLog;
-    type Views = DynamoReadModels;
+    type Views = ReadStore<DynamoReadModels>;
     type Reader = KinesisReader;
-    type Source = AwsEventSource;
-    type Stored = AwsStored;
-    type Rebuild = DynamoReadModels;
+    type Source =
+        LogSource<S3Archive, KinesisReader, ReadStore<DynamoReadModels>, DynamoWriteStore>;
+    type Stored = HeadsAndViews<DynamoWriteStore, ReadStore<DynamoReadModels>>;
+    type Rebuild = ReadStore<DynamoReadModels>;
     type Pump = FirehosePump;
     /// A mapping restarted against a stream starts from its oldest record again: the
     /// processor skips what the read models already hold.
@@ -247,33 +281,40 @@ impl Backend for AwsBackend {
     fn event_log(&self) -> KinesisEventLog {
         KinesisEventLog::new(self.clients.kinesis.clone(), &self.names.event_stream)
     }
-    fn views(&self) -> DynamoReadModels {
-        DynamoReadModels::new(self.clients.dynamodb.clone(), &self.names.read_model_table)
+    fn views(&self) -> ReadStore<DynamoReadModels> {
+        ReadStore::new(
+            DynamoReadModels::new(self.clients.dynamodb.clone(), &self.names.read_model_table),
+            self.read_store.as_ref(),
+        )
     }
     fn reader(&self) -> KinesisReader {
         KinesisReader::new(self.clients.kinesis.clone(), &self.names.event_stream)
     }
-    fn source(&self) -> AwsEventSource {
-        aws_event_source(
+    fn source(&self) -> Self::Source {
+        LogSource::new(
             self.archive(),
-            self.clients.kinesis.clone(),
-            &self.names.event_stream,
+            self.reader(),
+            self.names.event_stream.clone(),
             Some(self.views()),
             Some(self.write_store()),
         )
     }
-    fn stored(&self) -> AwsStored {
-        AwsStored {
+    fn stored(&self) -> Self::Stored {
+        HeadsAndViews {
             heads: self.write_store(),
             views: self.views(),
         }
     }
     /// `into` is another read-model table.
-    fn rebuild_target(&self, into: Option<&str>) -> DynamoReadModels {
-        DynamoReadModels::new(
+    fn rebuild_target(&self, into: Option<&str>) -> ReadStore<DynamoReadModels> {
+        let table = DynamoReadModels::new(
             self.clients.dynamodb.clone(),
             into.unwrap_or(&self.names.read_model_table),
-        )
+        );
+        match into {
+            None => ReadStore::new(table, self.read_store.as_ref()),
+            Some(_) => ReadStore::Native(table),
+        }
     }
     fn pump(&self) -> FirehosePump {
         FirehosePump::new(
@@ -300,12 +341,13 @@ impl Backend for AwsBackend {
     }
     fn describe(&self) -> String {
         format!(
-            "AWS adapters at {}: stream {}, tables {} and {}, archive s3://{}/{ARCHIVE_PREFIX}",
+            "AWS adapters at {}: stream {}, tables {} and {}, archive s3://{}/{ARCHIVE_PREFIX}{}",
             self.endpoint.as_deref().unwrap_or("AWS"),
             self.names.event_stream,
             self.names.write_model_table,
             self.names.read_model_table,
             self.names.archive_bucket,
+            read_store_note(self.read_store.as_ref()),
         )
     }
 }

@@ -56,6 +56,11 @@ struct Cli {
         env = "TIMELINE_DATA_DIR"
     )]
     data_dir: PathBuf,
+    /// Keep the read models (views, lookups, history) in PostgreSQL instead of the backend's
+    /// own store, e.g. postgres://postgres@127.0.0.1:5432/timeline (apply its schema first
+    /// with `migrate`).
+    #[arg(long, global = true, env = "TIMELINE_READ_STORE")]
+    read_store: Option<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +114,20 @@ enum Command {
         /// Seconds the token is valid.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
+    },
+    /// Apply the PostgreSQL read store's schema migrations (`--read-store`); says which ran.
+    Migrate,
+    /// A report only SQL answers (needs `--read-store`): `fares` (per driver per day, over
+    /// completed rides) or `video-failures` (reasons with counts).
+    Report {
+        #[arg(value_enum)]
+        report: ReportArg,
+        /// From this time (RFC 3339), for `fares`.
+        #[arg(long, value_parser = parse_time)]
+        from: Option<Timestamp>,
+        /// Up to this time, for `fares`.
+        #[arg(long, value_parser = parse_time)]
+        to: Option<Timestamp>,
     },
     /// An entity's state now, as of a time, or as of a version (from the log).
     State {
@@ -202,6 +221,12 @@ struct ServeArgs {
     failures: Option<PathBuf>,
 }
 
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ReportArg {
+    Fares,
+    VideoFailures,
+}
+
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum PublishArg {
     Inline,
@@ -262,6 +287,19 @@ async fn main() -> anyhow::Result<ExitCode> {
         println!("{}", issuer.mint(&caller, ttl)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let read_store = match &cli.read_store {
+        Some(url) => Some(open_read_store(url, &command).await?),
+        None => None,
+    };
+    match (&command, &read_store) {
+        (Command::Migrate, Some(_)) | (Command::Report { .. }, Some(_)) => {
+            return read_store_command(command, read_store.expect("given"), cli.json).await;
+        }
+        (Command::Migrate | Command::Report { .. }, None) => {
+            anyhow::bail!("give the PostgreSQL read store with --read-store postgres://...")
+        }
+        _ => {}
+    }
     let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
     let use_aws = match cli.backend {
         BackendKind::Auto => endpoint.is_some(),
@@ -272,6 +310,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     if use_aws {
         let sdk = timeline_aws::config::load_sdk_config().await;
         let backend = AwsBackend {
+            read_store,
             clients: Clients::new(&sdk),
             streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
             names: timeline_aws::resources::definitions().names_from_env(),
@@ -293,15 +332,102 @@ async fn main() -> anyhow::Result<ExitCode> {
             cli.data_dir.display(),
             database.display()
         );
-        let backend = EmbeddedBackend::open(&cli.data_dir).with_context(|| {
+        let mut backend = EmbeddedBackend::open(&cli.data_dir).with_context(|| {
             format!(
                 "cannot use the data directory {} (choose another with --data-dir)",
                 cli.data_dir.display()
             )
         })?;
+        backend.read_store = read_store;
         let archive = backend.archive();
         go(backend, archive, command, &cli.data_dir, output).await
     }
+}
+
+/// The PostgreSQL read store at `url`. Every command but `migrate` needs its schema to be the
+/// one this build needs, and refuses to start otherwise.
+async fn open_read_store(
+    url: &str,
+    command: &Command,
+) -> anyhow::Result<timeline_postgres::PgReadModels> {
+    let pool = timeline_postgres::pool(url)?;
+    if !matches!(command, Command::Migrate) {
+        timeline_postgres::check_schema(&pool)
+            .await
+            .with_context(|| format!("the read store at {} is not ready", redact(url)))?;
+    }
+    timeline_postgres::PgReadModels::connect(pool)
+        .await
+        .with_context(|| format!("cannot reach the read store at {}", redact(url)))
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, rest)), Some((_, host))) if rest.contains('@') => {
+            let user = rest.split(['@', ':']).next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn read_store_command(
+    command: Command,
+    store: timeline_postgres::PgReadModels,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use timeline_postgres::reports;
+    match command {
+        Command::Migrate => {
+            let applied = timeline_postgres::migrate(store.pool()).await?;
+            if json {
+                println!("{}", serde_json::json!({ "applied": applied }));
+            } else if applied.is_empty() {
+                println!("the read store's schema is up to date");
+            } else {
+                println!("applied migrations {applied:?}");
+            }
+        }
+        Command::Report {
+            report: ReportArg::Fares,
+            from,
+            to,
+        } => {
+            let days = reports::fares_per_driver_per_day(&store, from, to).await?;
+            if json {
+                println!("{}", serde_json::to_string(&days)?);
+            } else {
+                println!(
+                    "{:<10}  {:<16}  {:>5}  {:>10}",
+                    "day", "driver", "rides", "fares"
+                );
+                for d in days {
+                    let fares = format!("{}.{:02}", d.fares_cents / 100, d.fares_cents % 100);
+                    println!(
+                        "{:<10}  {:<16}  {:>5}  {:>10}",
+                        d.day, d.driver_id, d.rides, fares
+                    );
+                }
+            }
+        }
+        Command::Report {
+            report: ReportArg::VideoFailures,
+            ..
+        } => {
+            let reasons = reports::video_failure_reasons(&store).await?;
+            if json {
+                println!("{}", serde_json::to_string(&reasons)?);
+            } else {
+                println!("{:>6}  reason", "videos");
+                for r in reasons {
+                    println!("{:>6}  {}", r.videos, r.reason);
+                }
+            }
+        }
+        _ => unreachable!("only read-store commands come here"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn bootstrap(backend: &AwsBackend) -> anyhow::Result<()> {
@@ -327,7 +453,10 @@ async fn go<B: Backend, A: ArchiveStore>(
             serve(args, backend, data_dir).await?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Demo { .. } | Command::Token { .. } => {
+        Command::Demo { .. }
+        | Command::Token { .. }
+        | Command::Migrate
+        | Command::Report { .. } => {
             unreachable!("answered before a backend is opened")
         }
         Command::State {

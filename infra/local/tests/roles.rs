@@ -329,6 +329,7 @@ async fn every_role_does_its_part_and_no_more_on_the_embedded_backend() {
 async fn every_role_does_its_part_and_no_more_on_moto() {
     let env = timeline_testkit::test_env!();
     let backend = AwsBackend {
+        read_store: None,
         clients: env.clients.clone(),
         streams: env.streams.clone(),
         names: env.names.clone(),

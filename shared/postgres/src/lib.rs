@@ -78,6 +78,7 @@ fn corrupt(e: impl std::fmt::Display) -> ReadModelError {
 #[derive(Clone)]
 pub struct PgReadModels {
     pool: Pool,
+    identity: String,
 }
 
 impl std::fmt::Debug for PgReadModels {
@@ -96,7 +97,36 @@ fn time(t: Timestamp) -> chrono::DateTime<chrono::Utc> {
 
 impl PgReadModels {
     pub fn new(pool: Pool) -> Self {
-        PgReadModels { pool }
+        PgReadModels {
+            pool,
+            identity: "postgres".into(),
+        }
+    }
+
+    /// The store with its [`identity`](Self::identity) read from the server: a fresh
+    /// server or another database is another store.
+    pub async fn connect(pool: Pool) -> Result<Self, ReadModelError> {
+        let row = pool
+            .get()
+            .await
+            .map_err(unavailable)?
+            .query_one(
+                "SELECT system_identifier::text, current_database() FROM pg_control_system()",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        let (system, database): (String, String) = (row.get(0), row.get(1));
+        Ok(PgReadModels {
+            pool,
+            identity: format!("postgres:{system}/{database}"),
+        })
+    }
+
+    /// Which database this is (`postgres:<system identifier>/<database>`): a follower of the
+    /// log keeps its position per store, so a new store is filled from the oldest record.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     pub fn pool(&self) -> &Pool {
