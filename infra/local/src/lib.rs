@@ -10,3 +10,4 @@ pub mod runner;
 pub mod server;
 pub mod subscribers;
 pub mod system;
+pub mod text;

@@ -66,6 +66,7 @@ pub async fn operate<B: Backend, A: ArchiveStore>(
     output: Output,
 ) -> anyhow::Result<Value> {
     let system = LocalSystem::new(backend, timeline_core::write::PublishMode::Inline);
+    let asked = operation.clone();
     let answer = match operation {
         Operation::State {
             kind,
@@ -205,14 +206,14 @@ pub async fn operate<B: Backend, A: ArchiveStore>(
             serde_json::to_value(report)?
         }
     };
-    output.answer(&answer)?;
+    output.answer(&asked, &answer)?;
     Ok(answer)
 }
 
 /// How results are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
-    /// Progress on a terminal, a summary line, then the answer as indented JSON.
+    /// Progress on a terminal, a summary line, then the answer as text for people.
     Text,
     /// Only the answer, as one line of JSON.
     Json,
@@ -262,9 +263,9 @@ impl Output {
         }
     }
 
-    fn answer(self, answer: &Value) -> anyhow::Result<()> {
+    fn answer(self, operation: &Operation, answer: &Value) -> anyhow::Result<()> {
         match self {
-            Output::Text => println!("{}", serde_json::to_string_pretty(answer)?),
+            Output::Text => print!("{}", crate::text::render(operation, answer)),
             Output::Json => println!("{}", serde_json::to_string(answer)?),
             Output::Quiet => {}
         }

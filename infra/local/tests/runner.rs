@@ -316,16 +316,91 @@ fn tempdir(prefix: &str) -> std::path::PathBuf {
 /// Runs the binary with `args` (the AWS endpoint variables cleared unless given) and returns
 /// its exit success and its stderr.
 fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let (ok, _, stderr) = cli_out(args, env);
+    (ok, stderr)
+}
+
+/// As [`cli`], with its standard output too.
+fn cli_out(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_timeline-local"));
-    command.args(args).env_remove("AWS_ENDPOINT_URL");
+    command
+        .args(args)
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("TIMELINE_READ_STORE");
     for (k, v) in env {
         command.env(k, v);
     }
     let out = command.output().unwrap();
     (
         out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Each operator command prints text for people, and with `--json` exactly one JSON
+/// document (and nothing else on stdout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_print_text_and_with_json_one_json_document() {
+    let dir = tempdir("runner-text");
+    let backend = EmbeddedBackend::open(&dir).unwrap();
+    let runner = Running::start(backend.clone(), dir.join("failed.jsonl")).await;
+    play_demo(&runner.http, "x").await;
+    runner.stop().await;
+    drop(backend);
+    let data = dir.display().to_string();
+    let into = dir.join("rebuilt").display().to_string();
+    let archive = dir.join("archive").display().to_string();
+    let other = dir.join("replayed").display().to_string();
+    let commands: [(&[&str], &str, &str); 6] = [
+        (
+            &["state", "ride", "ride-x", "--version", "5"],
+            &data,
+            "fare_cents",
+        ),
+        (
+            &["history", "video", "video-x"],
+            &data,
+            "-> failed (timeout)",
+        ),
+        (
+            &["history", "ride", "ride-x"],
+            &data,
+            "changed: fare_cents 9000 -> 10000",
+        ),
+        (&["verify"], &data, "verified 3 entities"),
+        (&["rebuild", "--into", &into], &data, "events applied"),
+        (
+            &["replay-archive", "--from-dir", &archive],
+            &other,
+            "published 13 records",
+        ),
+    ];
+    for (args, data_dir, expected) in commands {
+        let mut text_args = vec!["--data-dir", data_dir];
+        text_args.extend_from_slice(args);
+        let (ok, text, stderr) = cli_out(&text_args, &[]);
+        assert!(ok, "{args:?}: {stderr}");
+        assert!(text.contains(expected), "{args:?}: {text}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&text).is_err() && !text.contains("\"view\""),
+            "{args:?} printed JSON: {text}"
+        );
+        if args[0] == "replay-archive" {
+            continue; // it fills its stream once
+        }
+        text_args.push("--json");
+        let (ok, json, stderr) = cli_out(&text_args, &[]);
+        assert!(ok, "{args:?} --json: {stderr}");
+        let mut documents =
+            serde_json::Deserializer::from_str(&json).into_iter::<serde_json::Value>();
+        assert!(documents.next().unwrap().is_ok(), "{args:?}: {json}");
+        assert!(
+            documents.next().is_none(),
+            "{args:?}: one document, got {json}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
