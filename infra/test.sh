@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (a virtualenv with pinned tools: moto server,
-# cfn-lint, SAM CLI, pytest, cargo-lambda), checks the deployment (cfn-lint, `sam validate
+# PostgreSQL server binaries, cfn-lint, SAM CLI, pytest, cargo-lambda; Debian's Chromium for
+# the page's browser test), checks the deployment (cfn-lint, `sam validate
 # --lint`, the template's properties and the LocalStack bootstrap in pytest), starts moto on
 # 127.0.0.1, runs formatting, lint and every Rust test against it, plays the README's first
 # command (the local runner and its demo) to its end, then builds the Lambda
@@ -32,6 +33,19 @@ export SAM_CLI_TELEMETRY=0 __SAM_CLI_APP_DIR="$root/target/sam-cli"
 mkdir -p "$__SAM_CLI_APP_DIR"
 python3 -c 'import json, sys, time; json.dump({"telemetryEnabled": False, "lastVersionCheck": time.time()}, open(sys.argv[1], "w"))' \
     "$__SAM_CLI_APP_DIR/metadata.json"
+
+# The timeline page's test drives a real browser: Debian's Chromium, installed when missing
+# (as root; otherwise that one test says it is skipped).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        step "apt-get install chromium (the timeline page's browser test)"
+        apt-get install -y -q chromium >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+        done_step
+    else
+        echo "==> no chromium, and no root to install it: the page's browser test will be skipped" >&2
+    fi
+fi
 
 step "cfn-lint template.yaml"
 cfn-lint template.yaml

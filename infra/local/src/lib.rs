@@ -11,3 +11,4 @@ pub mod server;
 pub mod subscribers;
 pub mod system;
 pub mod text;
+pub mod ui;

@@ -541,7 +541,9 @@ async fn serve<B: Backend>(
     let (demo, exit_after_demo) = (args.demo, args.exit_after_demo);
     let demo_failed = std::sync::atomic::AtomicBool::new(false);
     let (demo_done, demo_played) = tokio::sync::oneshot::channel::<()>();
+    let page = timeline_local::ui::url(&format!("http://{addr}"), &tokens.user);
     let after_start = async {
+        println!("  timeline page (as an operator): {page}");
         if !demo {
             return;
         }
@@ -564,6 +566,7 @@ async fn serve<B: Backend>(
         println!("  curl -s 'localhost:{port}/rides/<id>/history' -H \"Authorization: Bearer $T\"");
         println!("  curl -s 'localhost:{port}/rides/<id>/state?as_of=2026-11-28T10:02:00Z' -H \"Authorization: Bearer $T\"");
         println!("  target/debug/timeline-local state ride <id> --as-of 2026-11-28T10:02:00Z");
+        println!("Open the timeline page: {page}");
         println!("Ctrl-C stops it.");
     };
     let shutdown = async {

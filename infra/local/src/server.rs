@@ -64,6 +64,10 @@ pub async fn serve<A: Api>(
 
 async fn answer<A: Api>(api: &A, issuer: &Issuer, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
+    // The timeline page's files (no data in them; the page calls the API with a token).
+    if parts.method == hyper::Method::GET && parts.uri.path().starts_with("/ui") {
+        return page(parts.uri.path());
+    }
     // As API Gateway's authorizer does: a verified token becomes the request's identity;
     // without one the handlers see nobody and answer 401.
     let caller = issuer.caller_of(
@@ -118,6 +122,34 @@ async fn answer<A: Api>(api: &A, issuer: &Issuer, req: Request<Incoming>) -> Res
     *out.status_mut() = parts.status;
     *out.headers_mut() = parts.headers;
     tracing::debug!(method = %proxy.method, path = %proxy.path, status = out.status().as_u16(), "request");
+    out
+}
+
+fn page(path: &str) -> Response<Full<Bytes>> {
+    if path == "/ui" {
+        let mut out = plain(StatusCode::PERMANENT_REDIRECT, "");
+        out.headers_mut()
+            .insert(hyper::header::LOCATION, "/ui/".parse().expect("a header"));
+        return out;
+    }
+    let Some((kind, body)) = crate::ui::asset(path) else {
+        return plain(StatusCode::NOT_FOUND, "no such file");
+    };
+    let mut out = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let headers = out.headers_mut();
+    for (name, value) in [
+        ("content-type", kind),
+        // Only its own files and the API on this origin.
+        (
+            "content-security-policy",
+            "default-src 'self'; frame-ancestors 'none'",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-cache"),
+    ] {
+        headers.insert(name, value.parse().expect("a header"));
+    }
     out
 }
 

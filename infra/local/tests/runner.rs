@@ -18,6 +18,9 @@ use tokio::task::JoinHandle;
 /// A runner serving on a free port until `stop` is sent.
 struct Running {
     http: Http,
+    /// The API's address, and an operator's token for it.
+    base: String,
+    token: String,
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -55,8 +58,11 @@ impl Running {
             })
             .await
         });
+        let (base, token) = (format!("http://{addr}"), tokens.user.clone());
         Running {
-            http: Http::signed(format!("http://{addr}"), tokens),
+            http: Http::signed(base.clone(), tokens),
+            base,
+            token,
             stop,
             task,
         }
@@ -794,5 +800,104 @@ async fn a_read_store_without_its_schema_is_refused_until_migrated() {
     let (ok, stderr) = cli(&["migrate"], &[]);
     assert!(!ok);
     assert!(stderr.contains("--read-store"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The browser the page test drives: Debian's `chromium` (the test command installs it), or
+/// another Chromium named by `TIMELINE_CHROMIUM`.
+fn chromium() -> Option<String> {
+    if let Ok(path) = std::env::var("TIMELINE_CHROMIUM") {
+        return Some(path);
+    }
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|name| {
+            std::process::Command::new(name)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(str::to_owned)
+}
+
+/// Headless Chromium on `url`: the DOM once the page's requests are done, and a screenshot
+/// at `screenshot` when given.
+fn browse(browser: &str, url: &str, screenshot: Option<&std::path::Path>) -> String {
+    let profile = tempdir("chromium-profile");
+    let mut command = std::process::Command::new(browser);
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--window-size=1200,860",
+        "--virtual-time-budget=15000",
+        &format!("--user-data-dir={}", profile.display()),
+    ]);
+    match screenshot {
+        Some(path) => command.arg(format!("--screenshot={}", path.display())),
+        None => command.arg("--dump-dom"),
+    };
+    let out = command.arg(url).output().expect("run chromium");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The timeline page in a real browser against the runner after the demo: stepped to the
+/// first fare adjustment it shows the state then, with the fare marked as changed; the
+/// video's status path ends in its failure and reason; a screenshot goes to `target/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_page_shows_a_ride_at_its_first_fare_adjustment_and_why_a_video_failed() {
+    let Some(browser) = chromium() else {
+        eprintln!("skipped the page test: no Chromium (infra/test.sh installs Debian's chromium)");
+        return;
+    };
+    let dir = tempdir("runner-page");
+    let backend = EmbeddedBackend::open(&dir).unwrap();
+    let runner = Running::start(backend, dir.join("failed.jsonl")).await;
+    play_demo(&runner.http, "w").await;
+    let page = timeline_local::ui::url(&runner.base, &runner.token);
+
+    // The first fare adjustment is version 5 (90.00 -> 100.00).
+    let ride = format!("{page}&entity=ride/ride-w&version=5");
+    let dom = browse(&browser, &ride, None);
+    assert!(dom.contains("ride ride-w: 7 events"), "{dom}");
+    assert!(dom.contains("v5 FareAdjusted"), "{dom}");
+    let fare = dom
+        .split("data-field=\"fare_cents\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no fare row: {dom}"));
+    assert!(fare.contains("class=\"changed\""), "{fare}");
+    assert!(fare.contains("10000  (was 9000)"), "{fare}");
+    let status = dom
+        .split("data-field=\"status\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap();
+    assert!(
+        !status.contains("changed"),
+        "unchanged fields are not marked: {status}"
+    );
+    assert!(!dom.contains("Incomplete history"), "{dom}");
+
+    let video = format!("{page}&entity=video/video-w");
+    let dom = browse(&browser, &video, None);
+    assert!(dom.contains("failed (timeout)"), "{dom}");
+    assert!(dom.contains("processing:50%"), "{dom}");
+
+    let shot =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/timeline-page.png");
+    browse(&browser, &ride, Some(&shot));
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
+        "a screenshot"
+    );
+    runner.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
