@@ -890,6 +890,11 @@ async fn the_timeline_page_shows_a_ride_at_its_first_fare_adjustment_and_why_a_v
     let dom = browse(&browser, &video, None);
     assert!(dom.contains("failed (timeout)"), "{dom}");
     assert!(dom.contains("processing:50%"), "{dom}");
+    // Each event is listed with who did it and why.
+    assert!(
+        dom.contains("v4 ProcessingFailed by arn:aws:sts::000000000000:assumed-role/video-pipeline/local -&gt; failed (timeout)"),
+        "{dom}"
+    );
 
     let shot =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/timeline-page.png");

@@ -40,6 +40,7 @@ function render(index) {
   $("step").value = index;
   const step = steps[index];
   document.querySelectorAll(".axis .mark").forEach((m, i) => m.classList.toggle("current", i === index));
+  document.querySelectorAll("#events li").forEach((li, i) => li.classList.toggle("current", i === index));
   $("event").innerHTML = "";
   const line = document.createElement("div");
   line.innerHTML = `<strong>v${step.version} ${step.type}</strong> at ${step.occurred_at} by <em></em>` +
@@ -63,6 +64,16 @@ function render(index) {
 }
 
 function axis(steps) {
+  // Every event, in order, with who did it and why.
+  $("events").innerHTML = "";
+  steps.forEach((s, i) => {
+    const li = document.createElement("li");
+    li.value = s.version;
+    li.textContent = `${s.occurred_at}  v${s.version} ${s.type} by ${s.actor} -> ${s.status_after}` +
+      (s.reason ? ` (${s.reason})` : "");
+    li.addEventListener("click", () => render(i));
+    $("events").append(li);
+  });
   $("axis").innerHTML = "";
   const times = steps.map((s) => Date.parse(s.occurred_at));
   const [first, last] = [Math.min(...times), Math.max(...times)];
