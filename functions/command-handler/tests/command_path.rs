@@ -451,8 +451,20 @@ async fn with_the_stream_relay_a_command_is_answered_once_committed_even_while_t
     };
     // The log is broken: it is never called, so the answers do not notice.
     let api = CommandApi::with_config(env.store(), env.broken_log(), SystemClock, config);
+    env.counter.reset();
     let (status, body, _) = read(api.handle(post("/rides", &booking("r1"), &[])).await);
     assert_eq!(status, 201, "{body}");
+    // Half the inline path's requests: read the head, commit; nothing to Kinesis.
+    let counts = env.counter.snapshot();
+    assert_eq!(
+        counts,
+        [
+            ("GetItem".to_owned(), 1),
+            ("TransactWriteItems".to_owned(), 1)
+        ]
+        .into(),
+        "{counts:?}"
+    );
     assert_eq!(
         (&body["relayed"], &body["published"]),
         (&json!(true), &json!(false))
