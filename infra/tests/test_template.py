@@ -180,7 +180,8 @@ def test_the_processors_mapping_reports_partial_failures_and_never_discards(tran
     mappings = of_type(transformed["Resources"], "AWS::Lambda::EventSourceMapping")
     (mapping,) = [m for m in mappings.values() if m["Properties"]["FunctionName"] == {"Ref": "ProcessorFunction"}]
     p = mapping["Properties"]
-    assert ref_target(p["EventSourceArn"]) == "EventStream"
+    # The stream itself, or its own consumer of it (see the fan-out test).
+    assert ref_target(p["EventSourceArn"]["Fn::If"][2]) == "EventStream"
     assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert p["BisectBatchOnFunctionError"] is True
     # Forever: the processor parks what it can never apply, so a failed batch is one a
@@ -258,6 +259,22 @@ def test_with_publish_mode_stream_a_relay_reads_the_write_model_tables_stream(tr
         for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
     }
     assert ("IteratorAge", "OutboxRelayFunction") in alarms
+
+
+def test_the_processor_reads_the_stream_shared_or_through_its_own_enhanced_fan_out_consumer(template, transformed):
+    assert template["Parameters"]["ProcessorFanOut"]["Default"] == "shared"
+    mappings = of_type(transformed["Resources"], "AWS::Lambda::EventSourceMapping")
+    (mapping,) = [m for m in mappings.values() if m["Properties"]["FunctionName"] == {"Ref": "ProcessorFunction"}]
+    assert mapping["Properties"]["EventSourceArn"] == {
+        "Fn::If": [
+            "ProcessorEnhancedFanOut",
+            {"Fn::GetAtt": ["ProcessorStreamConsumer", "ConsumerARN"]},
+            {"Fn::GetAtt": ["EventStream", "Arn"]},
+        ]
+    }
+    consumer = template["Resources"]["ProcessorStreamConsumer"]
+    assert consumer["Condition"] == "ProcessorEnhancedFanOut"
+    assert ref_target(consumer["Properties"]["StreamARN"]) == "EventStream"
 
 
 def test_the_outbox_sweep_runs_on_a_schedule(transformed):

@@ -7,8 +7,9 @@
 //! - adjust fare: `POST /rides/{id}/adjust-fare` on existing rides (load head, decide,
 //!   conditional commit, log append), the common case of a long-lived entity;
 //!
-//! and, after the load, how long the read side (the event source mapping and processor)
-//! took to catch up with every command accepted.
+//! the read side's freshness (from a command's 2xx to its version in the view) idle and under
+//! the adjust-fare load, and, after the load, how long the read side (the event source
+//! mapping and processor) took to catch up with every command accepted.
 //!
 //! Run: `cargo bench -p timeline-local --bench sustained` (or `infra/bench.sh sustained`).
 //! Clients and server share this process and machine: compare the rows, not absolute figures
@@ -115,6 +116,59 @@ where
     }
 }
 
+/// How long after a command's 2xx its view shows that version: a probe adjusts a ride of its
+/// own every 50 ms for `secs`, and after each 2xx polls the view every 2 ms until it shows
+/// the version the answer gave (or 10 s pass: counted as 10 s).
+async fn freshness(http: Arc<Http>, ride: &str, secs: u64) -> anyhow::Result<Vec<Duration>> {
+    let (status, body) = http.post("/rides", booking(ride)).await?;
+    anyhow::ensure!(status == 201, "probe setup: {status} {body}");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut samples = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        n += 1;
+        let body = json!({ "fare_cents": 9000 + n % 1000, "reason": "probe" });
+        let (status, answer) = http
+            .post(&format!("/rides/{ride}/adjust-fare"), body)
+            .await?;
+        let answered = Instant::now();
+        anyhow::ensure!(status == 200, "probe: {status} {answer}");
+        let version = answer["version"].as_u64().unwrap_or(u64::MAX);
+        loop {
+            let (_, view) = http.get(&format!("/rides/{ride}")).await?;
+            if view["version"].as_u64().is_some_and(|v| v >= version)
+                || answered.elapsed() > Duration::from_secs(10)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        samples.push(answered.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    samples.sort();
+    Ok(samples)
+}
+
+fn print_freshness(rows: &[(&str, Vec<Duration>)]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("read-side freshness: from a command's 2xx to its version in GET /rides/{{id}}");
+    println!(
+        "{:<44} {:>8} {:>8} {:>8} {:>8}",
+        "", "samples", "p50 ms", "p99 ms", "max ms"
+    );
+    for (name, samples) in rows {
+        println!(
+            "{:<44} {:>8} {:>8.1} {:>8.1} {:>8.1}",
+            name,
+            samples.len(),
+            ms(percentile(samples, 50.0)),
+            ms(percentile(samples, 99.0)),
+            ms(samples.last().copied().unwrap_or_default()),
+        );
+    }
+}
+
 fn print(rows: &[Row]) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
@@ -214,29 +268,34 @@ async fn main() -> anyhow::Result<()> {
             anyhow::ensure!(status == 201, "setup: {status} {body}");
         }
     }
-    {
-        let http = http.clone();
-        rows.push(
-            load(
-                "adjust fare (POST .../adjust-fare)",
-                clients,
-                secs,
-                200,
-                move |c, n| {
-                    let http = http.clone();
-                    async move {
-                        let path = format!("/rides/a-{c}-{}/adjust-fare", n % 10);
-                        let body =
-                            json!({ "fare_cents": 9001 + (n % 500) as u64, "reason": "bench" });
-                        http.post(&path, body).await
-                    }
-                },
-            )
-            .await,
+    // Freshness with nothing else going on: the baseline of the figure under load.
+    let idle = freshness(http.clone(), "probe-idle", secs.min(4)).await?;
+    let under_load = {
+        let clients_http = http.clone();
+        let adjust = load(
+            "adjust fare (POST .../adjust-fare)",
+            clients,
+            secs,
+            200,
+            move |c, n| {
+                let http = clients_http.clone();
+                async move {
+                    let path = format!("/rides/a-{c}-{}/adjust-fare", n % 10);
+                    let body = json!({ "fare_cents": 9001 + (n % 500) as u64, "reason": "bench" });
+                    http.post(&path, body).await
+                }
+            },
         );
-    }
+        let (row, probe) = tokio::join!(adjust, freshness(http.clone(), "probe-load", secs));
+        rows.push(row);
+        probe?
+    };
     let accepted_at = Instant::now();
     print(&rows);
+    print_freshness(&[
+        ("idle (baseline)", idle),
+        ("under the adjust-fare load above", under_load),
+    ]);
 
     // The read side: wait until every adjusted ride's view shows its head's version.
     let ids: Vec<String> = (0..clients)
