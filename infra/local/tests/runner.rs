@@ -859,6 +859,7 @@ async fn the_timeline_page_shows_a_ride_at_its_first_fare_adjustment_and_why_a_v
     };
     let dir = tempdir("runner-page");
     let backend = EmbeddedBackend::open(&dir).unwrap();
+    let db = backend.db.clone();
     let runner = Running::start(backend, dir.join("failed.jsonl")).await;
     play_demo(&runner.http, "w").await;
     let page = timeline_local::ui::url(&runner.base, &runner.token);
@@ -894,6 +895,48 @@ async fn the_timeline_page_shows_a_ride_at_its_first_fare_adjustment_and_why_a_v
     assert!(
         dom.contains("v4 ProcessingFailed by arn:aws:sts::000000000000:assumed-role/video-pipeline/local -&gt; failed (timeout)"),
         "{dom}"
+    );
+
+    // A ride whose first record is missing from the log (its head is at version 2): the
+    // page says so at the top instead of showing a history that looks whole.
+    {
+        use timeline_core::ports::{Commit, EventLog, Head};
+        let events = [
+            timeline_core::scenario::sample_ride("ride-gap", 1),
+            timeline_core::scenario::sample_ride("ride-gap", 2),
+        ];
+        let folded = timeline_core::views::fold::<timeline_core::ride::RideAggregate>(&events);
+        let (view, _) = folded.unwrap().unwrap();
+        let head = Head {
+            key: timeline_core::StreamKey::new("ride", "ride-gap"),
+            version: 2,
+            state: serde_json::to_value(&view.state).unwrap(),
+            pending: vec![],
+            last_occurred_at: Some(events[1].occurred_at),
+            updated_at: events[1].recorded_at,
+            created_at: Some(events[0].recorded_at),
+        };
+        let now = events[1].recorded_at;
+        let commit = Commit {
+            expected_version: 0,
+            head,
+            idempotency: None,
+            now,
+        };
+        WriteModelStore::commit(&db, commit).await.unwrap();
+        let record = timeline_core::CommitRecord::new(vec![events[1].clone()]).unwrap();
+        db.publish(&record).await.unwrap();
+    }
+    let dom = browse(&browser, &format!("{page}&entity=ride/ride-gap"), None);
+    let banner = dom
+        .split("id=\"incomplete\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</div>").next())
+        .unwrap_or_default();
+    assert!(!banner.contains("hidden"), "the banner shows: {dom}");
+    assert!(
+        banner.contains("Incomplete history: missing versions 1"),
+        "{banner}"
     );
 
     let shot =
