@@ -13,13 +13,16 @@ use timeline_core::ports::{Head, StoreError, WriteModelStore};
 use timeline_core::ports::{ReadModelError, ReadModelStore, StoredView};
 use timeline_core::StreamKey;
 
-/// Heads and views, read-only, for verify.
-pub struct AwsStored {
-    pub heads: DynamoWriteStore,
-    pub views: DynamoReadModels,
+/// Heads from a write model and views from a read store, read-only, for verify.
+pub struct HeadsAndViews<H, V> {
+    pub heads: H,
+    pub views: V,
 }
 
-impl Stored for AwsStored {
+/// What the hydrator reads on AWS.
+pub type AwsStored = HeadsAndViews<DynamoWriteStore, DynamoReadModels>;
+
+impl<H: WriteModelStore, V: ReadModelStore> Stored for HeadsAndViews<H, V> {
     async fn views(
         &self,
         keys: &[StreamKey],

@@ -2,8 +2,9 @@
 //! default: no emulator, no Docker, no account) or the AWS adapters (moto, LocalStack or
 //! AWS). Both give the same ports, so the runner and the operator commands are written once.
 
-use crate::read_store::{HeadsAndViews, ReadStore};
+use crate::read_store::ReadStore;
 use crate::system::ARCHIVE_PREFIX;
+use hydrator::wiring::HeadsAndViews;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

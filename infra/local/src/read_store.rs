@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 use timeline_core::ports::{
-    Head, Lookup, Page, PageRequest, Parked, PositionOf, ReadModelError, ReadModelQueries,
-    ReadModelStore, StoreError, Stored, StoredView, ViewWrite, WriteModelStore,
+    Lookup, Page, PageRequest, Parked, PositionOf, ReadModelError, ReadModelQueries,
+    ReadModelStore, StoredView, ViewWrite,
 };
 use timeline_core::views::HistoryEntry;
 use timeline_core::{StreamKey, Timestamp};
@@ -87,23 +87,5 @@ impl<N: ReadModelQueries> ReadModelQueries for ReadStore<N> {
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>, ReadModelError> {
         either!(self, s => s.history(key, from, to, page).await)
-    }
-}
-
-/// Heads from the write model and views from the read store, for `verify`.
-pub struct HeadsAndViews<H, V> {
-    pub heads: H,
-    pub views: V,
-}
-
-impl<H: WriteModelStore, V: ReadModelStore> Stored for HeadsAndViews<H, V> {
-    async fn views(
-        &self,
-        keys: &[StreamKey],
-    ) -> Result<HashMap<StreamKey, StoredView>, ReadModelError> {
-        self.views.load_views(keys).await
-    }
-    async fn head(&self, key: &StreamKey) -> Result<Option<Head>, StoreError> {
-        self.heads.load_head(key).await
     }
 }

@@ -103,10 +103,6 @@ impl TableStreamReader {
         })
     }
 
-    pub fn stream_arn(&self) -> &str {
-        &self.stream_arn
-    }
-
     async fn iterator(&self, shard: &str, from: &ReadFrom) -> Result<Option<String>, LogError> {
         let request = self
             .client
