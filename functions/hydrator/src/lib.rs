@@ -77,6 +77,8 @@ pub enum HydratorError {
     Redrive(#[from] RedriveError),
     #[error("read models: {0}")]
     Store(#[from] ReadModelError),
+    #[error("this read store is rebuilt in place only: leave out target_table (a named table is for the DynamoDB read store)")]
+    NamedTarget,
 }
 
 pub struct Hydrator<S, T, F> {
@@ -84,6 +86,8 @@ pub struct Hydrator<S, T, F> {
     stored: T,
     /// Read models to rebuild into: the live table (None) or a named one.
     target: F,
+    /// Whether `target` takes a name (DynamoDB tables do; a PostgreSQL store does not).
+    named_targets: bool,
 }
 
 impl<S, T, F, R> Hydrator<S, T, F>
@@ -98,7 +102,14 @@ where
             source,
             stored,
             target,
+            named_targets: true,
         }
+    }
+
+    /// A hydrator whose read store is rebuilt only in place: a named target is refused.
+    pub fn without_named_targets(mut self) -> Self {
+        self.named_targets = false;
+        self
     }
 
     /// Answers a direct invocation within `deadline` (a rebuild that runs out of time stops
@@ -230,6 +241,9 @@ where
         deadline: &Deadline,
         progress: &mut (dyn FnMut(&RebuildReport, usize, Option<usize>) + Send),
     ) -> Result<RebuildReport, HydratorError> {
+        if target_table.is_some() && !self.named_targets {
+            return Err(HydratorError::NamedTarget);
+        }
         let processor = Processor::for_replay((self.target)(target_table));
         Ok(rebuild(&self.source, &processor, resume_after, deadline, progress).await?)
     }

@@ -14,7 +14,9 @@ const STOP_MARGIN: Duration = Duration::from_secs(10);
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     timeline_http::init_logging();
-    let hydrator = hydrator::wiring::hydrator_from_env().await?;
+    let hydrator = hydrator::wiring::hydrator_from_env()
+        .await
+        .map_err(timeline_http::start_failed)?;
     let hydrator = &hydrator;
     run(service_fn(
         move |event: LambdaEvent<HydratorRequest>| async move {

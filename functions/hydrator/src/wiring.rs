@@ -2,16 +2,18 @@
 
 use timeline_aws::archive::S3Archive;
 use timeline_aws::config::{
-    required, Clients, ARCHIVE_BUCKET, ARCHIVE_PREFIX, EVENT_STREAM_NAME, READ_MODEL_TABLE,
-    WRITE_MODEL_TABLE,
+    required, Clients, ARCHIVE_BUCKET, ARCHIVE_PREFIX, EVENT_STREAM_NAME, WRITE_MODEL_TABLE,
 };
-use timeline_aws::event_source::AwsEventSource;
 use timeline_aws::read_models::DynamoReadModels;
+use timeline_aws::read_store::ReadStoreSettings;
+use timeline_aws::stream_reader::KinesisReader;
 use timeline_aws::write_store::DynamoWriteStore;
 use timeline_core::ports::Stored;
 use timeline_core::ports::{Head, StoreError, WriteModelStore};
 use timeline_core::ports::{ReadModelError, ReadModelStore, StoredView};
 use timeline_core::StreamKey;
+use timeline_engine::log_source::LogSource;
+use timeline_postgres::ReadStore;
 
 /// Heads from a write model and views from a read store, read-only, for verify.
 pub struct HeadsAndViews<H, V> {
@@ -36,15 +38,32 @@ impl<H: WriteModelStore, V: ReadModelStore> Stored for HeadsAndViews<H, V> {
 
 pub type Target = Box<dyn Fn(Option<&str>) -> DynamoReadModels + Send + Sync>;
 
-pub async fn from_env(
-) -> Result<(AwsEventSource, AwsStored, Target), timeline_aws::config::ConfigError> {
+/// The read store a deployment chose (the template's `ReadStore`).
+pub type Views = ReadStore<DynamoReadModels>;
+/// What the deployed hydrator reads the log through: the archive and the stream, indexed by
+/// the history in the deployment's read store.
+pub type DeployedSource = LogSource<S3Archive, KinesisReader, Views, DynamoWriteStore>;
+pub type DeployedStored = HeadsAndViews<DynamoWriteStore, Views>;
+pub type DeployedTarget = Box<dyn Fn(Option<&str>) -> Views + Send + Sync>;
+pub type Deployed = crate::Hydrator<DeployedSource, DeployedStored, DeployedTarget>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error(transparent)]
+    Config(#[from] timeline_aws::config::ConfigError),
+    #[error(transparent)]
+    ReadStore(#[from] timeline_aws::read_store::OpenError),
+}
+
+/// The hydrator both binaries serve, on the resources the environment names.
+pub async fn hydrator_from_env() -> Result<Deployed, WiringError> {
     let stream = required(EVENT_STREAM_NAME, "Kinesis event stream")?;
     let write_table = required(WRITE_MODEL_TABLE, "DynamoDB write-model table")?;
-    let read_table = required(READ_MODEL_TABLE, "DynamoDB read-model table")?;
     let bucket = required(ARCHIVE_BUCKET, "S3 archive bucket")?;
     let prefix = std::env::var(ARCHIVE_PREFIX).unwrap_or_else(|_| "events/".into());
     let clients = Clients::from_env().await;
-    let views = DynamoReadModels::new(clients.dynamodb.clone(), &read_table);
+    let settings = ReadStoreSettings::from_env()?;
+    let views = settings.open(&clients).await?;
     let heads = DynamoWriteStore::new(clients.dynamodb.clone(), write_table);
     let source = timeline_aws::event_source::aws_event_source(
         S3Archive::new(clients.s3.clone(), bucket, prefix),
@@ -53,17 +72,25 @@ pub async fn from_env(
         Some(views.clone()),
         Some(heads.clone()),
     );
-    let stored = AwsStored { heads, views };
-    let dynamodb = clients.dynamodb.clone();
-    let target: Target = Box::new(move |table| {
-        DynamoReadModels::new(dynamodb.clone(), table.unwrap_or(&read_table))
-    });
-    Ok((source, stored, target))
-}
-
-/// The hydrator both binaries serve, on the resources the environment names.
-pub async fn hydrator_from_env(
-) -> Result<crate::Hydrator<AwsEventSource, AwsStored, Target>, timeline_aws::config::ConfigError> {
-    let (source, stored, target) = from_env().await?;
-    Ok(crate::Hydrator::new(source, stored, target))
+    let stored = HeadsAndViews {
+        heads,
+        views: views.clone(),
+    };
+    let hydrator = match settings {
+        ReadStoreSettings::DynamoDb { table } => {
+            let dynamodb = clients.dynamodb.clone();
+            let target: DeployedTarget = Box::new(move |name| {
+                ReadStore::Native(DynamoReadModels::new(
+                    dynamodb.clone(),
+                    name.unwrap_or(&table),
+                ))
+            });
+            crate::Hydrator::new(source, stored, target)
+        }
+        ReadStoreSettings::AuroraPostgres { .. } => {
+            let target: DeployedTarget = Box::new(move |_| views.clone());
+            crate::Hydrator::new(source, stored, target).without_named_targets()
+        }
+    };
+    Ok(hydrator)
 }

@@ -127,7 +127,7 @@ async fn a_replay_resumed_on_a_shard_that_has_expired_starts_again_not_past_it()
     let parent = lineage(&reader.shards().await.unwrap(), hash)[0].id.clone();
     split_and_merge(&env, "z", async || adjust(&api, "z", 1001..=1002).await).await;
     adjust(&api, "z", 1003..=1003).await;
-    let source = aws_event_source(
+    let source: AwsEventSource = aws_event_source(
         S3Archive::new(env.clients.s3.clone(), &env.names.archive_bucket, "events/"),
         env.clients.kinesis.clone(),
         &env.names.event_stream,

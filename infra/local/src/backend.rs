@@ -2,7 +2,6 @@
 //! default: no emulator, no Docker, no account) or the AWS adapters (moto, LocalStack or
 //! AWS). Both give the same ports, so the runner and the operator commands are written once.
 
-use crate::read_store::ReadStore;
 use crate::system::ARCHIVE_PREFIX;
 use hydrator::wiring::HeadsAndViews;
 use std::path::Path;
@@ -26,6 +25,7 @@ use timeline_embedded::{Checkpoint, Embedded, EmbeddedError, LocalArchive};
 use timeline_engine::log_source::LogSource;
 use timeline_engine::pump::{Pump, PumpConfig, StreamPump};
 use timeline_postgres::PgReadModels;
+use timeline_postgres::ReadStore;
 
 /// Firehose's delivery stream name in archive object keys.
 pub const DELIVERY_STREAM: &str = "timeline-archive";

@@ -5,7 +5,6 @@ pub mod backend;
 pub mod demo;
 pub mod esm;
 pub mod operate;
-pub mod read_store;
 pub mod runner;
 pub mod server;
 pub mod subscribers;

@@ -112,6 +112,8 @@ pub struct Clients {
     pub kinesis: aws_sdk_kinesis::Client,
     pub s3: aws_sdk_s3::Client,
     pub eventbridge: aws_sdk_eventbridge::Client,
+    /// What the clients were built from (credentials and region, for signing RDS tokens).
+    pub sdk: SdkConfig,
 }
 
 impl Clients {
@@ -135,6 +137,7 @@ impl Clients {
             kinesis: aws_sdk_kinesis::Client::new(sdk),
             s3: aws_sdk_s3::Client::from_conf(s3),
             eventbridge: aws_sdk_eventbridge::Client::new(sdk),
+            sdk: sdk.clone(),
         }
     }
 

@@ -15,13 +15,13 @@ pub type AwsEventSource = LogSource<S3Archive, KinesisReader, DynamoReadModels, 
 
 /// The log of `stream` and the archive, indexed by the history read model and the write
 /// model's heads when given.
-pub fn aws_event_source(
+pub fn aws_event_source<I: timeline_core::ports::ReadModelQueries>(
     archive: S3Archive,
     kinesis: aws_sdk_kinesis::Client,
     stream: impl Into<String>,
-    index: Option<DynamoReadModels>,
+    index: Option<I>,
     heads: Option<DynamoWriteStore>,
-) -> AwsEventSource {
+) -> LogSource<S3Archive, KinesisReader, I, DynamoWriteStore> {
     let stream = stream.into();
     LogSource::new(
         archive,

@@ -217,6 +217,16 @@ pub fn init_logging() {
     lambda_http::tracing::init_default_subscriber();
 }
 
+/// A function that cannot start (its configuration, or a read store it must refuse): said in
+/// the log in words (the process's exit shows only the error's debug form), then returned.
+pub fn start_failed<E>(error: E) -> lambda_runtime::Error
+where
+    E: std::fmt::Display + Into<lambda_runtime::Error>,
+{
+    tracing::error!(error = %error, "cannot start");
+    error.into()
+}
+
 /// Entity ids are at most this long.
 pub const MAX_ID_CHARS: usize = 64;
 

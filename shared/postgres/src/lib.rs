@@ -15,10 +15,12 @@
 //! The schema is in `migrations/` and applied by [`migrate`]; [`check_schema`] refuses a
 //! database older than this code needs. [`reports`] holds what SQL is for.
 
+pub mod connect;
 pub mod migrations;
+pub mod read_store;
 pub mod reports;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use std::collections::HashMap;
 use timeline_core::ports::layout::{
     history_page, history_range, history_sk, history_start, list_after, list_page, lookup_key,
@@ -32,42 +34,12 @@ use timeline_core::views::HistoryEntry;
 use timeline_core::{StreamKey, Timestamp};
 use tokio_postgres::types::ToSql;
 
+pub use connect::{pool, pool_with, ConnectError, ConnectOptions, PasswordSource, POOL_SIZE};
 pub use migrations::{check_schema, migrate, SchemaError};
+pub use read_store::ReadStore;
 
-/// Connections one process keeps: a Lambda handles one batch at a time, and RDS Proxy (or
-/// Aurora's own limit) shares them between instances.
-pub const POOL_SIZE: usize = 4;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("not a PostgreSQL URL ({0}): give postgres://user@host:port/database")]
-    Url(String),
-    #[error("cannot build the connection pool: {0}")]
-    Pool(String),
-}
-
-/// A pool of connections to `url` (`postgres://user[:password]@host[:port]/database`).
-/// Connections are made when first used.
-pub fn pool(url: &str) -> Result<Pool, ConnectError> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| ConnectError::Url(e.to_string()))?;
-    let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            // A connection that died (a failover, a proxy's idle timeout) is found before use.
-            recycling_method: RecyclingMethod::Verified,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(POOL_SIZE)
-        .build()
-        .map_err(|e| ConnectError::Pool(e.to_string()))
-}
-
-fn unavailable(e: impl std::fmt::Display) -> ReadModelError {
-    ReadModelError::Unavailable(format!("postgres: {e}"))
+fn unavailable(e: impl std::error::Error) -> ReadModelError {
+    ReadModelError::Unavailable(format!("postgres: {}", connect::describe(&e)))
 }
 
 fn corrupt(e: impl std::fmt::Display) -> ReadModelError {

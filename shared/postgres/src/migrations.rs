@@ -43,8 +43,8 @@ pub enum SchemaError {
     Unavailable(String),
 }
 
-fn unavailable(e: impl std::fmt::Display) -> SchemaError {
-    SchemaError::Unavailable(e.to_string())
+fn unavailable(e: impl std::error::Error) -> SchemaError {
+    SchemaError::Unavailable(crate::connect::describe(&e))
 }
 
 fn checksum(sql: &str) -> String {

@@ -7,9 +7,11 @@
 //! emulator (and the embedded backend) behave as AWS documents it may.
 
 pub mod faults;
+pub mod lambda_process;
 pub mod openapi;
 pub mod proxy;
 pub mod read_model_contract;
+pub mod tls_front;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
@@ -138,6 +140,13 @@ macro_rules! need_emulator {
     };
 }
 
+/// `.venv`'s Python (made by `infra/test.sh`), when there is one.
+pub fn venv_python() -> Option<std::path::PathBuf> {
+    let python =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    python.exists().then_some(python)
+}
+
 /// Local servers the tests start from `.venv`: each dies with the test process.
 mod servers {
     use std::io::BufRead;
@@ -156,10 +165,7 @@ mod servers {
         ready: impl Fn(&str, u16) -> Option<String>,
     ) -> Option<String> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let python = root.join(".venv/bin/python");
-        if !python.exists() {
-            return None;
-        }
+        let python = super::venv_python()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .ok()?
@@ -602,6 +608,15 @@ pub fn api_request_as(
         caller,
     })
     .expect("a valid API Gateway event")
+}
+
+/// The body of `POST /rides` for ride `id` of `rider` (A to B, estimate 9000).
+pub fn ride_booking(id: &str, rider: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "rider_id": rider, "fare_estimate_cents": 9000,
+        "pickup": { "address": "A", "lat": 52.5, "lon": 13.4 },
+        "dropoff": { "address": "B", "lat": 52.6, "lon": 13.4 }
+    })
 }
 
 /// A JSON POST as a client would send it.

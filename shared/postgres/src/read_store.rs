@@ -1,8 +1,9 @@
-//! Where the runner keeps its read models: the backend's own (SQLite, or DynamoDB on the AWS
-//! backend) or PostgreSQL (`--read-store postgres://...`), as a deployment chooses with the
-//! template's `ReadStore`. Everything else (the write model, the log, the archive) stays on
-//! the backend.
+//! One read store chosen at start: the deployment's native one (DynamoDB on AWS, SQLite in
+//! the embedded runner) or PostgreSQL, as the template's `ReadStore` and the runner's
+//! `--read-store` choose. Everything else (the write model, the log, the archive) stays where
+//! it is.
 
+use crate::PgReadModels;
 use std::collections::HashMap;
 use timeline_core::ports::{
     Lookup, Page, PageRequest, Parked, PositionOf, ReadModelError, ReadModelQueries,
@@ -10,7 +11,6 @@ use timeline_core::ports::{
 };
 use timeline_core::views::HistoryEntry;
 use timeline_core::{StreamKey, Timestamp};
-use timeline_postgres::PgReadModels;
 
 #[derive(Clone, Debug)]
 pub enum ReadStore<N> {
