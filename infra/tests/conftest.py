@@ -40,6 +40,12 @@ def publish_mode(request):
     return request.param
 
 
+@pytest.fixture(scope="session", params=["dynamodb", "aurora-postgresql"])
+def read_store(request):
+    """Each value of the template's ReadStore: every test of the transform runs with both."""
+    return request.param
+
+
 def deployed_as(node, conditions):
     """The template as CloudFormation deploys it with these conditions: their resources kept or
     dropped, their `Fn::If` decided (`AWS::NoValue` removed). Other conditions stay as written."""
@@ -63,9 +69,9 @@ def deployed_as(node, conditions):
 
 
 @pytest.fixture(scope="session")
-def transformed(template, publish_mode):
+def transformed(template, publish_mode, read_store):
     """The CloudFormation template that the SAM transform makes of template.yaml, as deployed
-    with `PublishMode` set to `publish_mode`."""
+    with `PublishMode` set to `publish_mode` and `ReadStore` to `read_store`."""
     sam = copy.deepcopy(template)
     for name, resource in sam["Resources"].items():
         if resource["Type"] == "AWS::Serverless::Function":
@@ -88,4 +94,13 @@ def transformed(template, publish_mode):
         },
     )
     stream = publish_mode == "stream"
-    return deployed_as(translated, {"RelayByStream": stream, "PublishInline": not stream})
+    aurora = read_store == "aurora-postgresql"
+    return deployed_as(
+        translated,
+        {
+            "RelayByStream": stream,
+            "PublishInline": not stream,
+            "UseAurora": aurora,
+            "UseDynamoDbReadStore": not aurora,
+        },
+    )

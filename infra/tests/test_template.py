@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, deployed_as
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -82,11 +82,23 @@ def env_constants():
     return dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', text))
 
 
-def required_variables(crate):
-    """The variables a function crate reads with `required(...)` (it stops at start-up without)."""
+def binary_sources(crate, binary):
+    """The sources a binary is built from: its own main, and the crate's library if it uses it."""
+    own = crate / "src" / "main.rs" if (crate / "src" / "main.rs").exists() and crate.name == binary else crate / "src" / "bin" / f"{binary}.rs"
+    sources = [own]
+    library = crate.name.replace("-", "_") + "::"
+    if library in own.read_text() or own.name == "main.rs":
+        sources += [
+            p for p in (crate / "src").rglob("*.rs") if "bin" not in p.relative_to(crate / "src").parts and p.name != "main.rs"
+        ]
+    return sources
+
+
+def required_variables(crate, binary):
+    """The variables a binary reads with `required(...)` (it stops at start-up without)."""
     constants = env_constants()
     names = set()
-    for source in (crate / "src").rglob("*.rs"):
+    for source in binary_sources(crate, binary):
         text = source.read_text()
         for const in re.findall(r"required\(\s*(\w+)", text):
             names.add(constants[const])
@@ -94,6 +106,12 @@ def required_variables(crate):
         if "write_ports(" in text:
             names |= {constants["WRITE_MODEL_TABLE"], constants["EVENT_STREAM_NAME"]}
     return names
+
+
+def opens_the_read_store(crate, binary):
+    """Whether a binary opens the read store its environment names."""
+    text = "".join(p.read_text() for p in binary_sources(crate, binary))
+    return "read_store::open_from_env" in text or "ReadStoreSettings::from_env" in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,16 +159,38 @@ def test_the_command_handler_outlasts_its_calls_so_a_stalled_publish_still_answe
     assert 4 * int(operation.group(1)) < fn["Timeout"] <= 29
 
 
-def test_every_function_environment_names_resources_that_exist(template, transformed, resources):
+def read_store_conditions(read_store):
+    aurora = read_store == "aurora-postgresql"
+    return {"UseAurora": aurora, "UseDynamoDbReadStore": not aurora}
+
+
+# What a function that opens the read store (shared/aws/src/read_store.rs) needs, per ReadStore.
+READ_STORE_VARIABLES = {
+    "dynamodb": {"READ_STORE", "READ_MODEL_TABLE"},
+    "aurora-postgresql": {"READ_STORE", "READ_STORE_URL", "READ_STORE_AUTH"},
+}
+
+
+def test_every_function_environment_names_resources_that_exist(template, transformed, resources, read_store):
     by_env = {t["env"]: t["logical_id"] for t in resources["tables"]}
     by_env[resources["stream"]["env"]] = resources["stream"]["logical_id"]
     by_env[resources["bucket"]["env"]] = resources["bucket"]["logical_id"]
     by_env["EVENT_BUS_NAME"] = "IntegrationBus"
     known = binaries()
     all_resources = transformed["Resources"]
-    for name, fn in functions(template).items():
+    for name, fn in functions(deployed_as(template, read_store_conditions(read_store))).items():
         variables = fn["Properties"].get("Environment", {}).get("Variables", {})
         for var, value in variables.items():
+            if var == "READ_STORE":
+                assert value == {"Ref": "ReadStore"}, name
+                continue
+            if var == "READ_STORE_AUTH":
+                assert value == "iam", f"{name}: the read store is reached with IAM tokens only"
+                continue
+            if var == "READ_STORE_URL":
+                url = value["Fn::Sub"]
+                assert url == "postgres://timeline@${ReadStoreProxy.Endpoint}:5432/timeline?sslmode=require", name
+                continue
             if var == resources["bucket"]["prefix_env"]:
                 assert value == resources["bucket"]["prefix"], f"{name}: {var}"
                 continue
@@ -161,8 +201,12 @@ def test_every_function_environment_names_resources_that_exist(template, transfo
             assert target in all_resources, f"{name}: {var} names no resource of the template"
             assert by_env.get(var) == target, f"{name}: {var} must name {by_env.get(var)}"
         # And nothing the code requires at start-up is missing.
-        crate = known[fn["Metadata"]["BuildProperties"]["Binary"]]
-        missing = required_variables(crate) - set(variables)
+        binary = fn["Metadata"]["BuildProperties"]["Binary"]
+        crate = known[binary]
+        needed = required_variables(crate, binary)
+        if opens_the_read_store(crate, binary):
+            needed |= READ_STORE_VARIABLES[read_store]
+        missing = needed - set(variables)
         assert not missing, f"{name} ({crate.name}) needs {sorted(missing)}"
 
 
@@ -318,15 +362,40 @@ def test_no_allow_statement_has_a_wildcard_action_or_an_unnamed_resource(transfo
 API_GATEWAY_LOGS_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
 
 
-def test_roles_carry_only_the_managed_policies_sam_attaches(transformed):
+VPC_ACCESS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+# With ReadStore aurora-postgresql: the functions that reach the read store.
+IN_THE_VPC = {
+    "ProcessorFunction",
+    "QueryFunction",
+    "HydratorFunction",
+    "HydratorApiFunction",
+    "ReadStoreMigrateFunction",
+}
+
+
+def managed_policies(role):
+    return {
+        m if isinstance(m, str) else m["Fn::Sub"].replace("${AWS::Partition}", "aws") if "Fn::Sub" in m else m["Ref"]
+        for m in role["Properties"].get("ManagedPolicyArns", [])
+    }
+
+
+def test_roles_carry_only_the_managed_policies_sam_attaches(transformed, read_store):
     roles = of_type(transformed["Resources"], "AWS::IAM::Role")
     for name, role in roles.items():
-        managed = {
-            m if isinstance(m, str) else m["Fn::Sub"].replace("${AWS::Partition}", "aws")
-            for m in role["Properties"].get("ManagedPolicyArns", [])
-        }
+        managed = managed_policies(role)
         pollers = ("ProcessorFunctionRole", "DistributorFunctionRole")
         allowed = SAM_MANAGED_POLICIES | ({KINESIS_POLLER_POLICY} if name in pollers else set())
+        if name.removesuffix("Role") in IN_THE_VPC:
+            # Their network interfaces in the VPC: SAM attaches this whenever a function has a
+            # VpcConfig, even one that ReadStore dynamodb leaves empty.
+            allowed = allowed | {VPC_ACCESS_POLICY}
+            if read_store == "aurora-postgresql":
+                # And the one grant to the database.
+                allowed = allowed | {"ReadStoreConnectPolicy"}
+                assert {VPC_ACCESS_POLICY, "ReadStoreConnectPolicy"} <= managed, name
+        if name == "ReadStoreProxyRole":
+            allowed = set()
         if name == "OutboxRelayFunctionRole":
             allowed = SAM_MANAGED_POLICIES | {DYNAMODB_STREAM_POLLER_POLICY}
         if name == "ApiGatewayCloudWatchRole":
@@ -334,14 +403,16 @@ def test_roles_carry_only_the_managed_policies_sam_attaches(transformed):
         assert managed <= allowed, f"{name}: {managed - allowed}"
         for s in listify(role["Properties"]["AssumeRolePolicyDocument"]["Statement"]):
             assert s["Action"] in ("sts:AssumeRole", ["sts:AssumeRole"]), name
-            if name == "VideoPipelineRole":
+            if name == "ReadStoreProxyRole":
+                assert s["Principal"] == {"Service": "rds.amazonaws.com"}
+            elif name == "VideoPipelineRole":
                 # Principals of this account only (whoever the account lets assume it).
                 assert s["Principal"] == {"AWS": {"Fn::Sub": "arn:aws:iam::${AWS::AccountId}:root"}}
             else:
                 assert set(s["Principal"]) == {"Service"}, name
 
 
-def test_each_function_may_touch_only_what_it_uses(transformed, publish_mode):
+def test_each_function_may_touch_only_what_it_uses(transformed, publish_mode, read_store):
     def grants(role):
         out = {}
         for policy in transformed["Resources"][role]["Properties"].get("Policies", []):
@@ -361,9 +432,24 @@ def test_each_function_may_touch_only_what_it_uses(transformed, publish_mode):
             "dynamodb": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
             "kinesis": {"kinesis:PutRecord"},
         }
-    assert set(grants("QueryFunctionRole")) == {"dynamodb"}
-    assert grants("QueryFunctionRole")["dynamodb"] == {"dynamodb:GetItem", "dynamodb:Query"}
-    assert set(grants("ProcessorFunctionRole")) == {"dynamodb", "sqs"}
+    if read_store == "dynamodb":
+        assert set(grants("QueryFunctionRole")) == {"dynamodb"}
+        assert grants("QueryFunctionRole")["dynamodb"] == {"dynamodb:GetItem", "dynamodb:Query"}
+        assert set(grants("ProcessorFunctionRole")) == {"dynamodb", "sqs"}
+        assert "ReadStoreConnectPolicy" not in transformed["Resources"]
+    else:
+        # The read models are in Aurora: no function may touch the read-model table, and
+        # the only grant to the database is signing in as its one user, through the proxy.
+        assert grants("QueryFunctionRole") == {}
+        assert set(grants("ProcessorFunctionRole")) == {"sqs"}
+        for role in ("HydratorFunctionRole", "HydratorApiFunctionRole"):
+            for s in statements_of(transformed, role):
+                assert "ReadModelTable" not in json.dumps(s["Resource"]), role
+        (statement,) = transformed["Resources"]["ReadStoreConnectPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        assert statement["Action"] == ["rds-db:connect"]
+        arn, values = statement["Resource"]["Fn::Sub"]
+        assert arn.endswith(":dbuser:${ProxyId}/timeline")
+        assert values["ProxyId"]["Fn::Select"][1]["Fn::Split"][1] == {"Fn::GetAtt": ["ReadStoreProxy", "DBProxyArn"]}
     assert set(grants("HydratorApiFunctionRole")) == {"dynamodb", "kinesis", "s3"}
     assert grants("DistributorFunctionRole") == {"events": {"events:PutEvents"}}
     # The time-travel API only reads.
@@ -529,7 +615,8 @@ def test_tables_match_the_one_resource_definition(template, resources):
 
 def test_the_queries_may_use_exactly_the_read_model_indexes(template, resources):
     (read_model,) = [t for t in resources["tables"] if t["logical_id"] == "ReadModelTable"]
-    statements = functions(template)["QueryFunction"]["Properties"]["Policies"][0]["Statement"]
+    dynamodb = deployed_as(template, read_store_conditions("dynamodb"))
+    statements = functions(dynamodb)["QueryFunction"]["Properties"]["Policies"][0]["Statement"]
     granted = {str(r) for s in statements for r in listify(s["Resource"])}
     for index in read_model["indexes"]:
         assert any(f"/index/{index['name']}" in g for g in granted), index["name"]
