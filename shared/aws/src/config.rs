@@ -93,11 +93,56 @@ pub fn timeout_config() -> TimeoutConfig {
 pub const S3_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(15), Duration::from_secs(25));
 
 /// The SDK settings every client starts from: region, credentials and endpoints from the
-/// environment, and the retry and timeout settings above.
+/// environment, the retry and timeout settings above, and [`https_client`].
 pub fn sdk_loader() -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .retry_config(retry_config())
         .timeout_config(timeout_config())
+        .http_client(https_client())
+}
+
+/// The SDK's default HTTPS client (hyper, rustls on aws-lc, certificates and host names
+/// verified), trusting Mozilla's root certificates compiled into the binary instead of
+/// reading the system's store (some 300 files on Amazon Linux) when a function starts.
+/// AWS's endpoints chain to Amazon's roots, which are among them.
+pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    https_client_trusting(Vec::new())
+}
+
+/// [`https_client`] that also trusts the given PEM roots (an emulator or a proxy of your own
+/// behind TLS).
+pub fn https_client_trusting(
+    extra_pem: Vec<Vec<u8>>,
+) -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    let mut roots = TrustStore::empty().with_native_roots(false);
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        roots.add_pem_certificate(pem(cert));
+    }
+    for cert in extra_pem {
+        roots.add_pem_certificate(cert);
+    }
+    let context = TlsContext::builder()
+        .with_trust_store(roots)
+        .build()
+        .expect("a TLS context from valid roots");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https()
+}
+
+/// A DER certificate as PEM (what the SDK's trust store takes).
+fn pem(der: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out.into_bytes()
 }
 
 /// Loads the shared SDK configuration (region, credentials, endpoint overrides).

@@ -1,6 +1,6 @@
 //! Connections: a pool over TLS when the URL asks for it (`sslmode=require`), the server's
-//! certificate always verified (chain and host name) against the system's roots and any
-//! extra ones given, and, for IAM authentication, a password made afresh for every new
+//! certificate always verified (chain and host name) against Mozilla's roots and any extra
+//! ones given, and, for IAM authentication, a password made afresh for every new
 //! connection (an RDS IAM token lives 15 minutes; a connection outlives it, which is fine:
 //! the token is checked only when connecting).
 
@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -43,8 +43,8 @@ pub trait PasswordSource: Send + Sync + 'static {
 /// How to connect, beyond what the URL says.
 #[derive(Default, Clone)]
 pub struct ConnectOptions {
-    /// PEM certificates trusted besides the system's (for example the RDS CA bundle when
-    /// connecting to Aurora directly; RDS Proxy presents certificates the system trusts).
+    /// PEM certificates trusted besides Mozilla's (for example the RDS CA bundle when
+    /// connecting to Aurora directly; RDS Proxy presents certificates under Amazon's roots).
     pub extra_roots_pem: Option<Vec<u8>>,
     /// A password made per connection instead of the URL's.
     pub password: Option<Arc<dyn PasswordSource>>,
@@ -112,12 +112,11 @@ fn client_config(roots: RootCertStore) -> rustls::ClientConfig {
     .with_no_client_auth()
 }
 
-/// The system's roots (read once per process) and the extra ones.
+/// Mozilla's roots, compiled in (as the SDK's clients trust them: see `timeline_aws::config`),
+/// and the extra ones.
 fn roots(extra_pem: Option<&[u8]>) -> Result<RootCertStore, ConnectError> {
-    static SYSTEM: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    let system = SYSTEM.get_or_init(|| rustls_native_certs::load_native_certs().certs);
     let mut store = RootCertStore::empty();
-    store.add_parsable_certificates(system.iter().cloned());
+    store.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
     if let Some(pem) = extra_pem {
         for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|e| ConnectError::Roots(format!("a certificate: {e}")))?;
@@ -128,7 +127,7 @@ fn roots(extra_pem: Option<&[u8]>) -> Result<RootCertStore, ConnectError> {
     }
     if store.is_empty() {
         return Err(ConnectError::Roots(
-            "none in the system's store and none given".into(),
+            "none compiled in and none given".into(),
         ));
     }
     Ok(store)

@@ -31,29 +31,7 @@ impl TlsFront {
         server: SocketAddr,
         check: impl Fn(&str, u16) -> bool + Send + Sync + 'static,
     ) -> Self {
-        let ca_key = KeyPair::generate().expect("a CA key");
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "timeline test CA");
-        let ca_cert = ca.self_signed(&ca_key).expect("a CA certificate");
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().expect("a server key");
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("server parameters")
-            .signed_by(&key, &issuer)
-            .expect("a server certificate");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .expect("a server configuration");
+        let (config, ca_pem) = server_config();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let addr = listener.local_addr().expect("its address");
@@ -70,7 +48,7 @@ impl TlsFront {
         });
         TlsFront {
             addr,
-            ca_pem: ca_cert.pem(),
+            ca_pem,
             passwords,
         }
     }
@@ -79,6 +57,35 @@ impl TlsFront {
     pub fn passwords(&self) -> Vec<String> {
         self.passwords.lock().unwrap().clone()
     }
+}
+
+/// A TLS server's configuration with a certificate for 127.0.0.1 and `localhost`, signed by a
+/// CA made on the spot, and that CA as PEM (for a client that should trust it).
+pub fn server_config() -> (rustls::ServerConfig, String) {
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "timeline test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("a CA certificate");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("a server key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server parameters")
+        .signed_by(&key, &issuer)
+        .expect("a server certificate");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(cert.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .expect("a server configuration");
+    (config, ca_cert.pem())
 }
 
 async fn session(
