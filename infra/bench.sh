@@ -30,6 +30,7 @@ if [ "$which" = all ] || [ "$which" = sustained ]; then
 fi
 if [ "$which" = all ] || [ "$which" = processor ]; then
     cargo bench --locked -p processor --bench throughput
+    cargo bench --locked -p processor --bench in_process
 fi
 case "$which" in coldstart | sustained | processor) exit 0 ;; esac
 

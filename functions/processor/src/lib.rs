@@ -31,14 +31,19 @@ impl<R: ReadModelStore, C: Clock> ProcessorHandler<R, C> {
     /// Applies a batch and says where Kinesis must resume: the first record that could not
     /// be applied, or nothing when all were.
     pub async fn handle(&self, event: KinesisBatch) -> KinesisEventResponse {
+        let outcome = self.project(event).await;
+        report(&outcome);
+        timeline_aws::kinesis_batch::response(outcome.first_failure.map(|(_, seq)| seq))
+    }
+
+    /// Applies a batch and says what happened, without logging it.
+    pub async fn project(&self, event: KinesisBatch) -> BatchOutcome {
         let records: Vec<IncomingRecord> = event
             .records
             .into_iter()
             .map(batch::BatchRecord::into_incoming)
             .collect();
-        let outcome = self.processor.process(&records, self.clock.now()).await;
-        report(&outcome);
-        timeline_aws::kinesis_batch::response(outcome.first_failure.map(|(_, seq)| seq))
+        self.processor.process(&records, self.clock.now()).await
     }
 }
 

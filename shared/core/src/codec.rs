@@ -69,19 +69,25 @@ pub fn decode_event<A: Aggregate>(envelope: &EventEnvelope) -> Result<A::Event, 
             known,
         });
     }
-    let mut data = envelope.data.clone();
+    // Borrowed when already at the current schema (the common case): no copy of the payload.
+    let mut data = std::borrow::Cow::Borrowed(&envelope.data);
     while version < known {
-        data = A::upcast(&envelope.event_type, version, data).ok_or_else(|| {
-            DecodeError::MissingUpcaster {
-                event_id: envelope.event_id.clone(),
-                event_type: envelope.event_type.clone(),
-                from: version,
-            }
-        })?;
+        data = std::borrow::Cow::Owned(
+            A::upcast(&envelope.event_type, version, data.into_owned()).ok_or_else(|| {
+                DecodeError::MissingUpcaster {
+                    event_id: envelope.event_id.clone(),
+                    event_type: envelope.event_type.clone(),
+                    from: version,
+                }
+            })?,
+        );
         version += 1;
     }
-    let tagged = json!({ "type": envelope.event_type, "data": data });
-    serde_json::from_value(tagged).map_err(|source| {
+    let tagged = tagged::Tagged {
+        event_type: &envelope.event_type,
+        data: &data,
+    };
+    <A::Event as serde::Deserialize>::deserialize(tagged).map_err(|source| {
         // serde says "unknown variant `T`" for a type T the enum does not have. Match the
         // envelope's own type: an unknown value of an enum inside a known event's payload
         // also says "unknown variant", and that is a bad payload, not an unknown type.
@@ -155,4 +161,67 @@ pub fn decode_raw<A: Aggregate>(
         data,
     };
     decode_event::<A>(&envelope)
+}
+
+/// `{"type": <event type>, "data": <payload>}`, as the event enums are tagged, read from
+/// borrowed parts: the payload is not copied into a new `Value` to decode it.
+mod tagged {
+    use serde::de::value::BorrowedStrDeserializer;
+    use serde::de::{DeserializeSeed, MapAccess, Visitor};
+    use serde_json::Value;
+
+    pub struct Tagged<'a> {
+        pub event_type: &'a str,
+        pub data: &'a Value,
+    }
+
+    impl<'de> serde::Deserializer<'de> for Tagged<'de> {
+        type Error = serde_json::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+            visitor.visit_map(Fields {
+                tagged: self,
+                next: 0,
+            })
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
+            enum identifier ignored_any
+        }
+    }
+
+    struct Fields<'a> {
+        tagged: Tagged<'a>,
+        next: u8,
+    }
+
+    impl<'de> MapAccess<'de> for Fields<'de> {
+        type Error = serde_json::Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Self::Error> {
+            let key = match self.next {
+                0 => "type",
+                1 => "data",
+                _ => return Ok(None),
+            };
+            seed.deserialize(BorrowedStrDeserializer::new(key))
+                .map(Some)
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.next += 1;
+            match self.next {
+                1 => seed.deserialize(BorrowedStrDeserializer::new(self.tagged.event_type)),
+                _ => seed.deserialize(self.tagged.data),
+            }
+        }
+    }
 }

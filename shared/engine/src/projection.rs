@@ -213,7 +213,7 @@ impl<R: ReadModelStore> Processor<R> {
         }
 
         let keys: Vec<StreamKey> = runs.iter().map(|r| r.key.clone()).collect();
-        let stored = if keys.is_empty() {
+        let mut stored = if keys.is_empty() {
             HashMap::new()
         } else {
             match self.store.load_views(&keys).await {
@@ -238,7 +238,8 @@ impl<R: ReadModelStore> Processor<R> {
         // `Send` for every lifetime), then run at most `concurrency` at once, in order.
         let pending: Vec<_> = runs
             .iter()
-            .map(|run| self.apply_run(run, records, stored.get(&run.key).cloned(), now))
+            // Each entity's view is taken, not copied: one run per entity.
+            .map(|run| self.apply_run(run, records, stored.remove(&run.key), now))
             .collect();
         let ends: Vec<RunEnd> = stream::iter(pending)
             .buffered(self.concurrency)
