@@ -131,6 +131,7 @@ fn postgres_pool(
     let options = ConnectOptions {
         extra_roots_pem: extra_roots_pem.clone(),
         password,
+        connect_timeout: None,
     };
     Ok(timeline_postgres::pool_with(url, options)?)
 }

@@ -10,12 +10,19 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Connections one process keeps: a Lambda handles one batch at a time, and RDS Proxy (or
 /// Aurora's own limit) shares them between instances.
 pub const POOL_SIZE: usize = 4;
+
+/// How long making a connection (TCP, TLS, sign-in) may take, and how long a caller waits for
+/// a free one, unless the options say otherwise: a proxy or cluster that does not answer (a
+/// failover, a scaling pause, a network rule) is an error well inside any function's time,
+/// not a function killed at its timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -48,6 +55,8 @@ pub struct ConnectOptions {
     pub extra_roots_pem: Option<Vec<u8>>,
     /// A password made per connection instead of the URL's.
     pub password: Option<Arc<dyn PasswordSource>>,
+    /// Instead of [`CONNECT_TIMEOUT`].
+    pub connect_timeout: Option<Duration>,
 }
 
 /// A pool of connections to `url` (`postgres://user[:password]@host[:port]/database`).
@@ -58,14 +67,18 @@ pub fn pool(url: &str) -> Result<Pool, ConnectError> {
 
 /// [`pool`] with [`ConnectOptions`].
 pub fn pool_with(url: &str, options: ConnectOptions) -> Result<Pool, ConnectError> {
-    let config: tokio_postgres::Config = url
+    let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e: tokio_postgres::Error| ConnectError::Url(e.to_string()))?;
+    let timeout = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(timeout);
+    }
     if options.password.is_some() && config.get_ssl_mode() != SslMode::Require {
         return Err(ConnectError::TokenWithoutTls);
     }
     let tls = match config.get_ssl_mode() {
-        // No certificates are read for a server that is never asked for TLS.
+        // No roots are parsed for a server that is never asked for TLS.
         SslMode::Disable => MakeRustlsConnect::new(client_config(RootCertStore::empty())),
         _ => MakeRustlsConnect::new(client_config(roots(options.extra_roots_pem.as_deref())?)),
     };
@@ -83,6 +96,10 @@ pub fn pool_with(url: &str, options: ConnectOptions) -> Result<Pool, ConnectErro
     );
     Pool::builder(manager)
         .max_size(POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        // The TCP connect is bounded by the driver; TLS and sign-in by this.
+        .create_timeout(Some(timeout))
+        .wait_timeout(Some(timeout))
         .build()
         .map_err(|e| ConnectError::Pool(e.to_string()))
 }

@@ -228,3 +228,33 @@ async fn reports_sum_fares_per_driver_per_day_and_count_failure_reasons() {
         [reason("timeout", 2), reason("codec", 1)]
     );
 }
+
+/// A server that takes the connection and never answers (a proxy during a failover, a rule
+/// that drops packets): opening fails within the connect timeout, it never hangs.
+#[tokio::test]
+async fn a_server_that_never_answers_is_an_error_within_the_connect_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    for mode in ["disable", "require"] {
+        let options = timeline_postgres::ConnectOptions {
+            connect_timeout: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        };
+        let url = format!("postgres://timeline@127.0.0.1:{port}/timeline?sslmode={mode}");
+        let pool = timeline_postgres::pool_with(&url, options).unwrap();
+        // The outer bound only stops a hang from stalling the suite; the error says which
+        // timeout ended it.
+        let opened = tokio::time::timeout(std::time::Duration::from_secs(30), pool.get())
+            .await
+            .expect("the pool gives up by itself");
+        let error = opened.expect_err("nothing answers");
+        assert!(error.to_string().contains("Timeout"), "{mode}: {error}");
+    }
+    held.abort();
+}
