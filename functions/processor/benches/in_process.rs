@@ -7,15 +7,16 @@
 //! Run: `cargo bench -p processor --bench in_process` (or `infra/bench.sh processor`).
 //! `PROCESSOR_BATCHES` (default 2000) sets the batches of 100 records.
 
-use base64::Engine;
 use processor::{KinesisBatch, ProcessorHandler};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
+use timeline_aws::stream_reader::StreamRecord;
 use timeline_core::ports::{
     Parked, PositionOf, ReadModelError, ReadModelStore, StoredView, SystemClock, ViewWrite,
 };
 use timeline_core::StreamKey;
+use timeline_testkit::kinesis_event_json;
 
 // The shard's batches; its timing helper is the other benchmarks'.
 #[path = "shard.rs"]
@@ -75,32 +76,24 @@ impl ReadModelStore for Stub {
 
 /// The batches as the event source mapping delivers them to the function: JSON bytes.
 fn lambda_events(batches: usize) -> Vec<Vec<u8>> {
-    let b64 = base64::engine::general_purpose::STANDARD;
     shard(batches)
         .into_iter()
         .map(|batch| {
-            let records: Vec<serde_json::Value> = batch
-                .iter()
-                .map(|r| {
-                    serde_json::json!({
-                        "kinesis": {
-                            "kinesisSchemaVersion": "1.0",
-                            "partitionKey": r.partition_key,
-                            "sequenceNumber": r.sequence_number,
-                            "data": b64.encode(&r.data),
-                            "approximateArrivalTimestamp": 1_796_205_600.0
-                        },
-                        "eventSource": "aws:kinesis",
-                        "eventVersion": "1.0",
-                        "eventID": format!("shardId-000000000000:{}", r.sequence_number),
-                        "eventName": "aws:kinesis:record",
-                        "invokeIdentityArn": "arn:aws:iam::000000000000:role/processor",
-                        "awsRegion": "us-east-1",
-                        "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/timeline"
-                    })
+            let records: Vec<StreamRecord> = batch
+                .into_iter()
+                .map(|r| StreamRecord {
+                    shard_id: r.shard_id.unwrap_or_default(),
+                    sequence_number: r.sequence_number,
+                    partition_key: r.partition_key,
+                    data: r.data,
+                    approximate_arrival_millis: Some(1_796_205_600_000),
                 })
                 .collect();
-            serde_json::to_vec(&serde_json::json!({ "Records": records })).unwrap()
+            serde_json::to_vec(&kinesis_event_json(
+                &records,
+                "arn:aws:kinesis:us-east-1:000000000000:stream/timeline",
+            ))
+            .unwrap()
         })
         .collect()
 }
