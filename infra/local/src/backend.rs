@@ -114,8 +114,9 @@ impl Backend for EmbeddedBackend {
     type Checkpoints = Checkpoint;
     type TableStream = Embedded;
 
+    /// The log is this database's own: a command's head and record go in one transaction.
     fn write_store(&self) -> Embedded {
-        self.db.clone()
+        self.db.appending_on_commit()
     }
     fn event_log(&self) -> Embedded {
         self.db.clone()

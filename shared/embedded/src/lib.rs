@@ -12,10 +12,13 @@
 //!   history with DynamoDB's ordering and paging (see `read_models`);
 //! - [`LocalArchive`]: Firehose's object layout in a directory, as the S3 archive has it.
 //!
-//! One connection, behind a mutex, serves a handle and its clones; SQLite work runs on
-//! tokio's blocking pool when there is a runtime (inline otherwise), and the lock is never
-//! held across an `.await`. Other processes may open the same directory (WAL mode and a
-//! busy timeout make them wait for each other's writes, never corrupt them).
+//! One writing connection, behind a mutex, serves a handle and its clones; reads go to a
+//! small pool of reading connections, which in WAL mode see the last committed state without
+//! waiting for the writer (so queries, head loads and log reads never queue behind a
+//! commit). SQLite work runs on tokio's blocking pool when there is a runtime (inline
+//! otherwise), and no lock is held across an `.await`. Other processes may open the same
+//! directory (WAL mode and a busy timeout make them wait for each other's writes, never
+//! corrupt them).
 
 mod archive;
 mod log;
@@ -98,8 +101,14 @@ pub struct EmbeddedOptions {
     pub shard_count: Option<u32>,
 }
 
+/// Reading connections kept open for reuse; more may be open at once under load (each is
+/// closed when the pool already holds this many).
+const IDLE_READERS: usize = 4;
+
 struct Inner {
     conn: Mutex<Connection>,
+    /// Idle reading connections (see [`Embedded::with_reader`]).
+    readers: Mutex<Vec<Connection>>,
     dir: PathBuf,
     shard_count: u32,
 }
@@ -108,6 +117,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Embedded {
     inner: Arc<Inner>,
+    /// See [`Embedded::appending_on_commit`].
+    append_on_commit: bool,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -115,6 +126,7 @@ impl std::fmt::Debug for Embedded {
         f.debug_struct("Embedded")
             .field("dir", &self.inner.dir)
             .field("shard_count", &self.inner.shard_count)
+            .field("append_on_commit", &self.append_on_commit)
             .finish()
     }
 }
@@ -160,10 +172,28 @@ impl Embedded {
         Ok(Embedded {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
+                readers: Mutex::new(Vec::new()),
                 dir: dir.to_owned(),
                 shard_count,
             }),
+            append_on_commit: false,
         })
+    }
+
+    /// This handle, as the write-model store of commands whose log is this database's own
+    /// log: [`WriteModelStore::commit_and_append`](timeline_core::ports::WriteModelStore::commit_and_append)
+    /// then commits a head and appends its outbox in one transaction (the engine asks for
+    /// it when it publishes inline). Never use it with a log elsewhere: the record would
+    /// land here instead.
+    pub fn appending_on_commit(&self) -> Embedded {
+        Embedded {
+            append_on_commit: true,
+            ..self.clone()
+        }
+    }
+
+    pub fn appends_on_commit(&self) -> bool {
+        self.append_on_commit
     }
 
     /// The data directory.
@@ -186,30 +216,79 @@ impl Embedded {
         LocalArchive::new(self.inner.dir.join(ARCHIVE_DIR), prefix)
     }
 
-    /// Runs `work` with the connection: on tokio's blocking pool inside a runtime, inline
-    /// outside one. The lock is taken and released on that thread.
+    /// Runs `work` with the writing connection: on tokio's blocking pool inside a runtime,
+    /// inline outside one. The lock is taken and released on that thread.
     async fn with_conn<T, F>(&self, work: F) -> T
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> T + Send + 'static,
     {
         let inner = self.inner.clone();
-        let run = move || {
+        blocking(move || {
             // A panic while holding the lock rolled its transaction back (a dropped
             // `Transaction` rolls back), so the connection is still sound.
             let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
             work(&mut conn)
-        };
-        if tokio::runtime::Handle::try_current().is_err() {
-            return run();
-        }
-        match tokio::task::spawn_blocking(run).await {
-            Ok(value) => value,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Only happens when the runtime shuts down under us.
-            Err(e) => panic!("embedded store task was cancelled: {e}"),
-        }
+        })
+        .await
     }
+
+    /// Runs a read with a reading connection of the pool (opened when none is idle). Each
+    /// statement outside a transaction reads the last committed state, whoever wrote it, so
+    /// a read after a write on this handle sees that write. If no reading connection can be
+    /// opened, the read waits for the writing one instead.
+    async fn with_reader<T, F>(&self, work: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> T + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let idle = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let Some(reader) = idle.or_else(|| open_reader(&inner.dir.join(DATABASE_FILE))) else {
+                let conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
+                return work(&conn);
+            };
+            let value = work(&reader);
+            let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            if readers.len() < IDLE_READERS {
+                readers.push(reader);
+            }
+            value
+        })
+        .await
+    }
+}
+
+/// Runs `run` on tokio's blocking pool inside a runtime, inline outside one.
+async fn blocking<T: Send + 'static>(run: impl FnOnce() -> T + Send + 'static) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return run();
+    }
+    match tokio::task::spawn_blocking(run).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only happens when the runtime shuts down under us.
+        Err(e) => panic!("embedded store task was cancelled: {e}"),
+    }
+}
+
+/// A connection that only reads (`query_only`: a write through it is an error, not a write
+/// that skipped the writer's lock). The database is already set up by the writer.
+fn open_reader(path: &Path) -> Option<Connection> {
+    let open = || -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(conn)
+    };
+    open()
+        .inspect_err(|e| tracing::warn!(path = %path.display(), error = %e, "no reading connection; reading through the writer"))
+        .ok()
 }
 
 /// The positions of one follower of the log (the pump, the event source mapping), kept in
@@ -235,7 +314,7 @@ impl Checkpoints for Checkpoint {
         let key = self.key.clone();
         let stored: Option<String> = self
             .db
-            .with_conn(move |conn| {
+            .with_reader(move |conn| {
                 conn.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |row| {
                     row.get(0)
                 })
@@ -423,4 +502,47 @@ fn setup_schema(
     };
     tx.commit().map_err(db)?;
     Ok(shard_count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn dir() -> Dir {
+        Dir(std::env::temp_dir().join(format!("embedded-readers-{}", uuid::Uuid::new_v4())))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::await_holding_lock)] // holding the writer across the read is the point
+    async fn reads_go_on_while_the_writer_is_held() {
+        let dir = dir();
+        let db = Embedded::open(&dir.0).unwrap();
+        let positions = HashMap::from([("shardId-000000000000".to_owned(), "7".to_owned())]);
+        db.checkpoint("reader").save(&positions).await.unwrap();
+
+        // The writing connection is busy (held here as a long transaction would hold it):
+        // a read still answers, with what was committed.
+        let held = db.inner.conn.lock().unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(5), db.checkpoint("reader").load())
+            .await
+            .expect("the read did not wait for the writer")
+            .unwrap();
+        drop(held);
+        assert_eq!(read, positions);
+    }
+
+    #[test]
+    fn a_reading_connection_refuses_writes() {
+        let dir = dir();
+        let _db = Embedded::open(&dir.0).unwrap();
+        let reader = open_reader(&dir.0.join(DATABASE_FILE)).expect("a reader opens");
+        let write = reader.execute("INSERT INTO meta (key, value) VALUES ('x', 'y')", []);
+        assert!(write.is_err(), "{write:?}");
+    }
 }

@@ -90,7 +90,8 @@ fn position(after: Option<&str>) -> Result<After, LogError> {
     }
 }
 
-fn publish(
+/// Appends one record (inside the caller's transaction, if any).
+pub(crate) fn append(
     conn: &Connection,
     shard_count: u32,
     partition_key: &str,
@@ -226,7 +227,7 @@ impl EventLog for Embedded {
         let (partition_key, data) = log_entry(record)?;
         let shard_count = self.shard_count();
         let arrival = Timestamp::from_datetime(chrono::Utc::now());
-        self.with_conn(move |conn| publish(conn, shard_count, &partition_key, &data, arrival))
+        self.with_conn(move |conn| append(conn, shard_count, &partition_key, &data, arrival))
             .await
     }
 }
@@ -266,7 +267,7 @@ impl StreamReader for Embedded {
         };
         let limit = limit.clamp(1, MAX_READ);
         let records = self
-            .with_conn(move |conn| read(conn, index, &from, limit))
+            .with_reader(move |conn| read(conn, index, &from, limit))
             .await?;
         let end = if records.len() < limit {
             PageEnd::CaughtUp
@@ -293,7 +294,7 @@ impl StreamReader for Embedded {
             return Ok(Some(Vec::new()));
         };
         let key = partition_key.to_owned();
-        self.with_conn(move |conn| read_key(conn, shard, &key, &from))
+        self.with_reader(move |conn| read_key(conn, shard, &key, &from))
             .await
             .map(Some)
     }

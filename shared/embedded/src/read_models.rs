@@ -236,7 +236,7 @@ impl ReadModelStore for Embedded {
         keys: &[StreamKey],
     ) -> Result<HashMap<StreamKey, StoredView>, ReadModelError> {
         let keys = keys.to_vec();
-        self.with_conn(move |conn| load_views(conn, &keys)).await
+        self.with_reader(move |conn| load_views(conn, &keys)).await
     }
 
     async fn write(&self, w: ViewWrite) -> Result<(), ReadModelError> {
@@ -271,7 +271,7 @@ impl ReadModelStore for Embedded {
     }
 
     async fn parked(&self) -> Result<Vec<Parked>, ReadModelError> {
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             let mut statement = conn
                 .prepare("SELECT entry FROM parked")
                 .map_err(unavailable)?;
@@ -290,7 +290,7 @@ impl ReadModelStore for Embedded {
 
     async fn parked_entity(&self, entity: &str) -> Result<Option<Parked>, ReadModelError> {
         let entity = entity.to_owned();
-        self.with_conn(move |conn| parked_entry(conn, &entity))
+        self.with_reader(move |conn| parked_entry(conn, &entity))
             .await
     }
 
@@ -352,7 +352,7 @@ impl ReadModelStore for Embedded {
 impl ReadModelQueries for Embedded {
     async fn view(&self, key: &StreamKey) -> Result<Option<serde_json::Value>, ReadModelError> {
         let key = key.clone();
-        self.with_conn(move |conn| view(conn, &key)).await
+        self.with_reader(move |conn| view(conn, &key)).await
     }
 
     async fn list(
@@ -361,7 +361,8 @@ impl ReadModelQueries for Embedded {
         page: &PageRequest,
     ) -> Result<Page<serde_json::Value>, ReadModelError> {
         let (lookup, page) = (lookup.clone(), page.clone());
-        self.with_conn(move |conn| list(conn, &lookup, &page)).await
+        self.with_reader(move |conn| list(conn, &lookup, &page))
+            .await
     }
 
     async fn history(
@@ -372,7 +373,7 @@ impl ReadModelQueries for Embedded {
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>, ReadModelError> {
         let (key, page) = (key.clone(), page.clone());
-        self.with_conn(move |conn| history(conn, &key, from, to, &page))
+        self.with_reader(move |conn| history(conn, &key, from, to, &page))
             .await
     }
 }

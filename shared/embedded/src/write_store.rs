@@ -15,12 +15,12 @@ use crate::Embedded;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use timeline_core::ports::Stored;
 use timeline_core::ports::{
-    Commit, CommitError, Head, IdempotencyRecord, StoreError, WriteModelStore,
+    log_entry, Commit, CommitError, Head, IdempotencyRecord, Published, StoreError, WriteModelStore,
 };
 use timeline_core::ports::{ReadModelError, StoredView};
-use timeline_core::EventEnvelope;
 use timeline_core::StreamKey;
 use timeline_core::Timestamp;
+use timeline_core::{CommitRecord, EventEnvelope};
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("sqlite: {e}"))
@@ -77,12 +77,13 @@ impl HeadRow {
 }
 
 fn load_head(conn: &Connection, key: &StreamKey) -> Result<Option<Head>, StoreError> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT pk, aggregate_type, aggregate_id, version, state, pending, last_occurred_at,
                 updated_at, created_at
          FROM heads WHERE pk = ?1",
-        [key.partition_key()],
-        |row| {
+    )
+    .and_then(|mut s| {
+        s.query_row([key.partition_key()], |row| {
             Ok(HeadRow {
                 pk: row.get(0)?,
                 aggregate_type: row.get(1)?,
@@ -94,9 +95,9 @@ fn load_head(conn: &Connection, key: &StreamKey) -> Result<Option<Head>, StoreEr
                 updated_at: row.get(7)?,
                 created_at: row.get(8)?,
             })
-        },
-    )
-    .optional()
+        })
+        .optional()
+    })
     .map_err(unavailable)?
     .map(HeadRow::into_head)
     .transpose()
@@ -106,10 +107,25 @@ fn version_param(version: u64) -> Result<i64, StoreError> {
     i64::try_from(version).map_err(|_| corrupt(format!("version {version} is out of range")))
 }
 
-fn commit(conn: &mut Connection, commit: &Commit) -> Result<(), CommitError> {
+/// The conditional commit; with `log` (a shard count: this database's log is the commands'
+/// log), the new head's whole outbox also goes onto the log as one record in the same
+/// transaction and the head is stored with nothing pending. A record the log would refuse
+/// (too large) stays in the outbox for the publish step to report.
+fn commit(
+    conn: &mut Connection,
+    commit: &Commit,
+    log: Option<u32>,
+) -> Result<Option<Published>, CommitError> {
     let head = &commit.head;
     let pk = head.key.partition_key();
-    let pending = serde_json::to_string(&head.pending).map_err(corrupt)?;
+    let entry = match log {
+        Some(_) if !head.pending.is_empty() => CommitRecord::new(head.pending.clone())
+            .ok()
+            .and_then(|record| log_entry(&record).ok()),
+        _ => None,
+    };
+    let pending: &[EventEnvelope] = if entry.is_some() { &[] } else { &head.pending };
+    let pending_json = serde_json::to_string(pending).map_err(corrupt)?;
     let state = serde_json::to_string(&head.state).map_err(corrupt)?;
     let version = version_param(head.version)?;
     // IMMEDIATE: take the write lock before reading, so another process cannot slip a
@@ -122,36 +138,47 @@ fn commit(conn: &mut Connection, commit: &Commit) -> Result<(), CommitError> {
         put_idempotency(&tx, record, commit.now)?;
     }
     let current: Option<i64> = tx
-        .query_row("SELECT version FROM heads WHERE pk = ?1", [&pk], |row| {
-            row.get(0)
-        })
-        .optional()
+        .prepare_cached("SELECT version FROM heads WHERE pk = ?1")
+        .and_then(|mut s| s.query_row([&pk], |row| row.get(0)).optional())
         .map_err(unavailable)?;
     if current.map_or(0, |v| v as u64) != commit.expected_version {
         return Err(CommitError::HeadConflict);
     }
-    let first = head.pending.first();
-    tx.execute(
+    let first = pending.first();
+    let pending_from = first.map(|e| version_param(e.version)).transpose()?;
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO heads (pk, aggregate_type, aggregate_id, version, state, pending,
              pending_from, pending_since, last_occurred_at, updated_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
+    )
+    .and_then(|mut s| {
+        s.execute(params![
             pk,
             head.key.aggregate_type,
             head.key.aggregate_id,
             version,
             state,
-            pending,
-            first.map(|e| version_param(e.version)).transpose()?,
+            pending_json,
+            pending_from,
             first.map(|e| e.recorded_at.as_millis()),
             head.last_occurred_at.map(|t| t.to_string()),
             head.updated_at.to_string(),
             head.created_at.map(|t| t.to_string()),
-        ],
-    )
+        ])
+    })
     .map_err(unavailable)?;
+    let published = match (log, entry) {
+        (Some(shard_count), Some((partition_key, data))) => {
+            let arrival = Timestamp::from_datetime(chrono::Utc::now());
+            Some(
+                crate::log::append(&tx, shard_count, &partition_key, &data, arrival)
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            )
+        }
+        _ => None,
+    };
     tx.commit().map_err(unavailable)?;
-    Ok(())
+    Ok(published)
 }
 
 fn confirm_published(
@@ -227,36 +254,36 @@ fn put_idempotency(
     now: Timestamp,
 ) -> Result<(), CommitError> {
     let live: Option<i64> = tx
-        .query_row(
-            "SELECT expires_at FROM idempotency WHERE key = ?1",
-            [&record.key],
-            |row| row.get(0),
-        )
-        .optional()
+        .prepare_cached("SELECT expires_at FROM idempotency WHERE key = ?1")
+        .and_then(|mut s| s.query_row([&record.key], |row| row.get(0)).optional())
         .map_err(unavailable)?;
     if live.is_some_and(|expires_at| expires_at > now.as_millis()) {
         return Err(CommitError::IdempotencyConflict);
     }
-    tx.execute(
+    tx.prepare_cached(
         "DELETE FROM idempotency WHERE key IN
              (SELECT key FROM idempotency WHERE expires_at <= ?1 LIMIT 16)",
-        [now.as_millis()],
     )
+    .and_then(|mut s| s.execute([now.as_millis()]))
     .map_err(unavailable)?;
-    tx.execute(
+    let outcome = serde_json::to_string(&record.outcome).map_err(corrupt)?;
+    let version = version_param(record.version)?;
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO idempotency (key, fingerprint, aggregate_type, aggregate_id,
              version, outcome, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
+    )
+    .and_then(|mut s| {
+        s.execute(params![
             record.key,
             record.fingerprint,
             record.stream.aggregate_type,
             record.stream.aggregate_id,
-            version_param(record.version)?,
-            serde_json::to_string(&record.outcome).map_err(corrupt)?,
+            version,
+            outcome,
             record.expires_at.as_millis(),
-        ],
-    )
+        ])
+    })
     .map_err(unavailable)?;
     Ok(())
 }
@@ -322,11 +349,19 @@ fn pending_heads(conn: &Connection, limit: usize) -> Result<Vec<StreamKey>, Stor
 impl WriteModelStore for Embedded {
     async fn load_head(&self, key: &StreamKey) -> Result<Option<Head>, StoreError> {
         let key = key.clone();
-        self.with_conn(move |conn| load_head(conn, &key)).await
+        self.with_reader(move |conn| load_head(conn, &key)).await
     }
 
     async fn commit(&self, c: Commit) -> Result<(), CommitError> {
-        self.with_conn(move |conn| commit(conn, &c)).await
+        self.with_conn(move |conn| commit(conn, &c, None).map(|_| ()))
+            .await
+    }
+
+    /// Appends in the commit's transaction only on a handle made by
+    /// [`Embedded::appending_on_commit`] (this database's log is the commands' log).
+    async fn commit_and_append(&self, c: Commit) -> Result<Option<Published>, CommitError> {
+        let log = self.appends_on_commit().then(|| self.shard_count());
+        self.with_conn(move |conn| commit(conn, &c, log)).await
     }
 
     async fn confirm_published(
@@ -351,14 +386,15 @@ impl WriteModelStore for Embedded {
         now: Timestamp,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let key = key.to_owned();
-        self.with_conn(move |conn| load_idempotency(conn, &key, now))
+        self.with_reader(move |conn| load_idempotency(conn, &key, now))
             .await
     }
 
     /// Heads with pending events, oldest pending first; `limit` is clamped to 1..=1000 as
     /// the DynamoDB query's is.
     async fn pending_heads(&self, limit: usize) -> Result<Vec<StreamKey>, StoreError> {
-        self.with_conn(move |conn| pending_heads(conn, limit)).await
+        self.with_reader(move |conn| pending_heads(conn, limit))
+            .await
     }
 }
 

@@ -23,8 +23,15 @@ use timeline_engine::write::CommandService;
 
 type Service = CommandService<Embedded, Embedded, SystemClock>;
 
-fn service(store: &Embedded) -> Service {
-    CommandService::new(store.clone(), store.clone(), SystemClock)
+/// Commands on `store`; with `appending`, each commit and its record go in one transaction
+/// (as the local runner writes), else the protocol's commit, publish and confirm.
+fn service(store: &Embedded, appending: bool) -> Service {
+    let write = if appending {
+        store.appending_on_commit()
+    } else {
+        store.clone()
+    };
+    CommandService::new(write, store.clone(), SystemClock)
 }
 
 fn place(address: &str, lat: f64, lon: f64) -> Location {
@@ -270,18 +277,28 @@ async fn assert_matches_fold<A: ReadModel>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_then_the_processor_give_the_views_a_fold_of_the_log_gives_across_a_restart() {
+    scenario(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appending_on_commit_gives_the_same_log_views_and_history() {
+    scenario(true).await;
+}
+
+/// The same record counts either way: one record per commit, none doubled.
+async fn scenario(appending: bool) {
     let dir = TempDir::new();
     let mut positions = BTreeMap::new();
     {
         let store = dir.open();
-        let service = service(&store);
+        let service = service(&store, appending);
         first_half(&service).await;
         assert_eq!(process_log(&store, &mut positions).await, 11);
         assert_eq!(assert_views_equal_the_fold_of_the_log(&store).await, 4);
     }
     // Restart: the same directory, a new handle, the reader resuming from its positions.
     let store = dir.open();
-    let service = service(&store);
+    let service = service(&store, appending);
     second_half(&service).await;
     assert_eq!(process_log(&store, &mut positions).await, 4);
     assert_eq!(assert_views_equal_the_fold_of_the_log(&store).await, 4);
@@ -330,9 +347,18 @@ async fn commands_then_the_processor_give_the_views_a_fold_of_the_log_gives_acro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commands_on_one_ride_keep_versions_contiguous_on_the_log() {
+    concurrent_commands(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appending_commands_leave_nothing_pending_and_one_record_each() {
+    concurrent_commands(true).await;
+}
+
+async fn concurrent_commands(appending: bool) {
     let dir = TempDir::new();
     let store = dir.open();
-    let service = std::sync::Arc::new(service(&store));
+    let service = std::sync::Arc::new(service(&store, appending));
     ride_cmd(&service, "busy", book("rider-1")).await;
     // Ten fare adjustments at once: every one lands (retrying on conflicts) or reports
     // contention; none is lost or duplicated.
@@ -360,6 +386,20 @@ async fn concurrent_commands_on_one_ride_keep_versions_contiguous_on_the_log() {
             Err(e) => panic!("{e}"),
         }
     }
+    if appending {
+        // Each commit carried its own record: nothing for a sweep, no record twice.
+        assert!(store.pending_heads(100).await.unwrap().is_empty());
+        let mut records = 0;
+        for shard in store.shards().await.unwrap() {
+            records += store
+                .read(&shard.id, &ReadFrom::Oldest, 1000)
+                .await
+                .unwrap()
+                .records
+                .len();
+        }
+        assert_eq!(records, 1 + landed);
+    }
     // Two publishes can race to confirm: the later one's condition (the outbox still starts
     // where its record started) may fail, leaving published events pending, as with every
     // store. The sweep republishes them and readers dedupe.
@@ -376,9 +416,18 @@ async fn concurrent_commands_on_one_ride_keep_versions_contiguous_on_the_log() {
 
 #[tokio::test]
 async fn a_repeated_idempotency_key_replays_from_the_embedded_store() {
+    repeated_key(false).await;
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_replays_when_appending_on_commit() {
+    repeated_key(true).await;
+}
+
+async fn repeated_key(appending: bool) {
     let dir = TempDir::new();
     let store = dir.open();
-    let service = service(&store);
+    let service = service(&store, appending);
     let keyed = |fingerprint: &str| {
         let mut r = request("idem", book("rider-1"));
         r.idempotency = Some(IdempotencyKey::given("k-1", fingerprint));
@@ -397,7 +446,7 @@ async fn a_repeated_idempotency_key_replays_from_the_embedded_store() {
     drop(service);
     drop(store);
     let store = dir.open();
-    let service = self::service(&store);
+    let service = self::service(&store, appending);
     assert!(
         service
             .execute::<RideAggregate>(keyed("fp"))

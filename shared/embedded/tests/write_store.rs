@@ -36,21 +36,37 @@ async fn a_commit_creates_the_head_then_moves_it_only_from_the_version_read() {
     assert_eq!(versions(&head), [1, 2, 3]);
 }
 
-/// Fifty commits at once, alternating between two handles on the directory (two SQLite
-/// connections, as two processes would have).
+/// `store` for even `i`, for odd `i` a second handle on its database opened the same way
+/// (connections of its own, as a second process would have).
+fn alternating(
+    store: &timeline_embedded::Embedded,
+) -> impl Fn(usize) -> timeline_embedded::Embedded {
+    let other = timeline_embedded::Embedded::open(store.dir()).unwrap();
+    let other = if store.appends_on_commit() {
+        other.appending_on_commit()
+    } else {
+        other
+    };
+    let store = store.clone();
+    move |i| {
+        if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        }
+    }
+}
+
+/// Fifty commits at once, alternating between two handles on the directory.
 async fn race(
     store: &timeline_embedded::Embedded,
     make: impl Fn(usize) -> Commit,
 ) -> Vec<Result<(), CommitError>> {
-    let other = timeline_embedded::Embedded::open(store.dir()).unwrap();
+    let handle = alternating(store);
     let barrier = Arc::new(tokio::sync::Barrier::new(50));
     let tasks: Vec<_> = (0..50)
         .map(|i| {
-            let store = if i % 2 == 0 {
-                store.clone()
-            } else {
-                other.clone()
-            };
+            let store = handle(i);
             let barrier = barrier.clone();
             let commit = make(i);
             tokio::spawn(async move {
@@ -319,4 +335,134 @@ fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
             panic!("the store's futures complete on their first poll outside a runtime")
         }
     }
+}
+
+/// Every record on the log, oldest first, with the versions it carries.
+async fn log_versions(store: &timeline_embedded::Embedded) -> Vec<(String, Vec<u64>)> {
+    use timeline_core::ports::StreamReader;
+    let mut records = Vec::new();
+    for shard in store.shards().await.unwrap() {
+        let page = store
+            .read(&shard.id, &timeline_core::shards::ReadFrom::Oldest, 100)
+            .await
+            .unwrap();
+        for r in page.records {
+            let events = timeline_core::codec::decode_record(&r.data).unwrap().events;
+            records.push((
+                r.sequence_number,
+                events.iter().map(|e| e.version).collect(),
+            ));
+        }
+    }
+    records.sort();
+    records
+}
+
+#[tokio::test]
+async fn appending_on_commit_puts_the_head_and_its_whole_outbox_on_the_log_in_one_step() {
+    let dir = TempDir::new();
+    let plain = dir.open();
+    let appending = plain.appending_on_commit();
+    let key = ride("1");
+
+    // A handle not made for it keeps the protocol's two steps: the events wait in the outbox.
+    let published = plain
+        .commit_and_append(commit(&key, 0, 1, 1, noon()))
+        .await
+        .unwrap();
+    assert_eq!(published, None);
+    assert_eq!(
+        versions(&plain.load_head(&key).await.unwrap().unwrap()),
+        [1]
+    );
+    assert!(log_versions(&plain).await.is_empty());
+
+    // Appending, the record holds every pending event (v1 left over, v2 new), in order, and
+    // the head keeps none.
+    let published = appending
+        .commit_and_append(commit(&key, 1, 2, 1, noon()))
+        .await
+        .unwrap()
+        .expect("appended");
+    let head = appending.load_head(&key).await.unwrap().unwrap();
+    assert_eq!((head.version, versions(&head)), (2, vec![]));
+    assert_eq!(
+        log_versions(&plain).await,
+        [(published.sequence_number.clone(), vec![1, 2])]
+    );
+    assert_eq!(
+        published.shard_id,
+        timeline_embedded::shard_id(timeline_embedded::shard_of(
+            &key.partition_key(),
+            plain.shard_count()
+        ))
+    );
+    // The head left the sweep's index.
+    assert!(plain.pending_heads(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_commit_appends_nothing() {
+    let dir = TempDir::new();
+    let store = dir.open().appending_on_commit();
+    let (a, b) = (ride("a"), ride("b"));
+    let expires = noon().plus_millis(60_000);
+    let mut first = commit(&a, 0, 1, 1, noon());
+    first.idempotency = Some(idempotency("k", &a, 1, expires));
+    store.commit_and_append(first).await.unwrap().unwrap();
+    let before = log_versions(&store).await;
+    assert_eq!(before.len(), 1);
+
+    // A head that moved, and a key in use: refused, and the log is as it was.
+    assert_eq!(
+        store.commit_and_append(commit(&a, 0, 1, 1, noon())).await,
+        Err(CommitError::HeadConflict)
+    );
+    let mut reused = commit(&b, 0, 1, 1, noon());
+    reused.idempotency = Some(idempotency("k", &b, 1, expires));
+    assert_eq!(
+        store.commit_and_append(reused).await,
+        Err(CommitError::IdempotencyConflict)
+    );
+    assert_eq!(log_versions(&store).await, before);
+    assert_eq!(store.load_head(&b).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_appending_commits_put_one_record_per_winner_in_version_order() {
+    let dir = TempDir::new();
+    let store = dir.open().appending_on_commit();
+    let key = ride("hot");
+    // Fifty writers, each reading the head and committing the next version until it wins
+    // once, on two handles (two connections).
+    let handle = alternating(&store);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = handle(i);
+            let key = key.clone();
+            tokio::spawn(async move {
+                loop {
+                    let at = store
+                        .load_head(&key)
+                        .await
+                        .unwrap()
+                        .map_or(0, |h| h.version);
+                    match store
+                        .commit_and_append(commit(&key, at, at + 1, at + 1, noon()))
+                        .await
+                    {
+                        Ok(published) => return published.expect("appended"),
+                        Err(CommitError::HeadConflict | CommitError::Busy) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let log = log_versions(&store).await;
+    let versions: Vec<Vec<u64>> = log.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(versions, (1..=50).map(|v| vec![v]).collect::<Vec<_>>());
 }

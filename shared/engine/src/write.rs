@@ -268,8 +268,23 @@ impl<S: WriteModelStore, L: EventLog, C: Clock> CommandService<S, L, C> {
         now: Timestamp,
     ) -> Step<Result<CommandOutcome, CommandError<A::Error>>> {
         let new_head = commit.head.clone();
-        match self.store.commit(commit).await {
-            Ok(()) => {
+        // Inline, a store that holds the log too appends in the commit's own transaction.
+        let committed = match self.config.publish {
+            PublishMode::Inline => self.store.commit_and_append(commit).await,
+            PublishMode::Stream => self.store.commit(commit).await.map(|()| None),
+        };
+        match committed {
+            Ok(Some(published)) => {
+                tracing::info!(
+                    stream = %key, through = new_head.version,
+                    shard_id = %published.shard_id,
+                    sequence_number = %published.sequence_number,
+                    "committed and published"
+                );
+                outcome.published = true;
+                Step::Done(Ok(outcome))
+            }
+            Ok(None) => {
                 self.hand_over(&new_head, new_head.version, &mut outcome)
                     .await;
                 Step::Done(Ok(outcome))

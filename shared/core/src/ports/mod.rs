@@ -97,6 +97,19 @@ pub trait WriteModelStore: Send + Sync {
 
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), CommitError>> + Send;
 
+    /// Commits as [`commit`](Self::commit) does and, in a store that keeps the commands' log
+    /// in the same database (the embedded backend), appends the new head's whole outbox to
+    /// that log as one record in the same transaction, leaving nothing pending and nothing
+    /// to confirm: the write protocol's steps 3 and 4 as one atomic step. `Some` says where
+    /// the record went; `None` (the default, and any store whose log is elsewhere) means the
+    /// events wait in the outbox for the publish step.
+    fn commit_and_append(
+        &self,
+        commit: Commit,
+    ) -> impl Future<Output = Result<Option<Published>, CommitError>> + Send {
+        async move { self.commit(commit).await.map(|()| None) }
+    }
+
     /// Drops outbox events `from..=through` once a record holding them is on the log.
     /// Conditional, so it never drops events it did not publish.
     fn confirm_published(
