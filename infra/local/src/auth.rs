@@ -4,7 +4,9 @@
 //! expiry, and hands the handlers the same API Gateway request context a Cognito authorizer
 //! (users) or an IAM-authorized route (services) would, so the same identity and policy
 //! code runs here and in Lambda. A request without a valid token reaches no handler's
-//! business: it is answered 401.
+//! business: it is answered 401. A token once verified is remembered until it expires, as
+//! API Gateway caches an authorizer's answer per token, so a client repeating its token pays
+//! a lookup instead of a signature check.
 
 use anyhow::Context;
 use aws_lc_rs::rand::SystemRandom;
@@ -16,11 +18,17 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 use timeline_core::access::{Caller, Role};
 
 pub const ISSUER: &str = "timeline-local";
 pub const AUDIENCE: &str = "timeline-api";
+/// Seconds of clock skew allowed on a token's expiry.
+const LEEWAY_SECS: u64 = 5;
+/// How many verified tokens are remembered at most.
+const VERIFIED_TOKENS: usize = 1024;
 /// Where a service token's principal lives, as an IAM role session would name it.
 const SERVICE_ARN_PREFIX: &str = "arn:aws:sts::000000000000:assumed-role/";
 
@@ -49,6 +57,33 @@ pub struct Issuer {
     verifying: DecodingKey,
     kid: String,
     jwks: JwkSet,
+    verified: Verified,
+}
+
+/// Tokens whose signature and claims were checked, with their caller and expiry. Only tokens
+/// this issuer signed get in, so its size is bounded by what the issuer minted and by
+/// [`VERIFIED_TOKENS`]; a hit is still refused once the token expires.
+#[derive(Default)]
+struct Verified(Mutex<HashMap<String, (Caller, u64)>>);
+
+impl Verified {
+    fn get(&self, token: &str, now: u64) -> Option<Caller> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(token)
+            .filter(|(_, exp)| now <= exp + LEEWAY_SECS)
+            .map(|(caller, _)| caller.clone())
+    }
+
+    fn put(&self, token: &str, caller: &Caller, exp: u64, now: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= VERIFIED_TOKENS {
+            map.retain(|_, (_, exp)| now <= *exp + LEEWAY_SECS);
+            if map.len() >= VERIFIED_TOKENS {
+                map.clear();
+            }
+        }
+        map.insert(token.to_owned(), (caller.clone(), exp));
+    }
 }
 
 impl Issuer {
@@ -90,6 +125,7 @@ impl Issuer {
             verifying,
             kid,
             jwks,
+            verified: Verified::default(),
         })
     }
 
@@ -134,24 +170,30 @@ impl Issuer {
 
     /// The caller a bearer token proves, or why it proves nothing.
     pub fn verify(&self, token: &str) -> Result<Caller, String> {
+        let now = now_secs();
+        if let Some(caller) = self.verified.get(token, now) {
+            return Ok(caller);
+        }
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         let data = jsonwebtoken::decode::<Claims>(token, &self.verifying, &validation)
             .map_err(|e| e.to_string())?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.sub.len() > 256 {
             return Err("the token's subject is empty or too long".into());
         }
-        Ok(match claims.service {
+        let caller = match claims.service {
             Some(role) => Caller::service(format!("{SERVICE_ARN_PREFIX}{role}/local")),
             None => Caller::user(
                 claims.sub,
                 claims.groups.iter().filter_map(|g| Role::from_group(g)),
             ),
-        })
+        };
+        self.verified.put(token, &caller, claims.exp, now);
+        Ok(caller)
     }
 
     /// The caller of a request's `Authorization` header, if it proves one.
@@ -252,5 +294,49 @@ mod tests {
             serde_json::from_slice(&std::fs::read(d.join("issuer/jwks.json")).unwrap()).unwrap();
         assert_eq!(jwks.keys.len(), 1);
         let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires_and_a_tampered_copy_is_not() {
+        let d = dir();
+        let issuer = Issuer::open(&d).unwrap();
+        let rider = Caller::user("rider-7", [Role::Rider]);
+        let token = issuer.mint(&rider, 60).unwrap();
+        assert_eq!(issuer.verify(&token), Ok(rider.clone()));
+        assert_eq!(issuer.verified.get(&token, now_secs()), Some(rider.clone()));
+        assert_eq!(issuer.verify(&token), Ok(rider.clone()), "answered again");
+
+        // A changed signature is another string: it is checked, and refused.
+        let at = token.rfind('.').unwrap() + 10;
+        let flipped = if &token[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+        assert!(issuer.verify(&forged).is_err());
+
+        // Past its expiry (and the leeway) the remembered answer is no answer.
+        let exp = issuer.verified.0.lock().unwrap()[&token].1;
+        assert_eq!(issuer.verified.get(&token, exp + LEEWAY_SECS), Some(rider));
+        assert_eq!(issuer.verified.get(&token, exp + LEEWAY_SECS + 1), None);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn the_remembered_tokens_stay_bounded_dropping_the_expired_first() {
+        let verified = Verified::default();
+        let now = 1_000;
+        let who = Caller::user("u", []);
+        verified.put("old", &who, now - 100, now);
+        for i in 1..VERIFIED_TOKENS {
+            verified.put(&format!("t{i}"), &who, now + 60, now);
+        }
+        verified.put("new", &who, now + 60, now);
+        let len = verified.0.lock().unwrap().len();
+        assert_eq!(len, VERIFIED_TOKENS, "the expired one made room");
+        assert_eq!(verified.get("old", now), None);
+        assert_eq!(verified.get("t1", now), Some(who.clone()));
+
+        verified.put("one more", &who, now + 60, now);
+        let len = verified.0.lock().unwrap().len();
+        assert!(len <= VERIFIED_TOKENS, "{len} remembered");
+        assert_eq!(verified.get("one more", now), Some(who));
     }
 }
