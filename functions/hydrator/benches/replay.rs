@@ -1,5 +1,6 @@
 //! Archive replay benchmark, figures side by side in one run (not a timed test):
-//! - the floor: the same gzip objects merely decompressed and split into lines;
+//! - the outside baseline: `zcat | wc -l` over the objects on disk (one thread);
+//! - the floor: the same gzip objects merely decompressed and split into lines (both cores);
 //! - a full replay into the state of every entity (decode, dedupe, order, fold), both cores;
 //! - one entity's state as of a time, on a 10,000-event and a 1,000,000-event archive.
 //!
@@ -252,6 +253,24 @@ fn floor(objects: &[(String, Vec<u8>)]) -> (usize, u64) {
         .fold((0, 0), |(l, r), (a, b)| (l + a, r + b))
 }
 
+/// The outside baseline: `zcat | wc -l` over the same objects on disk, one thread each (the
+/// system's gzip). None if there is no `zcat` here.
+fn zcat(archive: &Archive) -> Option<(usize, f64)> {
+    let paths: Vec<PathBuf> = archive.keys.iter().map(|k| archive.dir.join(k)).collect();
+    let t = Instant::now();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("zcat \"$@\" | wc -l")
+        .arg("sh")
+        .args(&paths)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let seconds = t.elapsed().as_secs_f64();
+    let lines = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some((lines, seconds))
+}
+
 /// Full replay, the hydrator's way: parse each object in place (only the fields a fold
 /// needs), fold every event into its entity's state. Both workers parse; entities are split
 /// over partitions so they also fold at once.
@@ -406,6 +425,10 @@ fn main() {
         small.events, small.keys.len(), small.bytes as f64 / 1e6, big.events, big.keys.len(), big.bytes as f64 / 1e6, t.elapsed().as_secs_f64()
     );
 
+    let zcat = zcat(&big);
+    if let Some((lines, _)) = zcat {
+        assert_eq!(lines, big.events, "zcat | wc -l counts one line per event");
+    }
     let objects = read_all(&big);
     let rss_before = rss_mib();
     let t = Instant::now();
@@ -427,6 +450,15 @@ fn main() {
         raw as f64 / 1e6
     );
     println!("  {:<52} {:>12} {:>14}", "", "events/s", "seconds");
+    match zcat {
+        Some((lines, zcat_s)) => println!(
+            "  {:<52} {:>12.0} {:>14.2}",
+            "baseline: zcat | wc -l (one thread, from disk)",
+            lines as f64 / zcat_s,
+            zcat_s
+        ),
+        None => println!("  baseline: zcat | wc -l: no zcat on this machine"),
+    }
     println!(
         "  {:<52} {:>12.0} {:>14.2}",
         "floor: decompress + split lines",
@@ -446,6 +478,9 @@ fn main() {
         envelopes_s
     );
     println!("  replay / floor: {:.2}x the time", replay_s / floor_s);
+    if let Some((_, zcat_s)) = zcat {
+        println!("  replay / zcat: {:.2}x the time", replay_s / zcat_s);
+    }
     println!("  peak memory: {:.0} MiB with the archive's {:.0} MB held in memory ({:.0} MiB before the replay)", rss_mib(), big.bytes as f64 / 1e6, rss_before);
     drop(objects);
 
