@@ -33,12 +33,22 @@ pub struct KinesisData {
     pub approximate_arrival_timestamp: Option<f64>,
 }
 
+/// Decodes the base64 text where it lies in the event (no copy of it first).
 fn base64_data<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-    use base64::Engine;
-    let text = String::deserialize(d)?;
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(serde::de::Error::custom)
+    struct Base64;
+    impl serde::de::Visitor<'_> for Base64 {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("base64 text")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(E::custom)
+        }
+    }
+    d.deserialize_str(Base64)
 }
 
 impl BatchRecord {
@@ -114,5 +124,16 @@ mod tests {
         assert_eq!(r.shard_id.as_deref(), Some("shardId-000000000003"));
         assert_eq!(r.sequence_number, "4959");
         assert_eq!(r.data, br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn data_that_is_not_base64_is_refused_with_the_reason() {
+        let bad = r#"{"Records":[{"kinesis":{"sequenceNumber":"1","partitionKey":"ride#1","data":"not base64!"}}]}"#;
+        let err = serde_json::from_str::<KinesisBatch>(bad).unwrap_err();
+        assert!(err.to_string().contains("Invalid"), "{err}");
+        // A JSON escape inside the text (legal, if unusual) still decodes.
+        let escaped = r#"{"Records":[{"kinesis":{"sequenceNumber":"1","partitionKey":"ride#1","data":"eyJhIjoxfQ\u003d\u003d"}}]}"#;
+        let batch: KinesisBatch = serde_json::from_str(escaped).unwrap();
+        assert_eq!(batch.records[0].kinesis.data, br#"{"a":1}"#);
     }
 }

@@ -34,9 +34,47 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ` written into `buf`, without allocating: views and history
+    /// entries carry several timestamps each, and chrono's general formatter (a `String`
+    /// per call, then another for serde) was a tenth of the processor's time. Years outside
+    /// 0..=9999 (which RFC 3339 does not cover) take chrono's path.
+    fn write_rfc3339<'b>(&self, buf: &'b mut [u8; 24]) -> Option<&'b str> {
+        use chrono::{Datelike, Timelike};
+        let year = self.0.year();
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        let fields = [
+            (0, 4, year as u32),
+            (5, 2, self.0.month()),
+            (8, 2, self.0.day()),
+            (11, 2, self.0.hour()),
+            (14, 2, self.0.minute()),
+            (17, 2, self.0.second()),
+            // A leap second shows as 1,000+ milliseconds; chrono writes it as :60.
+            (20, 3, self.0.timestamp_subsec_millis()),
+        ];
+        if fields[6].2 > 999 {
+            return None;
+        }
+        *buf = *b"0000-00-00T00:00:00.000Z";
+        for (at, width, mut value) in fields {
+            for i in (at..at + width).rev() {
+                buf[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        std::str::from_utf8(buf).ok()
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+        match self.write_rfc3339(&mut [0; 24]) {
+            Some(text) => f.write_str(text),
+            None => f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        }
     }
 }
 
@@ -55,7 +93,10 @@ impl FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self.write_rfc3339(&mut [0; 24]) {
+            Some(text) => s.serialize_str(text),
+            None => s.collect_str(self),
+        }
     }
 }
 
@@ -77,6 +118,48 @@ mod tests {
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(json, "\"2026-11-28T08:01:02.123Z\"");
         assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+    }
+
+    #[test]
+    fn the_fast_writer_says_exactly_what_chrono_says() {
+        // Every field's edges, leap days, the far ends of the range, and a spread between.
+        let mut millis: Vec<i64> = vec![
+            0,
+            -1,
+            1,
+            999,
+            -62_167_219_200_000, // 0000-01-01T00:00:00.000Z
+            253_402_300_799_999, // 9999-12-31T23:59:59.999Z
+            951_782_400_000,     // 2000-02-29
+            4_107_542_399_999,   // 2100-02-28T23:59:59.999Z
+            1_796_205_600_123,
+        ];
+        let mut x: i64 = 0x2545_f491;
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            millis.push(
+                (x >> 16).rem_euclid(253_402_300_800_000 + 62_167_219_200_000) - 62_167_219_200_000,
+            );
+        }
+        for m in millis {
+            let t = Timestamp::from_millis(m).unwrap();
+            let chrono = t.0.to_rfc3339_opts(SecondsFormat::Millis, true);
+            assert_eq!(t.to_string(), chrono, "{m}");
+            assert_eq!(
+                serde_json::to_string(&t).unwrap(),
+                format!("\"{chrono}\""),
+                "{m}"
+            );
+            assert_eq!(chrono.parse::<Timestamp>().unwrap(), t, "{m}");
+        }
+        // Outside RFC 3339's years: chrono's own form, still round trips through serde.
+        for m in [-62_167_219_200_001, 253_402_300_800_000] {
+            let t = Timestamp::from_millis(m).unwrap();
+            assert_eq!(
+                t.to_string(),
+                t.0.to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        }
     }
 
     #[test]

@@ -492,7 +492,7 @@ fn decode(record: &IncomingRecord) -> Result<(StreamKey, Vec<EventEnvelope>), Pa
     let key = commit
         .stream_key()
         .expect("validated records are not empty");
-    if key.partition_key() != record.partition_key {
+    if !key.is_partition_key(&record.partition_key) {
         return Err(ParkReason::Undecodable {
             reason: format!(
                 "record for {key} arrived under partition key {}",
