@@ -26,6 +26,10 @@ use shard::{env_or, shard, BATCH};
 
 const AIM: f64 = 200_000.0;
 
+// The function's own allocator (its main.rs), so the figure is the deployed binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A read store without I/O: the latest view of each entity in a map, everything else dropped.
 /// A load hands the view over rather than copying it (a real store decodes a fresh one,
 /// which is the store's cost, not the processor's); every batch here writes each entity it

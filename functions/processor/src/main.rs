@@ -6,6 +6,10 @@ use processor::{KinesisBatch, ProcessorHandler};
 use timeline_aws::Clients;
 use timeline_core::ports::SystemClock;
 
+// See the workspace manifest: allocation is most of what a batch costs besides parsing.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     timeline_http::init_logging();
