@@ -253,16 +253,15 @@ pub fn pipeline() -> Caller {
 mod tests {
     use super::*;
 
-    fn dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("issuer-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// The issuer's directory (its signing key), removed when the test ends.
+    fn dir() -> tempfile::TempDir {
+        tempfile::Builder::new().prefix("issuer").tempdir().unwrap()
     }
 
     #[test]
     fn a_token_proves_its_caller_and_nothing_else_does() {
         let d = dir();
-        let issuer = Issuer::open(&d).unwrap();
+        let issuer = Issuer::open(d.path()).unwrap();
         let rider = Caller::user("rider-42", [Role::Rider]);
         let token = issuer.mint(&rider, 60).unwrap();
         assert_eq!(issuer.verify(&token), Ok(rider));
@@ -281,25 +280,26 @@ mod tests {
         );
         let expired = issuer.mint_until(&operator(), now_secs() - 60).unwrap();
         assert!(issuer.verify(&expired).is_err(), "an expired token");
-        let other = Issuer::open(&dir()).unwrap();
+        let other_dir = dir();
+        let other = Issuer::open(other_dir.path()).unwrap();
         assert!(other.verify(&token).is_err(), "another issuer's token");
         assert_eq!(issuer.caller_of(None), None);
         assert_eq!(issuer.caller_of(Some("Basic abc")), None);
         assert_eq!(issuer.caller_of(Some("Bearer not-a-token")), None);
 
         // The key is kept: a second start verifies the first one's tokens.
-        let again = Issuer::open(&d).unwrap();
+        let again = Issuer::open(d.path()).unwrap();
         assert!(again.verify(&token).is_ok());
         let jwks: JwkSet =
-            serde_json::from_slice(&std::fs::read(d.join("issuer/jwks.json")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(d.path().join("issuer/jwks.json")).unwrap())
+                .unwrap();
         assert_eq!(jwks.keys.len(), 1);
-        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]
     fn a_verified_token_is_remembered_until_it_expires_and_a_tampered_copy_is_not() {
         let d = dir();
-        let issuer = Issuer::open(&d).unwrap();
+        let issuer = Issuer::open(d.path()).unwrap();
         let rider = Caller::user("rider-7", [Role::Rider]);
         let token = issuer.mint(&rider, 60).unwrap();
         assert_eq!(issuer.verify(&token), Ok(rider.clone()));
@@ -316,7 +316,6 @@ mod tests {
         let exp = issuer.verified.0.lock().unwrap()[&token].1;
         assert_eq!(issuer.verified.get(&token, exp + LEEWAY_SECS), Some(rider));
         assert_eq!(issuer.verified.get(&token, exp + LEEWAY_SECS + 1), None);
-        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]

@@ -13,10 +13,9 @@ use timeline_local::demo::{Http, Tokens};
 use timeline_local::runner::{run, RunOptions};
 use tokio::sync::oneshot;
 
-fn tempdir(prefix: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(timeline_testkit::unique(prefix));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory of its own, removed when the test ends (a signing key is among what goes in).
+fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
 }
 
 fn place(a: &str) -> Value {
@@ -302,7 +301,8 @@ async fn play<B: Backend>(backend: B, dir: std::path::PathBuf, id: &str) {
         }
     }
     // A forged token (signed by another issuer) is no token.
-    let other = Issuer::open(&tempdir("other-issuer")).unwrap();
+    let other_guard = tempdir("other-issuer");
+    let other = Issuer::open(other_guard.path()).unwrap();
     let forged = other.mint(&auth::operator(), 600).unwrap();
     let (status, _) = Http::new(base.clone())
         .call(
@@ -320,7 +320,8 @@ async fn play<B: Backend>(backend: B, dir: std::path::PathBuf, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_does_its_part_and_no_more_on_the_embedded_backend() {
-    let dir = tempdir("roles-embedded");
+    let dir_guard = tempdir("roles-embedded");
+    let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     play(backend, dir, "e").await;
 }
@@ -335,7 +336,8 @@ async fn every_role_does_its_part_and_no_more_on_moto() {
         names: env.names.clone(),
         endpoint: std::env::var("AWS_ENDPOINT_URL").ok(),
     };
-    play(backend, tempdir("roles-aws"), "a").await;
+    let dir_guard = tempdir("roles-aws");
+    play(backend, dir_guard.path().to_path_buf(), "a").await;
 }
 
 /// Every operation of the OpenAPI document, with random ids, bodies and query strings, and
@@ -358,7 +360,8 @@ fn no_documented_request_succeeds_without_a_valid_token() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempdir("roles-fuzz");
+    let dir_guard = tempdir("roles-fuzz");
+    let dir = dir_guard.path().to_path_buf();
     let issuer = Arc::new(Issuer::open(&dir).unwrap());
     let backend = EmbeddedBackend::open(&dir).unwrap();
     let listener = rt
@@ -380,7 +383,8 @@ fn no_documented_request_succeeds_without_a_valid_token() {
         })
         .await
     });
-    let other = Issuer::open(&tempdir("roles-fuzz-other")).unwrap();
+    let other_guard = tempdir("roles-fuzz-other");
+    let other = Issuer::open(other_guard.path()).unwrap();
     let forged = other.mint(&auth::operator(), 600).unwrap();
     let http = Http::new(base);
     let config = ProptestConfig::with_cases(300);

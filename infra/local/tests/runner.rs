@@ -145,7 +145,8 @@ async fn eventually(http: &Http, path: &str, check: impl Fn(&serde_json::Value) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_backend_runs_the_demo_and_keeps_everything_across_a_restart() {
-    let dir = tempdir("runner-embedded");
+    let dir_guard = tempdir("runner-embedded");
+    let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     let runner = Running::start(backend.clone(), dir.join("failed.jsonl")).await;
     play_demo(&runner.http, "e").await;
@@ -226,14 +227,14 @@ async fn the_embedded_backend_runs_the_demo_and_keeps_everything_across_a_restar
     // The operator commands see the same data: no drift between the log and the views.
     let verified = verify_no_drift(&backend).await;
     assert_eq!(verified["entities"], 4, "{verified}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_backend_runs_the_demo_against_moto() {
     let env = timeline_testkit::test_env!();
     let backend = aws_backend(&env);
-    let failures = tempdir("runner-aws").join("failed.jsonl");
+    let failures_guard = tempdir("runner-aws");
+    let failures = failures_guard.path().join("failed.jsonl");
     let runner = Running::start(backend.clone(), failures).await;
     play_demo(&runner.http, "t").await;
     runner.stop().await;
@@ -253,7 +254,8 @@ async fn the_aws_backend_runs_the_demo_against_moto() {
 /// outboxes; every command is still published, archived, distributed and projected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_polling_relay_the_embedded_backend_plays_the_demo_and_nothing_drifts() {
-    let dir = tempdir("runner-relay-embedded");
+    let dir_guard = tempdir("runner-relay-embedded");
+    let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     let failures = dir.join("failed.jsonl");
     let runner = Running::publishing(backend.clone(), failures, PublishMode::Stream).await;
@@ -268,7 +270,6 @@ async fn with_the_polling_relay_the_embedded_backend_plays_the_demo_and_nothing_
         "{billing:?}"
     );
     verify_no_drift(&backend).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `PublishMode: stream` on moto: the relay follows the write-model table's DynamoDB stream.
@@ -276,7 +277,8 @@ async fn with_the_polling_relay_the_embedded_backend_plays_the_demo_and_nothing_
 async fn with_the_stream_relay_the_aws_backend_plays_the_demo_against_moto() {
     let env = timeline_testkit::test_env!();
     let backend = aws_backend(&env);
-    let failures = tempdir("runner-relay-aws").join("failed.jsonl");
+    let failures_guard = tempdir("runner-relay-aws");
+    let failures = failures_guard.path().join("failed.jsonl");
     let runner = Running::publishing(backend.clone(), failures, PublishMode::Stream).await;
     play_demo(&runner.http, "s").await;
     runner.stop().await;
@@ -313,10 +315,10 @@ fn aws_backend(env: &timeline_testkit::TestEnv) -> AwsBackend {
     }
 }
 
-fn tempdir(prefix: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(timeline_testkit::unique(prefix));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory of its own, removed when the test ends however it ends (a signing key is
+/// among what goes in).
+fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
 }
 
 /// Runs the binary with `args` (the AWS endpoint variables cleared unless given) and returns
@@ -348,7 +350,8 @@ fn cli_out(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
 /// document (and nothing else on stdout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_print_text_and_with_json_one_json_document() {
-    let dir = tempdir("runner-text");
+    let dir_guard = tempdir("runner-text");
+    let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     let runner = Running::start(backend.clone(), dir.join("failed.jsonl")).await;
     play_demo(&runner.http, "x").await;
@@ -406,7 +409,6 @@ async fn operator_commands_print_text_and_with_json_one_json_document() {
             "{args:?}: one document, got {json}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -414,7 +416,8 @@ fn start_up_problems_are_reported_clearly() {
     // The port is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let dir = tempdir("runner-cli");
+    let dir_guard = tempdir("runner-cli");
+    let dir = dir_guard.path().to_path_buf();
     let data = dir.join("data");
     let data = data.to_str().unwrap();
     let (ok, err) = cli(&["serve", "--port", &port, "--data-dir", data], &[]);
@@ -455,7 +458,6 @@ fn start_up_problems_are_reported_clearly() {
     );
     assert!(!ok);
     assert!(err.contains("is not an RFC 3339 time"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -500,7 +502,8 @@ fn cli_in(data_dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn the_operator_cli_answers_json_and_replays_an_archive_into_a_new_data_directory() {
-    let dir = tempdir("runner-ops");
+    let dir_guard = tempdir("runner-ops");
+    let dir = dir_guard.path().to_path_buf();
     let (original, restored) = (dir.join("original"), dir.join("restored"));
 
     // The README's first command, to its end, on a fresh directory.
@@ -565,7 +568,6 @@ fn the_operator_cli_answers_json_and_replays_an_archive_into_a_new_data_director
         assert_eq!(a["view"]["state"], b["view"]["state"], "{at:?}");
         assert_eq!(a["view"]["version"], b["view"]["version"], "{at:?}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Verifies the log against the heads and views; asserts there is no drift.
@@ -591,7 +593,8 @@ async fn command(http: &Http, path: &str, body: serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entity_the_processor_cannot_apply_is_parked_listed_and_redriven_by_the_operator() {
     use timeline_core::ports::{Checkpoints, StreamReader};
-    let dir = tempdir("runner-park");
+    let dir_guard = tempdir("runner-park");
+    let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     let (a, b) = (
         json!({ "address": "A", "lat": 53.34, "lon": -6.25 }),
@@ -695,7 +698,6 @@ async fn an_entity_the_processor_cannot_apply_is_parked_listed_and_redriven_by_t
     .await;
     runner.stop().await;
     verify_no_drift(&backend).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `--read-store postgres://...`: the demo plays with the read models in PostgreSQL, verify
@@ -709,7 +711,8 @@ async fn with_a_postgres_read_store_the_demo_plays_and_the_api_answers_as_from_s
     let pg = timeline_postgres::PgReadModels::connect(pool)
         .await
         .unwrap();
-    let dir = tempdir("runner-postgres");
+    let dir_guard = tempdir("runner-postgres");
+    let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir)
         .unwrap()
         .with_read_store(pg.clone());
@@ -724,7 +727,8 @@ async fn with_a_postgres_read_store_the_demo_plays_and_the_api_answers_as_from_s
     assert_eq!(backend.db.view(&ride).await.unwrap(), None);
 
     // The same log, rebuilt into SQLite.
-    let sqlite_dir = tempdir("runner-postgres-sqlite");
+    let sqlite_dir_guard = tempdir("runner-postgres-sqlite");
+    let sqlite_dir = sqlite_dir_guard.path().to_path_buf();
     let into = sqlite_dir.display().to_string();
     operate(
         &backend,
@@ -781,14 +785,13 @@ async fn with_a_postgres_read_store_the_demo_plays_and_the_api_answers_as_from_s
     let runner = Running::start(backend, dir.join("failed.jsonl")).await;
     eventually(&runner.http, "/rides/ride-p", |view| view["version"] == 7).await;
     runner.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&sqlite_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_store_without_its_schema_is_refused_until_migrated() {
     let url = timeline_testkit::postgres_database!();
-    let dir = tempdir("runner-postgres-cli");
+    let dir_guard = tempdir("runner-postgres-cli");
+    let dir = dir_guard.path().to_path_buf();
     let data = dir.display().to_string();
     let (ok, stderr) = cli(&["--data-dir", &data, "--read-store", &url, "parked"], &[]);
     assert!(!ok);
@@ -800,7 +803,6 @@ async fn a_read_store_without_its_schema_is_refused_until_migrated() {
     let (ok, stderr) = cli(&["migrate"], &[]);
     assert!(!ok);
     assert!(stderr.contains("--read-store"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The browser the page test drives: Debian's `chromium` (the test command installs it), or
@@ -823,7 +825,8 @@ fn chromium() -> Option<String> {
 /// Headless Chromium on `url`: the DOM once the page's requests are done, and a screenshot
 /// at `screenshot` when given.
 fn browse(browser: &str, url: &str, screenshot: Option<&std::path::Path>) -> String {
-    let profile = tempdir("chromium-profile");
+    let profile_guard = tempdir("chromium-profile");
+    let profile = profile_guard.path().to_path_buf();
     let mut command = std::process::Command::new(browser);
     command.args([
         "--headless",
@@ -839,7 +842,6 @@ fn browse(browser: &str, url: &str, screenshot: Option<&std::path::Path>) -> Str
         None => command.arg("--dump-dom"),
     };
     let out = command.arg(url).output().expect("run chromium");
-    let _ = std::fs::remove_dir_all(&profile);
     assert!(
         out.status.success(),
         "chromium: {}",
@@ -857,7 +859,8 @@ async fn the_timeline_page_shows_a_ride_at_its_first_fare_adjustment_and_why_a_v
         eprintln!("skipped the page test: no Chromium (infra/test.sh installs Debian's chromium)");
         return;
     };
-    let dir = tempdir("runner-page");
+    let dir_guard = tempdir("runner-page");
+    let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     let db = backend.db.clone();
     let runner = Running::start(backend, dir.join("failed.jsonl")).await;
@@ -947,5 +950,4 @@ async fn the_timeline_page_shows_a_ride_at_its_first_fare_adjustment_and_why_a_v
         "a screenshot"
     );
     runner.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
