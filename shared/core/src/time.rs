@@ -32,9 +32,7 @@ impl Timestamp {
     pub fn plus_millis(&self, millis: i64) -> Self {
         Timestamp(self.0 + chrono::Duration::milliseconds(millis))
     }
-}
 
-impl Timestamp {
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ` written into `buf`, without allocating: views and history
     /// entries carry several timestamps each, and chrono's general formatter (a `String`
     /// per call, then another for serde) was a tenth of the processor's time. Years outside
