@@ -197,6 +197,9 @@ def test_every_function_environment_names_resources_that_exist(template, transfo
             if var == "PUBLISH_MODE":
                 assert value == {"Ref": "PublishMode"}, name
                 continue
+            if var == "MIMALLOC_ARENA_EAGER_COMMIT":
+                assert value == "0", f"{name}: {var}"
+                continue
             target = ref_target(value)
             assert target in all_resources, f"{name}: {var} names no resource of the template"
             assert by_env.get(var) == target, f"{name}: {var} must name {by_env.get(var)}"
@@ -208,6 +211,9 @@ def test_every_function_environment_names_resources_that_exist(template, transfo
             needed |= READ_STORE_VARIABLES[read_store]
         missing = needed - set(variables)
         assert not missing, f"{name} ({crate.name}) needs {sorted(missing)}"
+        # A binary on mimalloc starts without committing a whole arena (see the processor).
+        if any("mimalloc::MiMalloc" in p.read_text() for p in binary_sources(crate, binary)):
+            assert variables.get("MIMALLOC_ARENA_EAGER_COMMIT") == "0", name
 
 
 def test_the_hydrators_operator_modes_are_not_on_the_public_api(template, transformed):

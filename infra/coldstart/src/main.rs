@@ -22,6 +22,8 @@ const STREAM: (&str, &str) = ("EVENT_STREAM_NAME", "timeline-events");
 const WRITE: (&str, &str) = ("WRITE_MODEL_TABLE", "timeline-write-model");
 const READ: (&str, &str) = ("READ_MODEL_TABLE", "timeline-read-models");
 const BUCKET: (&str, &str) = ("ARCHIVE_BUCKET", "timeline-archive");
+/// The processor's allocator setting, as the template gives it.
+const MIMALLOC: (&str, &str) = ("MIMALLOC_ARENA_EAGER_COMMIT", "0");
 
 /// A binary and the environment `template.yaml` gives its function.
 struct Target {
@@ -49,7 +51,7 @@ const TARGETS: &[Target] = &[
     Target {
         bin: "processor",
         memory_mb: 256,
-        vars: &[READ],
+        vars: &[READ, MIMALLOC],
     },
     Target {
         bin: "query",

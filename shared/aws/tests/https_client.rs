@@ -83,6 +83,40 @@ async fn a_server_under_a_trusted_root_is_reached_over_tls() {
     assert_eq!(*requests.lock().unwrap(), 1);
 }
 
+/// Building a client no longer builds a TLS connector (see `timeline_aws::config`): each
+/// client sharing one HTTPS client still gets a verifying connector on its first call, one
+/// per timeout setting, and an unknown CA is still refused after a trusted call.
+#[tokio::test]
+async fn clients_sharing_one_https_client_each_connect_on_first_use() {
+    let (port, ca_pem, requests) = server().await;
+    let http = https_client_trusting(vec![ca_pem.into_bytes()]);
+    let plain = dynamodb(port, http.clone());
+    let patient = aws_sdk_dynamodb::Client::from_conf(
+        plain
+            .config()
+            .to_builder()
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(std::time::Duration::from_secs(9))
+                    .build(),
+            )
+            .build(),
+    );
+    for client in [&plain, &patient, &plain] {
+        client
+            .list_tables()
+            .send()
+            .await
+            .expect("answered over TLS");
+    }
+    assert_eq!(*requests.lock().unwrap(), 3);
+
+    let (other, _, elsewhere) = server().await;
+    let refused = dynamodb(other, http).list_tables().send().await;
+    assert!(refused.is_err(), "its CA is not one the client trusts");
+    assert_eq!(*elsewhere.lock().unwrap(), 0);
+}
+
 #[test]
 fn amazons_roots_are_compiled_in() {
     for name in [
