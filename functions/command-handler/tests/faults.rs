@@ -482,7 +482,7 @@ async fn on_aws(publish: PublishMode, schedules: u64, prefix: &str) {
             store: env.store(),
             log: env.log(),
             views: env.read_models(),
-            reader: KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream),
+            reader: KinesisReader::new(env.clients.kinesis().clone(), &env.names.event_stream),
             publish,
             table_stream,
         };

@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
     let bus = required(EVENT_BUS_NAME, "EventBridge bus")?;
     let clients = Clients::from_env().await;
     let handler = DistributorHandler::new(Distributor::new(EventBridgeBus::new(
-        clients.eventbridge,
+        clients.eventbridge().clone(),
         bus,
     )));
     let handler = &handler;

@@ -58,7 +58,7 @@ impl<B: EventBus> EventBus for RefusesFirst<B> {
 async fn bus_with_queues(env: &TestEnv) -> (String, aws_sdk_sqs::Client, String, String) {
     let sdk = timeline_aws::config::load_sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let events = &env.clients.eventbridge;
+    let events = env.clients.eventbridge();
     let bus = unique("integration");
     events.create_event_bus().name(&bus).send().await.unwrap();
     let mut urls = Vec::new();
@@ -159,7 +159,7 @@ async fn a_completed_ride_reaches_billing_through_the_bus_in_order_and_fits_its_
         })
         .collect();
     let flaky = RefusesFirst {
-        inner: EventBridgeBus::new(env.clients.eventbridge.clone(), &bus),
+        inner: EventBridgeBus::new(env.clients.eventbridge().clone(), &bus),
         seen: Arc::default(),
     };
     let distributor = Distributor::new(flaky).with_retries(3, Duration::from_millis(5));

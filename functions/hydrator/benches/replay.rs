@@ -521,10 +521,10 @@ async fn emulator(small: &Archive, big: &Archive) {
         ("1,000,000-event archive", big),
     ] {
         let bucket = format!("bench-{}", archive.events);
-        timeline_aws::resources::create_bucket(&clients.s3, &bucket)
+        timeline_aws::resources::create_bucket(clients.s3(), &bucket)
             .await
             .unwrap();
-        let s3 = timeline_aws::archive::S3Archive::new(clients.s3.clone(), &bucket, PREFIX);
+        let s3 = timeline_aws::archive::S3Archive::new(clients.s3().clone(), &bucket, PREFIX);
         let t = Instant::now();
         let uploads = futures::stream::iter(archive.keys.clone())
             .map(|k| {
@@ -573,7 +573,7 @@ async fn emulator(small: &Archive, big: &Archive) {
     }
     // Full replay straight from S3: list, fetch 4 at a time, decode, fold.
     let s3 = timeline_aws::archive::S3Archive::new(
-        clients.s3.clone(),
+        clients.s3().clone(),
         format!("bench-{}", big.events),
         PREFIX,
     );

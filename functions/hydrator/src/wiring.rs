@@ -64,10 +64,10 @@ pub async fn hydrator_from_env() -> Result<Deployed, WiringError> {
     let clients = Clients::from_env().await;
     let settings = ReadStoreSettings::from_env()?;
     let views = settings.open(&clients).await?;
-    let heads = DynamoWriteStore::new(clients.dynamodb.clone(), write_table);
+    let heads = DynamoWriteStore::new(clients.dynamodb().clone(), write_table);
     let source = timeline_aws::event_source::aws_event_source(
-        S3Archive::new(clients.s3.clone(), bucket, prefix),
-        clients.kinesis.clone(),
+        S3Archive::new(clients.s3().clone(), bucket, prefix),
+        clients.kinesis().clone(),
         stream,
         Some(views.clone()),
         Some(heads.clone()),
@@ -78,7 +78,7 @@ pub async fn hydrator_from_env() -> Result<Deployed, WiringError> {
     };
     let hydrator = match settings {
         ReadStoreSettings::DynamoDb { table } => {
-            let dynamodb = clients.dynamodb.clone();
+            let dynamodb = clients.dynamodb().clone();
             let target: DeployedTarget = Box::new(move |name| {
                 ReadStore::Native(DynamoReadModels::new(
                     dynamodb.clone(),

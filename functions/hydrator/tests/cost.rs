@@ -161,7 +161,7 @@ async fn state_now_reads_one_rides_part_of_a_week_of_log() {
     // A stream of 64 shards, made in moto directly (moto's time to write a record grows with
     // its shard, so 100,000 records on few shards take minutes); the proxy passes it through.
     env.names.event_stream = timeline_testkit::unique("tail");
-    timeline_aws::resources::create_stream(&direct.kinesis, &env.names.event_stream, 64)
+    timeline_aws::resources::create_stream(direct.kinesis(), &env.names.event_stream, 64)
         .await
         .unwrap();
     let started = std::time::Instant::now();
@@ -183,7 +183,7 @@ async fn state_now_reads_one_rides_part_of_a_week_of_log() {
     // The archive: a week of objects, ending now.
     let objects = archive_objects(now.plus_millis(-WEEK_MS), &archived);
     let object_count = objects.len();
-    let archive = S3Archive::new(direct.s3.clone(), &env.names.archive_bucket, "events/");
+    let archive = S3Archive::new(direct.s3().clone(), &env.names.archive_bucket, "events/");
     let uploads = futures::stream::iter(objects)
         .map(|(key, bytes)| {
             let archive = archive.clone();
@@ -198,7 +198,7 @@ async fn state_now_reads_one_rides_part_of_a_week_of_log() {
 
     // The stream tail: 100,000 records of other rides, the ride's last 10 among the last
     // of them.
-    let kinesis = &direct.kinesis;
+    let kinesis = direct.kinesis();
     let ride_recent = &events[ARCHIVED as usize..];
     let mut published: BTreeMap<u64, StreamRecord> = BTreeMap::new();
     let batches = TAIL_RECORDS / 500;
@@ -297,14 +297,18 @@ async fn state_now_reads_one_rides_part_of_a_week_of_log() {
 
     // The answer, counted.
     let source: AwsEventSource = aws_event_source(
-        S3Archive::new(env.clients.s3.clone(), &env.names.archive_bucket, "events/"),
-        env.clients.kinesis.clone(),
+        S3Archive::new(
+            env.clients.s3().clone(),
+            &env.names.archive_bucket,
+            "events/",
+        ),
+        env.clients.kinesis().clone(),
         &env.names.event_stream,
         Some(env.read_models()),
         Some(env.store()),
     );
     let table = env.names.read_model_table.clone();
-    let dynamodb = env.clients.dynamodb.clone();
+    let dynamodb = env.clients.dynamodb().clone();
     let target: hydrator::wiring::Target =
         Box::new(move |t| DynamoReadModels::new(dynamodb.clone(), t.unwrap_or(&table)));
     let h = Hydrator::new(
@@ -333,7 +337,7 @@ async fn state_now_reads_one_rides_part_of_a_week_of_log() {
     // last indexed one to the tip.
     let window_from = times[0].plus_millis(-timeline_engine::archive::MAX_BUFFER_MILLIS);
     let window_to = times[ARCHIVED as usize - 1];
-    let in_window = S3Archive::new(direct.s3.clone(), &env.names.archive_bucket, "events/")
+    let in_window = S3Archive::new(direct.s3().clone(), &env.names.archive_bucket, "events/")
         .list_keys(None, None)
         .await
         .unwrap()

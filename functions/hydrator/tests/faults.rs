@@ -168,7 +168,7 @@ async fn rebuild_with_faults_then_resume<S, T, F, R>(
 async fn fresh_table(env: &TestEnv) -> String {
     let table = unique("rebuilt");
     timeline_aws::resources::create_table(
-        &env.clients.dynamodb,
+        env.clients.dynamodb(),
         &table,
         &timeline_aws::resources::read_model_table(),
     )
@@ -391,7 +391,7 @@ async fn on_aws_every_answer_under_faults_is_right_or_says_it_is_not_whole() {
         |faults| proxy.set(faults),
         || fresh_table(&w.env),
         |table| {
-            let dynamodb = w.env.clients.dynamodb.clone();
+            let dynamodb = w.env.clients.dynamodb().clone();
             async move { scan_sorted(&dynamodb, &table).await }
         },
     )

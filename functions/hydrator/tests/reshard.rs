@@ -122,20 +122,24 @@ async fn a_replay_resumed_on_a_shard_that_has_expired_starts_again_not_past_it()
     let (env, proxy) = timeline_testkit::proxy_env!();
     let api = CommandApi::new(env.store(), env.log(), SystemClock);
     book(&api, "z").await;
-    let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);
+    let reader = KinesisReader::new(env.clients.kinesis().clone(), &env.names.event_stream);
     let hash = reader.key_hash("ride#z");
     let parent = lineage(&reader.shards().await.unwrap(), hash)[0].id.clone();
     split_and_merge(&env, "z", async || adjust(&api, "z", 1001..=1002).await).await;
     adjust(&api, "z", 1003..=1003).await;
     let source: AwsEventSource = aws_event_source(
-        S3Archive::new(env.clients.s3.clone(), &env.names.archive_bucket, "events/"),
-        env.clients.kinesis.clone(),
+        S3Archive::new(
+            env.clients.s3().clone(),
+            &env.names.archive_bucket,
+            "events/",
+        ),
+        env.clients.kinesis().clone(),
         &env.names.event_stream,
         None,
         None,
     );
     // A replay stopped on the parent; then the parent passes the stream's retention.
-    let first = read_all(&env.clients.kinesis, &env.names.event_stream)
+    let first = read_all(env.clients.kinesis(), &env.names.event_stream)
         .await
         .unwrap()
         .into_iter()

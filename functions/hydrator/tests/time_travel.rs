@@ -20,7 +20,7 @@ async fn archive_only_stream_only_and_both_give_the_same_states_and_histories() 
         return;
     };
     let empty_stream = unique("empty");
-    timeline_aws::resources::create_stream(&w.env.clients.kinesis, &empty_stream, 1)
+    timeline_aws::resources::create_stream(w.env.clients.kinesis(), &empty_stream, 1)
         .await
         .unwrap();
     let archive_only = w.hydrator(w.source(&empty_stream, PREFIX));
@@ -185,7 +185,7 @@ async fn rebuild_restores_deleted_read_models_byte_for_byte_and_verify_sees_drif
     };
     let h = w.full();
     let table = &w.env.names.read_model_table;
-    let dynamodb = &w.env.clients.dynamodb;
+    let dynamodb = w.env.clients.dynamodb();
     let before = scan_sorted(dynamodb, table).await;
 
     let healthy = h
@@ -298,7 +298,7 @@ async fn a_corrupt_archive_object_is_reported_with_its_key_and_the_rest_still_an
     };
     let keys = w.archive_objects().await;
     let archive = S3Archive::new(
-        w.env.clients.s3.clone(),
+        w.env.clients.s3().clone(),
         &w.env.names.archive_bucket,
         PREFIX,
     );
@@ -313,7 +313,7 @@ async fn a_corrupt_archive_object_is_reported_with_its_key_and_the_rest_still_an
         .await
         .unwrap();
     let empty_stream = unique("empty");
-    timeline_aws::resources::create_stream(&w.env.clients.kinesis, &empty_stream, 1)
+    timeline_aws::resources::create_stream(w.env.clients.kinesis(), &empty_stream, 1)
         .await
         .unwrap();
     let h = w.hydrator(w.source(&empty_stream, PREFIX));
@@ -372,7 +372,7 @@ async fn every_hydrator_request_in_the_events_folder_is_accepted() {
             } => {
                 let fresh = unique("rebuilt");
                 timeline_aws::resources::create_table(
-                    &w.env.clients.dynamodb,
+                    w.env.clients.dynamodb(),
                     &fresh,
                     &timeline_aws::resources::read_model_table(),
                 )
@@ -398,7 +398,7 @@ async fn every_hydrator_request_in_the_events_folder_is_accepted() {
 /// versions the moved object held.
 async fn archive_late(w: &World, late: Timestamp) -> (Value, Vec<u64>) {
     let archive = S3Archive::new(
-        w.env.clients.s3.clone(),
+        w.env.clients.s3().clone(),
         &w.env.names.archive_bucket,
         PREFIX,
     );
@@ -416,7 +416,7 @@ async fn archive_late(w: &World, late: Timestamp) -> (Value, Vec<u64>) {
     archive.put_object(&new_key, bytes).await.unwrap();
     w.env
         .clients
-        .s3
+        .s3()
         .delete_object()
         .bucket(&w.env.names.archive_bucket)
         .key(&key)
@@ -425,7 +425,7 @@ async fn archive_late(w: &World, late: Timestamp) -> (Value, Vec<u64>) {
         .unwrap();
 
     let empty_stream = unique("empty");
-    timeline_aws::resources::create_stream(&w.env.clients.kinesis, &empty_stream, 1)
+    timeline_aws::resources::create_stream(w.env.clients.kinesis(), &empty_stream, 1)
         .await
         .unwrap();
     let h = w.hydrator(w.source(&empty_stream, PREFIX));

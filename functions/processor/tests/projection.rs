@@ -417,11 +417,11 @@ async fn a_record_that_can_never_apply_parks_its_entity_and_the_others_go_on() {
     // finds nothing missing, and ends the parking. The others stay parked, and say why.
     let source = timeline_aws::event_source::aws_event_source(
         timeline_aws::archive::S3Archive::new(
-            env.clients.s3.clone(),
+            env.clients.s3().clone(),
             &env.names.archive_bucket,
             "events/",
         ),
-        env.clients.kinesis.clone(),
+        env.clients.kinesis().clone(),
         &env.names.event_stream,
         Some(env.read_models()),
         Some(env.store()),

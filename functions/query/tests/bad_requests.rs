@@ -132,7 +132,7 @@ async fn unknown_routes_are_404_and_other_methods_405() {
 #[tokio::test]
 async fn an_unreachable_read_model_is_503_with_retry_after() {
     let env = timeline_testkit::test_env!();
-    let missing = DynamoReadModels::new(env.clients.dynamodb.clone(), "no-such-table");
+    let missing = DynamoReadModels::new(env.clients.dynamodb().clone(), "no-such-table");
     let api = QueryApi::new(missing);
     for path in ["/rides/r1", "/rides?status=booked", "/videos/v1/history"] {
         let answer = get(&api, path).await;
@@ -154,7 +154,7 @@ async fn a_corrupt_view_is_500() {
         ]);
         item.extend(view.map(|v| ("view".to_owned(), v)));
         env.clients
-            .dynamodb
+            .dynamodb()
             .put_item()
             .table_name(&env.names.read_model_table)
             .set_item(Some(item))

@@ -255,7 +255,7 @@ pub struct AwsBackend {
 impl AwsBackend {
     pub fn archive(&self) -> S3Archive {
         S3Archive::new(
-            self.clients.s3.clone(),
+            self.clients.s3().clone(),
             &self.names.archive_bucket,
             ARCHIVE_PREFIX,
         )
@@ -278,19 +278,25 @@ impl Backend for AwsBackend {
     type TableStream = TableStreamReader;
 
     fn write_store(&self) -> DynamoWriteStore {
-        DynamoWriteStore::new(self.clients.dynamodb.clone(), &self.names.write_model_table)
+        DynamoWriteStore::new(
+            self.clients.dynamodb().clone(),
+            &self.names.write_model_table,
+        )
     }
     fn event_log(&self) -> KinesisEventLog {
-        KinesisEventLog::new(self.clients.kinesis.clone(), &self.names.event_stream)
+        KinesisEventLog::new(self.clients.kinesis().clone(), &self.names.event_stream)
     }
     fn views(&self) -> ReadStore<DynamoReadModels> {
         ReadStore::new(
-            DynamoReadModels::new(self.clients.dynamodb.clone(), &self.names.read_model_table),
+            DynamoReadModels::new(
+                self.clients.dynamodb().clone(),
+                &self.names.read_model_table,
+            ),
             self.read_store.as_ref(),
         )
     }
     fn reader(&self) -> KinesisReader {
-        KinesisReader::new(self.clients.kinesis.clone(), &self.names.event_stream)
+        KinesisReader::new(self.clients.kinesis().clone(), &self.names.event_stream)
     }
     fn source(&self) -> Self::Source {
         LogSource::new(
@@ -310,7 +316,7 @@ impl Backend for AwsBackend {
     /// `into` is another read-model table.
     fn rebuild_target(&self, into: Option<&str>) -> ReadStore<DynamoReadModels> {
         let table = DynamoReadModels::new(
-            self.clients.dynamodb.clone(),
+            self.clients.dynamodb().clone(),
             into.unwrap_or(&self.names.read_model_table),
         );
         match into {
@@ -320,7 +326,7 @@ impl Backend for AwsBackend {
     }
     fn pump(&self) -> FirehosePump {
         FirehosePump::new(
-            self.clients.kinesis.clone(),
+            self.clients.kinesis().clone(),
             &self.names.event_stream,
             self.archive(),
             pump_config(),
@@ -334,7 +340,7 @@ impl Backend for AwsBackend {
     }
     async fn table_stream(&self) -> Result<Option<TableStreamReader>, LogError> {
         TableStreamReader::of_table(
-            &self.clients.dynamodb,
+            self.clients.dynamodb(),
             self.streams.clone(),
             &self.names.write_model_table,
         )

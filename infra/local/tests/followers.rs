@@ -151,7 +151,7 @@ async fn the_mapping_and_the_pump_follow_a_split_and_a_merge_in_order_through_fa
     let dir = tempdir("followers");
     let failures = dir.join("failed.jsonl");
     let mut esm = EventSourceMapping::new(
-        KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream),
+        KinesisReader::new(env.clients.kinesis().clone(), &env.names.event_stream),
         ProcessorFunction(Processor::new(env.read_models())),
         FailureFile::new(failures.clone()),
         MappingConfig {
@@ -159,11 +159,15 @@ async fn the_mapping_and_the_pump_follow_a_split_and_a_merge_in_order_through_fa
             ..MappingConfig::default()
         },
     );
-    let archive = S3Archive::new(env.clients.s3.clone(), &env.names.archive_bucket, "events/");
+    let archive = S3Archive::new(
+        env.clients.s3().clone(),
+        &env.names.archive_bucket,
+        "events/",
+    );
     let mut config = PumpConfig::new("timeline-archive");
     config.buffer_bytes = 2_000;
     let mut pump = FirehosePump::new(
-        env.clients.kinesis.clone(),
+        env.clients.kinesis().clone(),
         &env.names.event_stream,
         archive.clone(),
         config,
@@ -190,7 +194,7 @@ async fn the_mapping_and_the_pump_follow_a_split_and_a_merge_in_order_through_fa
 
     // Split the shard that holds r0 at r0's hash, and go on writing.
     proxy.set(Faults::none());
-    let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);
+    let reader = KinesisReader::new(env.clients.kinesis().clone(), &env.names.event_stream);
     let hash = reader.key_hash("ride#r0");
     let parent = env.split_at("ride#r0").await;
     run(&api, &adjust(&rides, 1200)).await;
@@ -250,10 +254,10 @@ async fn the_mapping_and_the_pump_follow_a_split_and_a_merge_in_order_through_fa
     // failed reads, listings in small pages): run again until it gets through, and the new
     // stream holds every record.
     let fresh = unique("replayed");
-    timeline_aws::resources::create_stream(&env.clients.kinesis, &fresh, 2)
+    timeline_aws::resources::create_stream(env.clients.kinesis(), &fresh, 2)
         .await
         .unwrap();
-    let log = timeline_aws::KinesisEventLog::new(env.clients.kinesis.clone(), &fresh);
+    let log = timeline_aws::KinesisEventLog::new(env.clients.kinesis().clone(), &fresh);
     proxy.set(Faults {
         throttle: 0.2,
         server_error: 0.1,
@@ -278,7 +282,7 @@ async fn the_mapping_and_the_pump_follow_a_split_and_a_merge_in_order_through_fa
         }
     }
     proxy.set(Faults::none());
-    let records = timeline_aws::stream_reader::read_all(&env.clients.kinesis, &fresh)
+    let records = timeline_aws::stream_reader::read_all(env.clients.kinesis(), &fresh)
         .await
         .unwrap();
     assert_eq!(

@@ -14,6 +14,7 @@ use aws_smithy_runtime_api::client::runtime_components::{
     RuntimeComponents, RuntimeComponentsBuilder,
 };
 use aws_smithy_types::config_bag::ConfigBag;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -211,44 +212,85 @@ pub async fn load_sdk_config() -> SdkConfig {
     sdk_loader().load().await
 }
 
-/// Clients built once per process and shared by every request.
+/// The service clients, each built on its first use (a function builds only those it
+/// uses, about half a million instructions each) and then shared by every request and every
+/// clone.
 #[derive(Clone, Debug)]
 pub struct Clients {
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    pub kinesis: aws_sdk_kinesis::Client,
-    pub s3: aws_sdk_s3::Client,
-    pub eventbridge: aws_sdk_eventbridge::Client,
-    /// What the clients were built from (credentials and region, for signing RDS tokens).
+    /// What the clients are built from (credentials and region, for signing RDS tokens).
     pub sdk: SdkConfig,
+    built: Arc<Built>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Built {
+    dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
+    kinesis: OnceLock<aws_sdk_kinesis::Client>,
+    s3: OnceLock<aws_sdk_s3::Client>,
+    eventbridge: OnceLock<aws_sdk_eventbridge::Client>,
 }
 
 impl Clients {
     pub fn new(sdk: &SdkConfig) -> Self {
-        // Emulators serve buckets by path, not by virtual host.
-        let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
-            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-        let (attempt, operation) = S3_TIMEOUTS;
-        let s3 = aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(path_style)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(1))
-                    .operation_attempt_timeout(attempt)
-                    .operation_timeout(operation)
-                    .build(),
-            )
-            .build();
         Clients {
-            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
-            kinesis: aws_sdk_kinesis::Client::new(sdk),
-            s3: aws_sdk_s3::Client::from_conf(s3),
-            eventbridge: aws_sdk_eventbridge::Client::new(sdk),
             sdk: sdk.clone(),
+            built: Arc::default(),
         }
     }
 
     pub async fn from_env() -> Self {
         Clients::new(&load_sdk_config().await)
+    }
+
+    pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
+        self.built
+            .dynamodb
+            .get_or_init(|| aws_sdk_dynamodb::Client::new(&self.sdk))
+    }
+
+    pub fn kinesis(&self) -> &aws_sdk_kinesis::Client {
+        self.built
+            .kinesis
+            .get_or_init(|| aws_sdk_kinesis::Client::new(&self.sdk))
+    }
+
+    pub fn eventbridge(&self) -> &aws_sdk_eventbridge::Client {
+        self.built
+            .eventbridge
+            .get_or_init(|| aws_sdk_eventbridge::Client::new(&self.sdk))
+    }
+
+    /// S3 with its longer timeouts ([`S3_TIMEOUTS`]), buckets addressed by path behind an
+    /// endpoint override (emulators serve buckets by path, not by virtual host).
+    pub fn s3(&self) -> &aws_sdk_s3::Client {
+        self.built.s3.get_or_init(|| {
+            let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+                || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+            let (attempt, operation) = S3_TIMEOUTS;
+            let s3 = aws_sdk_s3::config::Builder::from(&self.sdk)
+                .force_path_style(path_style)
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(1))
+                        .operation_attempt_timeout(attempt)
+                        .operation_timeout(operation)
+                        .build(),
+                )
+                .build();
+            aws_sdk_s3::Client::from_conf(s3)
+        })
+    }
+
+    /// These clients with DynamoDB's replaced (a test's, with an interceptor).
+    pub fn with_dynamodb(mut self, client: aws_sdk_dynamodb::Client) -> Self {
+        Arc::make_mut(&mut self.built).dynamodb = OnceLock::from(client);
+        self
+    }
+
+    /// These clients with Kinesis' replaced (a test's, with an interceptor).
+    pub fn with_kinesis(mut self, client: aws_sdk_kinesis::Client) -> Self {
+        Arc::make_mut(&mut self.built).kinesis = OnceLock::from(client);
+        self
     }
 }
 
@@ -281,22 +323,63 @@ mod tests {
         }
     }
 
-    #[test]
-    fn building_a_functions_clients_builds_no_tls_connector() {
+    /// An SDK configuration whose HTTP client counts the checks made of it: without
+    /// [`NoThrowawayCheck`], one for each service client built.
+    fn counting_sdk(wrapped: bool) -> (SdkConfig, Arc<AtomicUsize>) {
         let checks = Arc::new(AtomicUsize::new(0));
-        let inner = SharedHttpClient::new(Counting(checks.clone()));
+        let mut http = SharedHttpClient::new(Counting(checks.clone()));
+        if wrapped {
+            http = SharedHttpClient::new(NoThrowawayCheck(http));
+        }
         let sdk = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
-            .http_client(SharedHttpClient::new(NoThrowawayCheck(inner.clone())))
+            .http_client(http)
             .build();
-        let _clients = Clients::new(&sdk);
+        (sdk, checks)
+    }
+
+    fn build_all(clients: &Clients) {
+        clients.dynamodb();
+        clients.kinesis();
+        clients.s3();
+        clients.eventbridge();
+    }
+
+    #[test]
+    fn building_a_functions_clients_builds_no_tls_connector() {
+        let (sdk, checks) = counting_sdk(true);
+        build_all(&Clients::new(&sdk));
         assert_eq!(checks.load(SeqCst), 0);
 
         // Without the wrapper, each client's construction asks the SDK's client to check.
-        let sdk = sdk.into_builder().http_client(inner).build();
-        let _clients = Clients::new(&sdk);
+        let (sdk, checks) = counting_sdk(false);
+        build_all(&Clients::new(&sdk));
         assert_eq!(checks.load(SeqCst), 4);
+    }
+
+    #[test]
+    fn a_client_is_built_on_first_use_once_and_shared_by_clones() {
+        let (sdk, built) = counting_sdk(false);
+        let clients = Clients::new(&sdk);
+        assert_eq!(built.load(SeqCst), 0, "nothing built up front");
+        let copy = clients.clone();
+        clients.dynamodb();
+        copy.dynamodb();
+        clients.dynamodb();
+        assert_eq!(built.load(SeqCst), 1, "one DynamoDB client for the process");
+        copy.s3();
+        assert_eq!(built.load(SeqCst), 2);
+
+        let replaced = copy.with_kinesis(aws_sdk_kinesis::Client::new(&sdk));
+        assert_eq!(built.load(SeqCst), 3);
+        replaced.kinesis();
+        replaced.dynamodb();
+        assert_eq!(
+            built.load(SeqCst),
+            3,
+            "the given client is used, the built one kept"
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn write_ports(
     let stream = required(EVENT_STREAM_NAME, "Kinesis event stream")?;
     let table = required(WRITE_MODEL_TABLE, "DynamoDB write-model table")?;
     Ok((
-        DynamoWriteStore::new(clients.dynamodb.clone(), table),
-        KinesisEventLog::new(clients.kinesis.clone(), stream),
+        DynamoWriteStore::new(clients.dynamodb().clone(), table),
+        KinesisEventLog::new(clients.kinesis().clone(), stream),
     ))
 }

@@ -99,7 +99,7 @@ impl ReadStoreSettings {
     pub async fn open(&self, clients: &Clients) -> Result<ReadStore<DynamoReadModels>, OpenError> {
         match self {
             ReadStoreSettings::DynamoDb { table } => Ok(ReadStore::Native(DynamoReadModels::new(
-                clients.dynamodb.clone(),
+                clients.dynamodb().clone(),
                 table,
             ))),
             ReadStoreSettings::AuroraPostgres {

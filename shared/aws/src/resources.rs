@@ -364,24 +364,24 @@ pub async fn bootstrap(
     names: &ResourceNames,
 ) -> Result<(), BootstrapError> {
     create_stream(
-        &clients.kinesis,
+        clients.kinesis(),
         &names.event_stream,
         definitions().stream.local_shards,
     )
     .await?;
     create_table(
-        &clients.dynamodb,
+        clients.dynamodb(),
         &names.write_model_table,
         &write_model_table(),
     )
     .await?;
     create_table(
-        &clients.dynamodb,
+        clients.dynamodb(),
         &names.read_model_table,
         &read_model_table(),
     )
     .await?;
-    create_bucket(&clients.s3, &names.archive_bucket).await?;
+    create_bucket(clients.s3(), &names.archive_bucket).await?;
     Ok(())
 }
 

@@ -82,7 +82,7 @@ async fn publish(env: &TestEnv, records: &[CommitRecord]) {
 async fn bucket(env: &TestEnv) -> String {
     let name = unique("archive");
     env.clients
-        .s3
+        .s3()
         .create_bucket()
         .bucket(&name)
         .send()
@@ -92,13 +92,13 @@ async fn bucket(env: &TestEnv) -> String {
 }
 
 fn archive(env: &TestEnv, bucket: &str) -> S3Archive {
-    S3Archive::new(env.clients.s3.clone(), bucket, PREFIX)
+    S3Archive::new(env.clients.s3().clone(), bucket, PREFIX)
 }
 
 fn pump(env: &TestEnv, bucket: &str, config: PumpConfig) -> FirehosePump {
     FirehosePump::with_bucket(
-        env.clients.kinesis.clone(),
-        env.clients.s3.clone(),
+        env.clients.kinesis().clone(),
+        env.clients.s3().clone(),
         &env.names.event_stream,
         bucket,
         config,
@@ -135,7 +135,7 @@ async fn read_all(
 async fn raw_object(env: &TestEnv, bucket: &str, key: &str) -> Vec<u8> {
     let out = env
         .clients
-        .s3
+        .s3()
         .get_object()
         .bucket(bucket)
         .key(key)
@@ -344,7 +344,7 @@ async fn a_failed_delivery_is_kept_and_retried_on_the_next_poll() {
     assert!(pump.poll().await.is_err(), "still failing, still kept");
 
     env.clients
-        .s3
+        .s3()
         .create_bucket()
         .bucket(&bucket)
         .send()

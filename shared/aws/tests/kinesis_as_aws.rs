@@ -66,7 +66,7 @@ async fn an_empty_page_is_not_the_end_of_a_shard() {
     for id in 0..6 {
         publish(&env, &format!("e{id}"), 1..=3).await;
     }
-    let everything = read_all(&env.clients.kinesis, &env.names.event_stream)
+    let everything = read_all(env.clients.kinesis(), &env.names.event_stream)
         .await
         .unwrap();
     assert_eq!(everything.len(), 18);
@@ -76,9 +76,9 @@ async fn an_empty_page_is_not_the_end_of_a_shard() {
         ..Faults::none()
     });
     // The fault is real: a fresh iterator's first page is empty, and says more follows.
-    let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);
+    let reader = KinesisReader::new(env.clients.kinesis().clone(), &env.names.event_stream);
     let shard = &reader.shards().await.unwrap()[0];
-    let client = &env.clients.kinesis;
+    let client = env.clients.kinesis();
     let iterator = client
         .get_shard_iterator()
         .stream_name(&env.names.event_stream)
@@ -98,7 +98,7 @@ async fn an_empty_page_is_not_the_end_of_a_shard() {
     assert!(first.records().is_empty());
     assert!(first.millis_behind_latest().unwrap() > 0, "more follows");
     // The adapter reads past every empty page.
-    let read = read_all(&env.clients.kinesis, &env.names.event_stream)
+    let read = read_all(env.clients.kinesis(), &env.names.event_stream)
         .await
         .unwrap();
     assert_eq!(versions(&read), versions(&everything));
@@ -109,7 +109,7 @@ async fn an_empty_page_is_not_the_end_of_a_shard() {
 async fn an_expired_iterator_is_renewed_from_where_the_read_was() {
     let (env, proxy) = timeline_testkit::proxy_env!();
     publish(&env, "x", 1..=5).await;
-    let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);
+    let reader = KinesisReader::new(env.clients.kinesis().clone(), &env.names.event_stream);
     let shards = reader.shards().await.unwrap();
     let shard = lineage(&shards, reader.key_hash("ride#x"))[0].id.clone();
     // Two at a time: the reader keeps the next iterator for the next page.
@@ -137,7 +137,7 @@ async fn an_expired_iterator_is_renewed_from_where_the_read_was() {
 async fn throttled_reads_come_back_as_throttling_and_are_retried() {
     let (env, proxy) = timeline_testkit::proxy_env!();
     publish(&env, "t", 1..=4).await;
-    let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);
+    let reader = KinesisReader::new(env.clients.kinesis().clone(), &env.names.event_stream);
     let shard = reader.shards().await.unwrap()[0].id.clone();
     proxy.set(Faults {
         throttle: 1.0,
@@ -154,7 +154,7 @@ async fn throttled_reads_come_back_as_throttling_and_are_retried() {
         throttle: 0.6,
         ..Faults::none()
     });
-    let read = read_all(&env.clients.kinesis, &env.names.event_stream)
+    let read = read_all(env.clients.kinesis(), &env.names.event_stream)
         .await
         .unwrap();
     assert_eq!(read.len(), 4);
@@ -163,7 +163,7 @@ async fn throttled_reads_come_back_as_throttling_and_are_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keys_records_go_on_in_the_child_after_a_split_and_a_merge() {
     let (env, proxy) = timeline_testkit::proxy_env!();
-    let client = &env.clients.kinesis;
+    let client = env.clients.kinesis();
     let stream = &env.names.event_stream;
     let reader = KinesisReader::new(client.clone(), stream);
     let key = "ride#k";
@@ -199,9 +199,13 @@ async fn a_keys_records_go_on_in_the_child_after_a_split_and_a_merge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_listings_and_archive_listings_page_and_are_read_whole() {
     let (env, proxy) = timeline_testkit::proxy_env!();
-    let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);
+    let reader = KinesisReader::new(env.clients.kinesis().clone(), &env.names.event_stream);
     let all = reader.shards().await.unwrap();
-    let archive = S3Archive::new(env.clients.s3.clone(), &env.names.archive_bucket, "events/");
+    let archive = S3Archive::new(
+        env.clients.s3().clone(),
+        &env.names.archive_bucket,
+        "events/",
+    );
     let at: Timestamp = "2026-11-28T10:00:00Z".parse().unwrap();
     let mut keys = Vec::new();
     for i in 0..7 {
@@ -253,7 +257,7 @@ async fn sequence_numbers_are_as_long_as_kinesiss_and_order_within_a_shard() {
         last = Some((published.shard_id, published.sequence_number));
     }
     // Read back from a position given as a 56-digit number.
-    let reader = KinesisReader::new(env.clients.kinesis.clone(), &env.names.event_stream);
+    let reader = KinesisReader::new(env.clients.kinesis().clone(), &env.names.event_stream);
     let (shard, seq) = last.unwrap();
     let page = reader
         .read(&shard, &ReadFrom::At(seq.clone()), 10)

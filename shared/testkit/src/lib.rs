@@ -341,9 +341,9 @@ impl TestEnv {
                 .interceptor(counter.clone())
                 .build(),
         );
-        let mut clients = Clients::new(&sdk);
-        clients.dynamodb = dynamodb;
-        clients.kinesis = kinesis;
+        let clients = Clients::new(&sdk)
+            .with_dynamodb(dynamodb)
+            .with_kinesis(kinesis);
         let names = ResourceNames {
             event_stream: unique("events"),
             write_model_table: unique("write-model"),
@@ -366,7 +366,7 @@ impl TestEnv {
     /// the upper child); returns the parent's id.
     pub async fn split_at(&self, partition_key: &str) -> String {
         let reader = timeline_aws::stream_reader::KinesisReader::new(
-            self.clients.kinesis.clone(),
+            self.clients.kinesis().clone(),
             &self.names.event_stream,
         );
         use timeline_core::ports::StreamReader;
@@ -378,7 +378,7 @@ impl TestEnv {
             .id
             .clone();
         self.clients
-            .kinesis
+            .kinesis()
             .split_shard()
             .stream_name(&self.names.event_stream)
             .shard_to_split(&parent)
@@ -392,7 +392,7 @@ impl TestEnv {
     /// Merges the two children of `parent` back into one shard.
     pub async fn merge_children(&self, parent: &str) {
         let reader = timeline_aws::stream_reader::KinesisReader::new(
-            self.clients.kinesis.clone(),
+            self.clients.kinesis().clone(),
             &self.names.event_stream,
         );
         use timeline_core::ports::StreamReader;
@@ -406,7 +406,7 @@ impl TestEnv {
             .collect();
         assert_eq!(children.len(), 2, "{parent} was split in two");
         self.clients
-            .kinesis
+            .kinesis()
             .merge_shards()
             .stream_name(&self.names.event_stream)
             .shard_to_merge(&children[0])
@@ -418,31 +418,34 @@ impl TestEnv {
 
     pub fn read_models(&self) -> timeline_aws::read_models::DynamoReadModels {
         timeline_aws::read_models::DynamoReadModels::new(
-            self.clients.dynamodb.clone(),
+            self.clients.dynamodb().clone(),
             &self.names.read_model_table,
         )
     }
 
     /// Every item of the read-model table, canonically ordered, for byte-level comparisons.
     pub async fn read_model_items(&self) -> Vec<String> {
-        scan_sorted(&self.clients.dynamodb, &self.names.read_model_table).await
+        scan_sorted(self.clients.dynamodb(), &self.names.read_model_table).await
     }
 
     pub fn store(&self) -> DynamoWriteStore {
-        DynamoWriteStore::new(self.clients.dynamodb.clone(), &self.names.write_model_table)
+        DynamoWriteStore::new(
+            self.clients.dynamodb().clone(),
+            &self.names.write_model_table,
+        )
     }
 
     pub fn log(&self) -> KinesisEventLog {
-        KinesisEventLog::new(self.clients.kinesis.clone(), &self.names.event_stream)
+        KinesisEventLog::new(self.clients.kinesis().clone(), &self.names.event_stream)
     }
 
     /// A log whose stream does not exist: every publish fails for real.
     pub fn broken_log(&self) -> KinesisEventLog {
-        KinesisEventLog::new(self.clients.kinesis.clone(), unique("missing-stream"))
+        KinesisEventLog::new(self.clients.kinesis().clone(), unique("missing-stream"))
     }
 
     pub async fn records(&self) -> Vec<StreamRecord> {
-        read_all(&self.clients.kinesis, &self.names.event_stream)
+        read_all(self.clients.kinesis(), &self.names.event_stream)
             .await
             .expect("read the stream back")
     }
@@ -459,7 +462,7 @@ impl TestEnv {
     /// The write-model table's change stream, as the relay's event source mapping reads it.
     pub async fn table_stream(&self) -> timeline_aws::table_stream::TableStreamReader {
         timeline_aws::table_stream::TableStreamReader::of_table(
-            &self.clients.dynamodb,
+            self.clients.dynamodb(),
             self.streams.clone(),
             &self.names.write_model_table,
         )
@@ -469,7 +472,7 @@ impl TestEnv {
 
     /// Every item of the write-model table, for before/after comparisons.
     pub async fn table_items(&self) -> Vec<String> {
-        scan_sorted(&self.clients.dynamodb, &self.names.write_model_table).await
+        scan_sorted(self.clients.dynamodb(), &self.names.write_model_table).await
     }
 }
 

@@ -103,8 +103,8 @@ impl World {
         let mut config = PumpConfig::new("timeline-archive");
         config.buffer_bytes = 1500;
         let mut pump = FirehosePump::with_bucket(
-            env.clients.kinesis.clone(),
-            env.clients.s3.clone(),
+            env.clients.kinesis().clone(),
+            env.clients.s3().clone(),
             &env.names.event_stream,
             &env.names.archive_bucket,
             config,
@@ -120,8 +120,8 @@ impl World {
 /// The event source of `env`'s archive (under `prefix`) and `stream`, with its index and heads.
 pub fn source_for(env: &TestEnv, stream: &str, prefix: &str) -> AwsEventSource {
     timeline_aws::event_source::aws_event_source(
-        S3Archive::new(env.clients.s3.clone(), &env.names.archive_bucket, prefix),
-        env.clients.kinesis.clone(),
+        S3Archive::new(env.clients.s3().clone(), &env.names.archive_bucket, prefix),
+        env.clients.kinesis().clone(),
         stream,
         Some(env.read_models()),
         Some(env.store()),
@@ -133,7 +133,7 @@ pub fn hydrator_for(
     env: &TestEnv,
     source: AwsEventSource,
 ) -> Hydrator<AwsEventSource, AwsStored, Target> {
-    let dynamodb = env.clients.dynamodb.clone();
+    let dynamodb = env.clients.dynamodb().clone();
     let live = env.names.read_model_table.clone();
     let target: Target =
         Box::new(move |t| DynamoReadModels::new(dynamodb.clone(), t.unwrap_or(&live)));
@@ -168,7 +168,7 @@ impl World {
 impl World {
     pub async fn archive_objects(&self) -> Vec<String> {
         S3Archive::new(
-            self.env.clients.s3.clone(),
+            self.env.clients.s3().clone(),
             &self.env.names.archive_bucket,
             PREFIX,
         )
@@ -181,7 +181,7 @@ impl World {
     /// The archive object that holds the seed video's last event, with its records.
     pub async fn object_with_seeds_last(&self) -> (String, Vec<timeline_core::CommitRecord>) {
         let archive = S3Archive::new(
-            self.env.clients.s3.clone(),
+            self.env.clients.s3().clone(),
             &self.env.names.archive_bucket,
             PREFIX,
         );

@@ -25,7 +25,7 @@ pub type Api = QueryApi<DynamoReadModels>;
 pub async fn env() -> Option<(TestEnv, Api)> {
     let env = TestEnv::try_new().await?;
     create_table(
-        &env.clients.dynamodb,
+        env.clients.dynamodb(),
         &env.names.read_model_table,
         &read_model_table(),
     )
@@ -36,7 +36,7 @@ pub async fn env() -> Option<(TestEnv, Api)> {
 }
 
 pub fn read_models(env: &TestEnv) -> DynamoReadModels {
-    DynamoReadModels::new(env.clients.dynamodb.clone(), &env.names.read_model_table)
+    DynamoReadModels::new(env.clients.dynamodb().clone(), &env.names.read_model_table)
 }
 
 /// `2025-11-28T<hh:mm:ss>Z`.
