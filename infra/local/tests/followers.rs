@@ -6,7 +6,6 @@
 
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use timeline_aws::archive::S3Archive;
 use timeline_aws::pump::{FirehosePump, PumpConfig};
 use timeline_aws::stream_reader::KinesisReader;
@@ -22,13 +21,7 @@ use timeline_local::esm::{EventSourceMapping, MappingConfig};
 use timeline_local::operate::replay_archive;
 use timeline_local::system::{FailureFile, ProcessorFunction};
 use timeline_testkit::faults::{Faults, Faulty, Schedule};
-use timeline_testkit::{post, read, unique};
-
-fn tempdir(prefix: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(prefix));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use timeline_testkit::{post, read, tempdir, unique};
 
 fn place(a: &str) -> serde_json::Value {
     json!({ "address": a, "lat": 53.34, "lon": -6.25 })
@@ -149,7 +142,7 @@ async fn the_mapping_and_the_pump_follow_a_split_and_a_merge_in_order_through_fa
     let (env, proxy) = timeline_testkit::proxy_env!();
     let api = command_handler::CommandApi::new(env.store(), env.log(), SystemClock);
     let dir = tempdir("followers");
-    let failures = dir.join("failed.jsonl");
+    let failures = dir.path().join("failed.jsonl");
     let mut esm = EventSourceMapping::new(
         KinesisReader::new(env.clients.kinesis().clone(), &env.names.event_stream),
         ProcessorFunction(Processor::new(env.read_models())),
@@ -290,13 +283,12 @@ async fn the_mapping_and_the_pump_follow_a_split_and_a_merge_in_order_through_fa
         by_entity,
         "after {runs} runs"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_embedded_backend_the_followers_lose_nothing_under_faults() {
     let dir = tempdir("followers-embedded");
-    let db = Embedded::open(&dir).unwrap();
+    let db = Embedded::open(dir.path()).unwrap();
     let api = command_handler::CommandApi::new(db.clone(), db.clone(), SystemClock);
     let rides: Vec<String> = (0..12).map(|i| format!("e{i}")).collect();
     run(&api, &book(rides.clone())).await;
@@ -306,7 +298,7 @@ async fn on_the_embedded_backend_the_followers_lose_nothing_under_faults() {
     // Faults on the log and the archive (the readers' side; the processor's own writes
     // under faults are its own suite's).
     let schedule = Schedule::new(11, Faults::all(0.3));
-    let failures = dir.join("failed.jsonl");
+    let failures = dir.path().join("failed.jsonl");
     let mut esm = EventSourceMapping::new(
         Faulty::new(db.clone(), schedule.clone()),
         ProcessorFunction(Processor::new(db.clone())),
@@ -347,7 +339,7 @@ async fn on_the_embedded_backend_the_followers_lose_nothing_under_faults() {
     // replay-archive into a new data directory, with faults on the way: an interrupted run
     // is run again, and the new log then holds every record (copies are skipped by readers).
     let into = tempdir("followers-replayed");
-    let fresh = Embedded::open(&into).unwrap();
+    let fresh = Embedded::open(into.path()).unwrap();
     schedule.set(Faults::all(0.15));
     let faulty_log = Faulty::new(fresh.clone(), schedule.clone());
     let faulty_archive = Faulty::new(archive.clone(), schedule.clone());
@@ -375,6 +367,4 @@ async fn on_the_embedded_backend_the_followers_lose_nothing_under_faults() {
         by_entity,
         "after {runs} runs"
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&into);
 }

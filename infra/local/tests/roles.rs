@@ -13,11 +13,6 @@ use timeline_local::demo::{Http, Tokens};
 use timeline_local::runner::{run, RunOptions};
 use tokio::sync::oneshot;
 
-/// A directory of its own, removed when the test ends (a signing key is among what goes in).
-fn tempdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
-}
-
 fn place(a: &str) -> Value {
     json!({ "address": a, "lat": 53.34, "lon": -6.25 })
 }
@@ -301,7 +296,7 @@ async fn play<B: Backend>(backend: B, dir: std::path::PathBuf, id: &str) {
         }
     }
     // A forged token (signed by another issuer) is no token.
-    let other_guard = tempdir("other-issuer");
+    let other_guard = timeline_testkit::tempdir("other-issuer");
     let other = Issuer::open(other_guard.path()).unwrap();
     let forged = other.mint(&auth::operator(), 600).unwrap();
     let (status, _) = Http::new(base.clone())
@@ -320,7 +315,7 @@ async fn play<B: Backend>(backend: B, dir: std::path::PathBuf, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_does_its_part_and_no_more_on_the_embedded_backend() {
-    let dir_guard = tempdir("roles-embedded");
+    let dir_guard = timeline_testkit::tempdir("roles-embedded");
     let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     play(backend, dir, "e").await;
@@ -336,7 +331,7 @@ async fn every_role_does_its_part_and_no_more_on_moto() {
         names: env.names.clone(),
         endpoint: std::env::var("AWS_ENDPOINT_URL").ok(),
     };
-    let dir_guard = tempdir("roles-aws");
+    let dir_guard = timeline_testkit::tempdir("roles-aws");
     play(backend, dir_guard.path().to_path_buf(), "a").await;
 }
 
@@ -360,7 +355,7 @@ fn no_documented_request_succeeds_without_a_valid_token() {
         .enable_all()
         .build()
         .unwrap();
-    let dir_guard = tempdir("roles-fuzz");
+    let dir_guard = timeline_testkit::tempdir("roles-fuzz");
     let dir = dir_guard.path().to_path_buf();
     let issuer = Arc::new(Issuer::open(&dir).unwrap());
     let backend = EmbeddedBackend::open(&dir).unwrap();
@@ -383,7 +378,7 @@ fn no_documented_request_succeeds_without_a_valid_token() {
         })
         .await
     });
-    let other_guard = tempdir("roles-fuzz-other");
+    let other_guard = timeline_testkit::tempdir("roles-fuzz-other");
     let other = Issuer::open(other_guard.path()).unwrap();
     let forged = other.mint(&auth::operator(), 600).unwrap();
     let http = Http::new(base);

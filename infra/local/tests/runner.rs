@@ -145,7 +145,7 @@ async fn eventually(http: &Http, path: &str, check: impl Fn(&serde_json::Value) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_backend_runs_the_demo_and_keeps_everything_across_a_restart() {
-    let dir_guard = tempdir("runner-embedded");
+    let dir_guard = timeline_testkit::tempdir("runner-embedded");
     let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     let runner = Running::start(backend.clone(), dir.join("failed.jsonl")).await;
@@ -233,7 +233,7 @@ async fn the_embedded_backend_runs_the_demo_and_keeps_everything_across_a_restar
 async fn the_aws_backend_runs_the_demo_against_moto() {
     let env = timeline_testkit::test_env!();
     let backend = aws_backend(&env);
-    let failures_guard = tempdir("runner-aws");
+    let failures_guard = timeline_testkit::tempdir("runner-aws");
     let failures = failures_guard.path().join("failed.jsonl");
     let runner = Running::start(backend.clone(), failures).await;
     play_demo(&runner.http, "t").await;
@@ -254,7 +254,7 @@ async fn the_aws_backend_runs_the_demo_against_moto() {
 /// outboxes; every command is still published, archived, distributed and projected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_polling_relay_the_embedded_backend_plays_the_demo_and_nothing_drifts() {
-    let dir_guard = tempdir("runner-relay-embedded");
+    let dir_guard = timeline_testkit::tempdir("runner-relay-embedded");
     let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     let failures = dir.join("failed.jsonl");
@@ -277,7 +277,7 @@ async fn with_the_polling_relay_the_embedded_backend_plays_the_demo_and_nothing_
 async fn with_the_stream_relay_the_aws_backend_plays_the_demo_against_moto() {
     let env = timeline_testkit::test_env!();
     let backend = aws_backend(&env);
-    let failures_guard = tempdir("runner-relay-aws");
+    let failures_guard = timeline_testkit::tempdir("runner-relay-aws");
     let failures = failures_guard.path().join("failed.jsonl");
     let runner = Running::publishing(backend.clone(), failures, PublishMode::Stream).await;
     play_demo(&runner.http, "s").await;
@@ -315,12 +315,6 @@ fn aws_backend(env: &timeline_testkit::TestEnv) -> AwsBackend {
     }
 }
 
-/// A directory of its own, removed when the test ends however it ends (a signing key is
-/// among what goes in).
-fn tempdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
-}
-
 /// Runs the binary with `args` (the AWS endpoint variables cleared unless given) and returns
 /// its exit success and its stderr.
 fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
@@ -350,7 +344,7 @@ fn cli_out(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
 /// document (and nothing else on stdout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_print_text_and_with_json_one_json_document() {
-    let dir_guard = tempdir("runner-text");
+    let dir_guard = timeline_testkit::tempdir("runner-text");
     let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     let runner = Running::start(backend.clone(), dir.join("failed.jsonl")).await;
@@ -416,7 +410,7 @@ fn start_up_problems_are_reported_clearly() {
     // The port is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let dir_guard = tempdir("runner-cli");
+    let dir_guard = timeline_testkit::tempdir("runner-cli");
     let dir = dir_guard.path().to_path_buf();
     let data = dir.join("data");
     let data = data.to_str().unwrap();
@@ -502,7 +496,7 @@ fn cli_in(data_dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn the_operator_cli_answers_json_and_replays_an_archive_into_a_new_data_directory() {
-    let dir_guard = tempdir("runner-ops");
+    let dir_guard = timeline_testkit::tempdir("runner-ops");
     let dir = dir_guard.path().to_path_buf();
     let (original, restored) = (dir.join("original"), dir.join("restored"));
 
@@ -593,7 +587,7 @@ async fn command(http: &Http, path: &str, body: serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entity_the_processor_cannot_apply_is_parked_listed_and_redriven_by_the_operator() {
     use timeline_core::ports::{Checkpoints, StreamReader};
-    let dir_guard = tempdir("runner-park");
+    let dir_guard = timeline_testkit::tempdir("runner-park");
     let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     let (a, b) = (
@@ -711,7 +705,7 @@ async fn with_a_postgres_read_store_the_demo_plays_and_the_api_answers_as_from_s
     let pg = timeline_postgres::PgReadModels::connect(pool)
         .await
         .unwrap();
-    let dir_guard = tempdir("runner-postgres");
+    let dir_guard = timeline_testkit::tempdir("runner-postgres");
     let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir)
         .unwrap()
@@ -727,7 +721,7 @@ async fn with_a_postgres_read_store_the_demo_plays_and_the_api_answers_as_from_s
     assert_eq!(backend.db.view(&ride).await.unwrap(), None);
 
     // The same log, rebuilt into SQLite.
-    let sqlite_dir_guard = tempdir("runner-postgres-sqlite");
+    let sqlite_dir_guard = timeline_testkit::tempdir("runner-postgres-sqlite");
     let sqlite_dir = sqlite_dir_guard.path().to_path_buf();
     let into = sqlite_dir.display().to_string();
     operate(
@@ -790,7 +784,7 @@ async fn with_a_postgres_read_store_the_demo_plays_and_the_api_answers_as_from_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_store_without_its_schema_is_refused_until_migrated() {
     let url = timeline_testkit::postgres_database!();
-    let dir_guard = tempdir("runner-postgres-cli");
+    let dir_guard = timeline_testkit::tempdir("runner-postgres-cli");
     let dir = dir_guard.path().to_path_buf();
     let data = dir.display().to_string();
     let (ok, stderr) = cli(&["--data-dir", &data, "--read-store", &url, "parked"], &[]);
@@ -825,7 +819,7 @@ fn chromium() -> Option<String> {
 /// Headless Chromium on `url`: the DOM once the page's requests are done, and a screenshot
 /// at `screenshot` when given.
 fn browse(browser: &str, url: &str, screenshot: Option<&std::path::Path>) -> String {
-    let profile_guard = tempdir("chromium-profile");
+    let profile_guard = timeline_testkit::tempdir("chromium-profile");
     let profile = profile_guard.path().to_path_buf();
     let mut command = std::process::Command::new(browser);
     command.args([
@@ -859,7 +853,7 @@ async fn the_timeline_page_shows_a_ride_at_its_first_fare_adjustment_and_why_a_v
         eprintln!("skipped the page test: no Chromium (infra/test.sh installs Debian's chromium)");
         return;
     };
-    let dir_guard = tempdir("runner-page");
+    let dir_guard = timeline_testkit::tempdir("runner-page");
     let dir = dir_guard.path().to_path_buf();
     let backend = EmbeddedBackend::open(&dir).unwrap();
     let db = backend.db.clone();

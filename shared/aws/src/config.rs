@@ -92,15 +92,20 @@ pub fn retry_config() -> RetryConfig {
 /// read) rather than in the Lambda being killed. S3 objects are larger: see
 /// [`S3_TIMEOUTS`].
 pub fn timeout_config() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .operation_attempt_timeout(Duration::from_secs(2))
-        .operation_timeout(Duration::from_secs(5))
-        .build()
+    timeouts(Duration::from_secs(2), Duration::from_secs(5))
 }
 
 /// S3 attempt and operation timeouts (an archive object is up to Firehose's 128 MiB buffer).
 pub const S3_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(15), Duration::from_secs(25));
+
+/// A second to connect, then the given limits for one attempt and for the whole call.
+fn timeouts(attempt: Duration, operation: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(operation)
+        .build()
+}
 
 /// The SDK settings every client starts from: region, credentials and endpoints from the
 /// environment, the retry and timeout settings above, and [`https_client`].
@@ -166,7 +171,7 @@ pub fn https_client_trusting(extra_pem: Vec<Vec<u8>>) -> SharedHttpClient {
 /// from it: it builds a whole TLS connector and drops it, so that a system's certificate
 /// files are read at start rather than on the first call. With roots compiled in there is
 /// nothing to read early, and parsing Mozilla's roots from PEM costs about 5.5 million
-/// instructions (1-1.5 ms) for each of a function's four clients, all thrown away: the
+/// instructions (1-1.5 ms) for each client a function builds, all thrown away: the
 /// connectors used are built on first use and cached by the inner client, once for each
 /// distinct timeout setting, as before. The roots are checked in [`https_client_trusting`].
 #[derive(Debug)]
@@ -269,13 +274,7 @@ impl Clients {
             let (attempt, operation) = S3_TIMEOUTS;
             let s3 = aws_sdk_s3::config::Builder::from(&self.sdk)
                 .force_path_style(path_style)
-                .timeout_config(
-                    TimeoutConfig::builder()
-                        .connect_timeout(Duration::from_secs(1))
-                        .operation_attempt_timeout(attempt)
-                        .operation_timeout(operation)
-                        .build(),
-                )
+                .timeout_config(timeouts(attempt, operation))
                 .build();
             aws_sdk_s3::Client::from_conf(s3)
         })
@@ -298,7 +297,6 @@ impl Clients {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-    use std::sync::Arc;
 
     /// An HTTP client that only counts the checks asked of it.
     #[derive(Debug, Default)]

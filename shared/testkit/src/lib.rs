@@ -280,6 +280,12 @@ mod postgres {
     }
 }
 
+/// A directory of its own, removed when the test ends however it ends (signing keys and
+/// databases go in).
+pub fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
+}
+
 pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}",
