@@ -154,7 +154,11 @@ def test_the_command_handler_outlasts_its_calls_so_a_stalled_publish_still_answe
     # The SDK's operation timeout (shared/aws/src/config.rs) bounds each call; a command
     # makes at most four in a row (head, commit, publish, confirm).
     config = (ROOT / "shared" / "aws" / "src" / "config.rs").read_text()
-    operation = re.search(r"\.operation_timeout\(Duration::from_secs\((\d+)\)\)", config)
+    operation = re.search(
+        r"pub const TIMEOUTS: \(Duration, Duration\) =\s*"
+        r"\(Duration::from_secs\(\d+\),\s*Duration::from_secs\((\d+)\)\)",
+        config,
+    )
     fn = functions(template)["CommandHandlerFunction"]["Properties"]
     assert 4 * int(operation.group(1)) < fn["Timeout"] <= 29
 

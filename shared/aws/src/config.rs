@@ -92,8 +92,12 @@ pub fn retry_config() -> RetryConfig {
 /// read) rather than in the Lambda being killed. S3 objects are larger: see
 /// [`S3_TIMEOUTS`].
 pub fn timeout_config() -> TimeoutConfig {
-    timeouts(Duration::from_secs(2), Duration::from_secs(5))
+    let (attempt, operation) = TIMEOUTS;
+    timeouts(attempt, operation)
 }
+
+/// Attempt and operation timeouts of every call but S3's.
+pub const TIMEOUTS: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(5));
 
 /// S3 attempt and operation timeouts (an archive object is up to Firehose's 128 MiB buffer).
 pub const S3_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(15), Duration::from_secs(25));
