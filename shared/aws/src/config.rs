@@ -134,10 +134,11 @@ fn env_credentials() -> Option<aws_config::environment::EnvironmentVariableCrede
         .then(aws_config::environment::EnvironmentVariableCredentialsProvider::new)
 }
 
-/// The SDK's default HTTPS client (hyper, rustls on aws-lc, certificates and host names
-/// verified), trusting Mozilla's root certificates compiled into the binary instead of
-/// reading the system's store (some 300 files on Amazon Linux) when a function starts.
-/// AWS's endpoints chain to Amazon's roots, which are among them.
+/// The SDK's HTTPS client (hyper and rustls, as its default one, but on ring, which is
+/// smaller than aws-lc; certificates and host names verified), trusting Mozilla's root
+/// certificates compiled into the binary instead of reading the system's store (some 300
+/// files on Amazon Linux) when a function starts. AWS's endpoints chain to Amazon's roots,
+/// which are among them.
 pub fn https_client() -> SharedHttpClient {
     https_client_trusting(Vec::new())
 }
@@ -165,7 +166,7 @@ pub fn https_client_trusting(extra_pem: Vec<Vec<u8>>) -> SharedHttpClient {
         .expect("a TLS context from valid roots");
     SharedHttpClient::new(NoThrowawayCheck(
         aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .tls_context(context)
             .build_https(),
     ))

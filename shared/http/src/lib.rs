@@ -6,6 +6,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 pub const JSON: &str = "application/json";
@@ -211,10 +212,47 @@ pub async fn answer(
     .await
 }
 
-/// Structured logs as Lambda expects: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, the level from
-/// `AWS_LAMBDA_LOG_LEVEL` (or `RUST_LOG`).
+/// Structured logs as Lambda expects: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, without time
+/// (Lambda stamps each line), target or colour codes, the level from `AWS_LAMBDA_LOG_LEVEL` (Lambda's
+/// advanced logging controls), else `RUST_LOG`, else INFO. The runtime's default subscriber
+/// does the same with `EnvFilter`, which brings a regex engine (0.3 MB) for directives a
+/// Lambda never gets; `RUST_LOG` here takes levels and per-target levels
+/// (`info,aws_smithy_runtime=debug`), no span or field filters.
 pub fn init_logging() {
-    lambda_http::tracing::init_default_subscriber();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let filter = log_filter(
+        std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref(),
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
+    let logs = tracing_subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE);
+    // Already set (a test, the local runner): keep the one there.
+    let _ = if json {
+        logs.json().finish().with(filter).try_init()
+    } else {
+        logs.finish().with(filter).try_init()
+    };
+}
+
+/// Which logs pass: Lambda's level when it sets one (its FATAL is tracing's ERROR), else
+/// `RUST_LOG`'s directives, else INFO (also when `RUST_LOG` does not parse: a bad variable
+/// must not stop a function).
+fn log_filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
+    let level = |text: &str| match text.trim() {
+        fatal if fatal.eq_ignore_ascii_case("fatal") => Some(LevelFilter::ERROR),
+        other => other.parse::<LevelFilter>().ok(),
+    };
+    if let Some(level) = lambda_level.and_then(level) {
+        return Targets::new().with_default(level);
+    }
+    rust_log
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// A function that cannot start (its configuration, or a read store it must refuse): said in
@@ -366,6 +404,39 @@ mod tests {
     use super::*;
     use serde_json::json;
     use timeline_core::access::{Caller, Role};
+    use tracing::Level;
+
+    #[test]
+    fn logs_at_info_unless_told_otherwise() {
+        for rust_log in [None, Some("not a = directive = list")] {
+            let filter = log_filter(None, rust_log);
+            assert!(filter.would_enable("processor", &Level::INFO));
+            assert!(!filter.would_enable("processor", &Level::DEBUG));
+        }
+    }
+
+    #[test]
+    fn lambdas_log_level_wins_over_rust_log_and_fatal_means_error() {
+        let filter = log_filter(Some("DEBUG"), Some("error"));
+        assert!(filter.would_enable("aws_smithy_runtime", &Level::DEBUG));
+        assert!(!filter.would_enable("aws_smithy_runtime", &Level::TRACE));
+        let filter = log_filter(Some("FATAL"), None);
+        assert!(filter.would_enable("processor", &Level::ERROR));
+        assert!(!filter.would_enable("processor", &Level::WARN));
+        // A level Lambda does not define is not taken: RUST_LOG decides.
+        let filter = log_filter(Some("LOUD"), Some("warn"));
+        assert!(filter.would_enable("processor", &Level::WARN));
+        assert!(!filter.would_enable("processor", &Level::INFO));
+    }
+
+    #[test]
+    fn rust_log_sets_levels_per_target() {
+        let filter = log_filter(None, Some("warn,aws_smithy_runtime=debug"));
+        assert!(filter.would_enable("aws_smithy_runtime::client::orchestrator", &Level::DEBUG));
+        assert!(!filter.would_enable("aws_smithy_runtime", &Level::TRACE));
+        assert!(!filter.would_enable("processor", &Level::INFO));
+        assert!(filter.would_enable("processor", &Level::WARN));
+    }
 
     /// A proxy event whose request context carries `authorizer` and `identity` as given.
     fn with_context(authorizer: Value, identity: Value) -> Request {

@@ -75,7 +75,7 @@ pub fn server_config() -> (rustls::ServerConfig, String) {
         .signed_by(&key, &issuer)
         .expect("a server certificate");
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
+        rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("protocol versions")
