@@ -213,10 +213,10 @@ pub async fn answer(
 }
 
 /// Structured logs as Lambda expects: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, without time
-/// (Lambda stamps each line), target or colour codes, the level from `AWS_LAMBDA_LOG_LEVEL` (Lambda's
-/// advanced logging controls), else `RUST_LOG`, else INFO. The runtime's default subscriber
-/// does the same with `EnvFilter`, which brings a regex engine (0.3 MB) for directives a
-/// Lambda never gets; `RUST_LOG` here takes levels and per-target levels
+/// (Lambda stamps each line), target or colour codes; the level from `AWS_LAMBDA_LOG_LEVEL`
+/// (Lambda's advanced logging controls), else `RUST_LOG`, else INFO. The runtime's default
+/// subscriber does the same with `EnvFilter`, which brings a regex engine (0.3 MB) for
+/// directives a Lambda never gets; `RUST_LOG` here takes levels and per-target levels
 /// (`info,aws_smithy_runtime=debug`), no span or field filters.
 pub fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
