@@ -92,8 +92,7 @@ pub fn retry_config() -> RetryConfig {
 /// read) rather than in the Lambda being killed. S3 objects are larger: see
 /// [`S3_TIMEOUTS`].
 pub fn timeout_config() -> TimeoutConfig {
-    let (attempt, operation) = TIMEOUTS;
-    timeouts(attempt, operation)
+    timeouts(TIMEOUTS)
 }
 
 /// Attempt and operation timeouts of every call but S3's.
@@ -103,7 +102,7 @@ pub const TIMEOUTS: (Duration, Duration) = (Duration::from_secs(2), Duration::fr
 pub const S3_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(15), Duration::from_secs(25));
 
 /// A second to connect, then the given limits for one attempt and for the whole call.
-fn timeouts(attempt: Duration, operation: Duration) -> TimeoutConfig {
+fn timeouts((attempt, operation): (Duration, Duration)) -> TimeoutConfig {
     TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(1))
         .operation_attempt_timeout(attempt)
@@ -276,10 +275,9 @@ impl Clients {
         self.built.s3.get_or_init(|| {
             let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
                 || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-            let (attempt, operation) = S3_TIMEOUTS;
             let s3 = aws_sdk_s3::config::Builder::from(&self.sdk)
                 .force_path_style(path_style)
-                .timeout_config(timeouts(attempt, operation))
+                .timeout_config(timeouts(S3_TIMEOUTS))
                 .build();
             aws_sdk_s3::Client::from_conf(s3)
         })
