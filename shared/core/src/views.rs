@@ -81,8 +81,14 @@ pub fn project<A: ReadModel>(
         recorded_at: envelope.recorded_at,
         actor: envelope.metadata.actor.clone(),
         event_id: envelope.event_id.clone(),
-        // The payload at the current schema (upcast), as the view was built from it.
-        data: crate::codec::encode_event::<A>(event).2,
+        // The payload at the current schema, as the view was built from it: as recorded
+        // when it was written at that schema (the common case: no second encoding), else
+        // the upcast event's.
+        data: if envelope.schema_version == A::schema_version(&envelope.event_type) {
+            envelope.data.clone()
+        } else {
+            crate::codec::encode_event::<A>(event).2
+        },
         status_after: status.clone(),
         position: None,
     };
