@@ -33,7 +33,11 @@ pub struct KinesisData {
     pub approximate_arrival_timestamp: Option<f64>,
 }
 
-/// Decodes the base64 text where it lies in the event (no copy of it first).
+/// Decodes the base64 text where it lies in the event (no copy of it first). Asked for as
+/// bytes, so the JSON parser does not check the text is UTF-8 first: the decoder refuses
+/// anything that is not base64 anyway, and that check was a tenth of reading the event.
+/// Decoded with SIMD (a fifth of the processor's time with a scalar decoder); the scalar
+/// one only says where text that is not base64 goes wrong.
 fn base64_data<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     struct Base64;
     impl serde::de::Visitor<'_> for Base64 {
@@ -41,14 +45,19 @@ fn base64_data<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("base64 text")
         }
-        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+        fn visit_bytes<E: serde::de::Error>(self, text: &[u8]) -> Result<Vec<u8>, E> {
             use base64::Engine;
-            base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .map_err(E::custom)
+            base64_simd::STANDARD.decode_to_vec(text).or_else(|_| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(E::custom)
+            })
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+            self.visit_bytes(text.as_bytes())
         }
     }
-    d.deserialize_str(Base64)
+    d.deserialize_bytes(Base64)
 }
 
 impl BatchRecord {
@@ -127,6 +136,21 @@ mod tests {
     }
 
     #[test]
+    fn data_of_every_length_decodes_to_what_was_sent() {
+        use base64::Engine;
+        // Across the SIMD decoder's block sizes, and its tail.
+        for len in 0..=200usize {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
+            let text = base64::engine::general_purpose::STANDARD.encode(&data);
+            let batch: KinesisBatch = serde_json::from_str(&format!(
+                r#"{{"Records":[{{"kinesis":{{"sequenceNumber":"1","partitionKey":"p","data":"{text}"}}}}]}}"#
+            ))
+            .unwrap();
+            assert_eq!(batch.records[0].kinesis.data, data, "{len} bytes");
+        }
+    }
+
+    #[test]
     fn data_that_is_not_base64_is_refused_with_the_reason() {
         let bad = r#"{"Records":[{"kinesis":{"sequenceNumber":"1","partitionKey":"ride#1","data":"not base64!"}}]}"#;
         let err = serde_json::from_str::<KinesisBatch>(bad).unwrap_err();
@@ -135,5 +159,14 @@ mod tests {
         let escaped = r#"{"Records":[{"kinesis":{"sequenceNumber":"1","partitionKey":"ride#1","data":"eyJhIjoxfQ\u003d\u003d"}}]}"#;
         let batch: KinesisBatch = serde_json::from_str(escaped).unwrap();
         assert_eq!(batch.records[0].kinesis.data, br#"{"a":1}"#);
+        // Read from a parsed value (text, not bytes) as well.
+        let value: serde_json::Value = serde_json::from_str(escaped).unwrap();
+        let batch: KinesisBatch = serde_json::from_value(value).unwrap();
+        assert_eq!(batch.records[0].kinesis.data, br#"{"a":1}"#);
+        // Neither text that is not UTF-8 nor an array of numbers passes for base64.
+        let not_utf8 = r#"{"Records":[{"kinesis":{"sequenceNumber":"1","partitionKey":"ride#1","data":"eyJh\udc00"}}]}"#;
+        assert!(serde_json::from_str::<KinesisBatch>(not_utf8).is_err());
+        let numbers = r#"{"Records":[{"kinesis":{"sequenceNumber":"1","partitionKey":"ride#1","data":[101,121]}}]}"#;
+        assert!(serde_json::from_str::<KinesisBatch>(numbers).is_err());
     }
 }
