@@ -36,7 +36,7 @@ pub struct KinesisData {
 /// Decodes the base64 text where it lies in the event (no copy of it first). Asked for as
 /// bytes, so the JSON parser does not check the text is UTF-8 first: the decoder refuses
 /// anything that is not base64 anyway, and that check was a tenth of reading the event.
-/// Decoded with SIMD (a fifth of the processor's time with a scalar decoder); the scalar
+/// Decoded with SIMD (a quarter of reading the event with a scalar decoder); the scalar
 /// one only says where text that is not base64 goes wrong.
 fn base64_data<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     struct Base64;

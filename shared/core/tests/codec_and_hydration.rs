@@ -323,6 +323,27 @@ fn an_old_video_stream_hydrates_through_the_upcaster() {
 }
 
 #[test]
+fn history_shows_each_payload_at_the_current_schema_and_current_ones_as_recorded() {
+    let mut events = stream::<VideoAggregate>("v-1", &seed_video_events()[..2]);
+    let mut old = raw_envelope(
+        "video",
+        "ProcessingProgressed",
+        1,
+        json!({ "progress": 0.25 }),
+    );
+    old.aggregate_id = "v-1".into();
+    old.version = 3;
+    events.push(old);
+    let (_, history) = timeline_core::views::fold::<VideoAggregate>(&events)
+        .unwrap()
+        .unwrap();
+    assert_eq!(history[2].data, json!({ "percent": 25 }));
+    for (entry, event) in history.iter().zip(&events).take(2) {
+        assert_eq!(entry.data, event.data, "{}", event.event_type);
+    }
+}
+
+#[test]
 fn an_unknown_event_type_is_reported_not_dropped() {
     let unknown = raw_envelope("video", "VideoTeleported", 1, json!({ "to": "mars" }));
     match decode_event::<VideoAggregate>(&unknown) {
