@@ -305,8 +305,8 @@ fn a_v1_progress_event_with_a_fraction_is_upcast_to_a_percentage() {
     );
 }
 
-#[test]
-fn an_old_video_stream_hydrates_through_the_upcaster() {
+/// Two events at the current schema, then a progress event at schema 1 (a fraction).
+fn old_video_stream() -> Vec<EventEnvelope> {
     let mut events = stream::<VideoAggregate>("v-1", &seed_video_events()[..2]);
     let mut old = raw_envelope(
         "video",
@@ -317,23 +317,19 @@ fn an_old_video_stream_hydrates_through_the_upcaster() {
     old.aggregate_id = "v-1".into();
     old.version = 3;
     events.push(old);
-    let video = hydrate::<VideoAggregate>(&events).unwrap();
+    events
+}
+
+#[test]
+fn an_old_video_stream_hydrates_through_the_upcaster() {
+    let video = hydrate::<VideoAggregate>(&old_video_stream()).unwrap();
     assert_eq!(video.version, 3);
     assert_eq!(video.state.unwrap().status(), "processing:25%");
 }
 
 #[test]
 fn history_shows_each_payload_at_the_current_schema_and_current_ones_as_recorded() {
-    let mut events = stream::<VideoAggregate>("v-1", &seed_video_events()[..2]);
-    let mut old = raw_envelope(
-        "video",
-        "ProcessingProgressed",
-        1,
-        json!({ "progress": 0.25 }),
-    );
-    old.aggregate_id = "v-1".into();
-    old.version = 3;
-    events.push(old);
+    let events = old_video_stream();
     let (_, history) = timeline_core::views::fold::<VideoAggregate>(&events)
         .unwrap()
         .unwrap();
