@@ -118,7 +118,12 @@ async fn clients_sharing_one_https_client_each_connect_on_first_use() {
 }
 
 #[test]
-fn amazons_roots_are_compiled_in() {
+fn the_compiled_in_bundle_is_mozillas_roots_with_amazons_among_them() {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    let bundle = CertificateDer::pem_slice_iter(timeline_aws::config::MOZILLA_ROOTS_PEM)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the bundle is PEM");
+    assert_eq!(bundle, webpki_root_certs::TLS_SERVER_ROOT_CERTS);
     for name in [
         "Amazon Root CA 1",
         "Amazon Root CA 2",
@@ -126,7 +131,7 @@ fn amazons_roots_are_compiled_in() {
         "Amazon Root CA 4",
     ] {
         assert!(
-            webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            bundle
                 .iter()
                 .any(|c| c.windows(name.len()).any(|w| w == name.as_bytes())),
             "{name}"
