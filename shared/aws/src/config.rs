@@ -5,17 +5,10 @@
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
-use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
-};
-use aws_smithy_runtime_api::client::runtime_components::{
-    RuntimeComponents, RuntimeComponentsBuilder,
-};
-use aws_smithy_types::config_bag::ConfigBag;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+pub use crate::https_client::{https_client, https_client_trusting};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -133,79 +126,6 @@ fn env_credentials() -> Option<aws_config::environment::EnvironmentVariableCrede
         .then(aws_config::environment::EnvironmentVariableCredentialsProvider::new)
 }
 
-/// Mozilla's root certificates (the `webpki-root-certs` crate) as one PEM bundle, written by
-/// the build script: the SDK's trust store takes PEM, and encoding the roots from DER at
-/// each start cost about 1.5 million instructions, half of a function's init.
-pub const MOZILLA_ROOTS_PEM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mozilla-roots.pem"));
-
-/// The SDK's HTTPS client (hyper and rustls, as its default one, but on ring, which is
-/// smaller than aws-lc; certificates and host names verified), trusting Mozilla's root
-/// certificates compiled into the binary instead of reading the system's store (some 300
-/// files on Amazon Linux) when a function starts. AWS's endpoints chain to Amazon's roots,
-/// which are among them.
-pub fn https_client() -> SharedHttpClient {
-    https_client_trusting(Vec::new())
-}
-
-/// [`https_client`] that also trusts the given PEM roots (an emulator or a proxy of your own
-/// behind TLS). Panics, here rather than at the first call, if one of them is not a PEM
-/// certificate.
-pub fn https_client_trusting(extra_pem: Vec<Vec<u8>>) -> SharedHttpClient {
-    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = TrustStore::empty().with_native_roots(false);
-    roots.add_pem_certificate(MOZILLA_ROOTS_PEM);
-    for cert in extra_pem {
-        let parsed = rustls_pki_types::CertificateDer::pem_slice_iter(&cert)
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap_or_default();
-        assert!(!parsed.is_empty(), "an extra root is not a PEM certificate");
-        roots.add_pem_certificate(cert);
-    }
-    let context = TlsContext::builder()
-        .with_trust_store(roots)
-        .build()
-        .expect("a TLS context from valid roots");
-    SharedHttpClient::new(NoThrowawayCheck(
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .tls_context(context)
-            .build_https(),
-    ))
-}
-
-/// The SDK's HTTPS client, without the check it makes each time a service client is built
-/// from it: it builds a whole TLS connector and drops it, so that a system's certificate
-/// files are read at start rather than on the first call. With roots compiled in there is
-/// nothing to read early, and parsing Mozilla's roots from PEM costs about 5.5 million
-/// instructions (1-1.5 ms) for each client a function builds, all thrown away: the
-/// connectors used are built on first use and cached by the inner client, once for each
-/// distinct timeout setting, as before. The roots are checked in [`https_client_trusting`].
-#[derive(Debug)]
-struct NoThrowawayCheck(SharedHttpClient);
-
-impl HttpClient for NoThrowawayCheck {
-    fn http_connector(
-        &self,
-        settings: &HttpConnectorSettings,
-        components: &RuntimeComponents,
-    ) -> SharedHttpConnector {
-        self.0.http_connector(settings, components)
-    }
-
-    fn validate_base_client_config(
-        &self,
-        _: &RuntimeComponentsBuilder,
-        _: &ConfigBag,
-    ) -> Result<(), BoxError> {
-        Ok(())
-    }
-
-    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
-        self.0.connector_metadata()
-    }
-}
-
 /// Loads the shared SDK configuration (region, credentials, endpoint overrides).
 pub async fn load_sdk_config() -> SdkConfig {
     sdk_loader().load().await
@@ -289,9 +209,18 @@ impl Clients {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_smithy_runtime_api::box_error::BoxError;
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::runtime_components::{
+        RuntimeComponents, RuntimeComponentsBuilder,
+    };
+    use aws_smithy_types::config_bag::ConfigBag;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-    /// An HTTP client that only counts the checks asked of it.
+    /// An HTTP client that counts the service clients built on it (each one asks it to check
+    /// its configuration once).
     #[derive(Debug, Default)]
     struct Counting(Arc<AtomicUsize>);
 
@@ -314,44 +243,14 @@ mod tests {
         }
     }
 
-    /// An SDK configuration whose HTTP client counts the checks made of it: without
-    /// [`NoThrowawayCheck`], one for each service client built.
-    fn counting_sdk(wrapped: bool) -> (SdkConfig, Arc<AtomicUsize>) {
-        let checks = Arc::new(AtomicUsize::new(0));
-        let mut http = SharedHttpClient::new(Counting(checks.clone()));
-        if wrapped {
-            http = SharedHttpClient::new(NoThrowawayCheck(http));
-        }
+    #[test]
+    fn a_client_is_built_on_first_use_once_and_shared_by_clones() {
+        let built = Arc::new(AtomicUsize::new(0));
         let sdk = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
-            .http_client(http)
+            .http_client(SharedHttpClient::new(Counting(built.clone())))
             .build();
-        (sdk, checks)
-    }
-
-    fn build_all(clients: &Clients) {
-        clients.dynamodb();
-        clients.kinesis();
-        clients.s3();
-        clients.eventbridge();
-    }
-
-    #[test]
-    fn building_a_functions_clients_builds_no_tls_connector() {
-        let (sdk, checks) = counting_sdk(true);
-        build_all(&Clients::new(&sdk));
-        assert_eq!(checks.load(SeqCst), 0);
-
-        // Without the wrapper, each client's construction asks the SDK's client to check.
-        let (sdk, checks) = counting_sdk(false);
-        build_all(&Clients::new(&sdk));
-        assert_eq!(checks.load(SeqCst), 4);
-    }
-
-    #[test]
-    fn a_client_is_built_on_first_use_once_and_shared_by_clones() {
-        let (sdk, built) = counting_sdk(false);
         let clients = Clients::new(&sdk);
         assert_eq!(built.load(SeqCst), 0, "nothing built up front");
         let copy = clients.clone();
@@ -371,11 +270,5 @@ mod tests {
             3,
             "the given client is used, the built one kept"
         );
-    }
-
-    #[test]
-    #[should_panic(expected = "an extra root is not a PEM certificate")]
-    fn an_extra_root_that_is_not_a_certificate_is_refused_when_the_client_is_made() {
-        https_client_trusting(vec![b"-----BEGIN NONSENSE-----\n".to_vec()]);
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod event_bus;
 pub mod event_log;
 pub mod event_source;
+pub mod https_client;
 pub mod keys;
 pub mod kinesis_batch;
 pub mod metrics;

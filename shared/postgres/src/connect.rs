@@ -32,7 +32,7 @@ pub enum ConnectError {
     Pool(String),
     #[error("a password made per connection (IAM authentication) is sent only over TLS: add sslmode=require to the URL")]
     TokenWithoutTls,
-    #[error("no trusted root certificates: {0}")]
+    #[error("an extra root certificate cannot be used: {0}")]
     Roots(String),
 }
 
@@ -127,23 +127,19 @@ fn client_config(roots: RootCertStore) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-/// Mozilla's roots, compiled in (as the SDK's clients trust them: see `timeline_aws::config`),
-/// and the extra ones.
+/// Mozilla's roots, compiled in as trust anchors (as the SDK's clients trust them: see
+/// `timeline_aws::https_client`), and the extra ones.
 fn roots(extra_pem: Option<&[u8]>) -> Result<RootCertStore, ConnectError> {
-    let mut store = RootCertStore::empty();
-    store.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+    let mut store = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     if let Some(pem) = extra_pem {
         for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| ConnectError::Roots(format!("a certificate: {e}")))?;
+            let cert = cert.map_err(|e| ConnectError::Roots(e.to_string()))?;
             store
                 .add(cert)
-                .map_err(|e| ConnectError::Roots(format!("a certificate: {e}")))?;
+                .map_err(|e| ConnectError::Roots(e.to_string()))?;
         }
-    }
-    if store.is_empty() {
-        return Err(ConnectError::Roots(
-            "none compiled in and none given".into(),
-        ));
     }
     Ok(store)
 }
