@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
     let api = CommandApi::with_config(store, log, SystemClock, config);
     let api = &api;
     run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(api.handle(req).await)
+        Ok::<_, Error>(timeline_http::AsIs(api.handle(req).await))
     }))
     .await
 }

@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
     let api = QueryApi::new(store);
     let api = &api;
     run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(api.handle(req).await)
+        Ok::<_, Error>(timeline_http::AsIs(api.handle(req).await))
     }))
     .await
 }

@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
         .map_err(timeline_http::start_failed)?;
     let hydrator = &hydrator;
     run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(hydrator.handle_http(req).await)
+        Ok::<_, Error>(timeline_http::AsIs(hydrator.handle_http(req).await))
     }))
     .await
 }
