@@ -103,8 +103,74 @@ fn timeouts((attempt, operation): (Duration, Duration)) -> TimeoutConfig {
         .build()
 }
 
-/// The SDK settings every client starts from: region, credentials and endpoints from the
-/// environment, the retry and timeout settings above, and [`https_client`].
+/// A function's SDK settings, from the environment Lambda gives it and nothing else: the
+/// region (`AWS_REGION`, else `AWS_DEFAULT_REGION`), the credentials (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), the endpoints (`AWS_ENDPOINT_URL_<SERVICE>`,
+/// else `AWS_ENDPOINT_URL`, unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`), with the
+/// retry and timeout settings above and [`https_client`]. Lambda always sets these, so the
+/// SDK's configuration loader ([`sdk_loader`], for tools that run elsewhere) would only
+/// add what a function never uses: profile files, web identity and its STS client,
+/// container and instance metadata, SSO. Not calling it keeps all of that out of the
+/// functions' binaries (about 0.1 MB of each zip).
+pub fn lambda_sdk_config() -> SdkConfig {
+    sdk_config_from(aws_types::os_shim_internal::Env::real())
+}
+
+fn sdk_config_from(env: aws_types::os_shim_internal::Env) -> SdkConfig {
+    let ignore_endpoints = env
+        .get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    let mut sdk = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .retry_config(retry_config())
+        .timeout_config(timeout_config())
+        .http_client(https_client())
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+            ),
+        )
+        .service_config(EnvOnly {
+            env: env.clone(),
+            ignore_endpoints,
+        });
+    sdk.set_region(
+        env.get("AWS_REGION")
+            .or_else(|_| env.get("AWS_DEFAULT_REGION"))
+            .ok()
+            .map(aws_config::Region::new),
+    );
+    if !ignore_endpoints {
+        sdk.set_endpoint_url(env.get("AWS_ENDPOINT_URL").ok());
+    }
+    sdk.build()
+}
+
+/// Per-service settings (`AWS_ENDPOINT_URL_KINESIS`, ...) read as the SDK's loader reads
+/// them from the environment (the service's variable, else the global one), without
+/// looking in profile files.
+#[derive(Debug)]
+struct EnvOnly {
+    env: aws_types::os_shim_internal::Env,
+    ignore_endpoints: bool,
+}
+
+impl aws_types::service_config::LoadServiceConfig for EnvOnly {
+    fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        if self.ignore_endpoints && key.env() == "AWS_ENDPOINT_URL" {
+            return None;
+        }
+        aws_runtime::env_config::EnvConfigValue::new()
+            .env(key.env())
+            .service_id(key.service_id())
+            .load(&self.env, None)
+            .map(|(value, _)| value.into_owned())
+    }
+}
+
+/// The SDK settings every client starts from outside Lambda (the local runner, tests,
+/// tools): region, credentials and endpoints by the SDK's whole default chain, the retry
+/// and timeout settings above, and [`https_client`].
 pub fn sdk_loader() -> aws_config::ConfigLoader {
     let loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(retry_config())
@@ -157,8 +223,9 @@ impl Clients {
         }
     }
 
+    /// A function's clients, on [`lambda_sdk_config`].
     pub async fn from_env() -> Self {
-        Clients::new(&load_sdk_config().await)
+        Clients::new(&lambda_sdk_config())
     }
 
     pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
@@ -241,6 +308,50 @@ mod tests {
             self.0.fetch_add(1, SeqCst);
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_functions_settings_come_from_lambdas_environment() {
+        use aws_types::os_shim_internal::Env;
+        use aws_types::service_config::ServiceConfigKey;
+        let endpoint_of = |sdk: &SdkConfig, service| {
+            let key = ServiceConfigKey::builder()
+                .service_id(service)
+                .env("AWS_ENDPOINT_URL")
+                .profile("endpoint_url")
+                .build()
+                .unwrap();
+            sdk.service_config().unwrap().load_config(key)
+        };
+        let mut vars = vec![
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_DEFAULT_REGION", "us-east-2"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+            ("AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:9000"),
+        ];
+        let sdk = sdk_config_from(Env::from_slice(&vars));
+        assert_eq!(sdk.region().unwrap().as_ref(), "eu-west-1");
+        assert_eq!(sdk.endpoint_url(), Some("http://127.0.0.1:4566"));
+        assert_eq!(
+            endpoint_of(&sdk, "Kinesis").as_deref(),
+            Some("http://127.0.0.1:9000"),
+            "the service's own endpoint first"
+        );
+        assert_eq!(
+            endpoint_of(&sdk, "DynamoDB").as_deref(),
+            Some("http://127.0.0.1:4566"),
+            "else the global one"
+        );
+        assert!(sdk.credentials_provider().is_some());
+        assert_eq!(sdk.retry_config(), Some(&retry_config()));
+
+        vars.retain(|(k, _)| *k != "AWS_REGION");
+        vars.push(("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "TRUE"));
+        let sdk = sdk_config_from(Env::from_slice(&vars));
+        assert_eq!(sdk.region().unwrap().as_ref(), "us-east-2");
+        assert_eq!(sdk.endpoint_url(), None);
+        assert_eq!(endpoint_of(&sdk, "Kinesis"), None);
+        assert_eq!(endpoint_of(&sdk, "DynamoDB"), None);
     }
 
     #[test]
