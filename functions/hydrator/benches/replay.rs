@@ -30,7 +30,7 @@ use timeline_core::Timestamp;
 use timeline_engine::archive::{
     decode_object, encode_object, object_key, parse_object_key, MAX_BUFFER_MILLIS,
 };
-use timeline_engine::fold::{parse_object_partitioned, StateFold};
+use timeline_engine::fold::{fold_object_partitioned, StateFold};
 
 const PREFIX: &str = "events/";
 const STREAM: &str = "timeline-archive";
@@ -271,25 +271,16 @@ fn zcat(archive: &Archive) -> Option<(usize, f64)> {
     Some((lines, seconds))
 }
 
-/// Full replay, the hydrator's way: parse each object in place (only the fields a fold
-/// needs), fold every event into its entity's state. Both workers parse; entities are split
-/// over partitions so they also fold at once.
+/// Full replay, the fold's way: each worker parses an object in place (only the fields a
+/// fold needs) and folds its events into the partition of their entity, so both workers
+/// parse and fold at once.
 fn replay(objects: &[(String, Vec<u8>)]) -> (u64, usize, usize) {
     const PARTITIONS: usize = 64;
     let folds: Vec<Mutex<StateFold>> = (0..PARTITIONS)
         .map(|_| Mutex::new(StateFold::default()))
         .collect();
     parallel(objects, |key, bytes| {
-        let parts = parse_object_partitioned(key, bytes, PARTITIONS).unwrap();
-        for (p, events) in parts.into_iter().enumerate() {
-            if events.is_empty() {
-                continue;
-            }
-            let mut fold = folds[p].lock().unwrap();
-            for e in events {
-                fold.push_parsed(e);
-            }
-        }
+        fold_object_partitioned(key, bytes, &folds).unwrap();
     });
     let mut all = StateFold::default();
     for f in folds {

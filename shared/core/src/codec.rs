@@ -85,7 +85,7 @@ pub fn decode_event<A: Aggregate>(envelope: &EventEnvelope) -> Result<A::Event, 
     }
     let tagged = tagged::Tagged {
         event_type: &envelope.event_type,
-        data: &data,
+        data: &*data,
     };
     <A::Event as serde::Deserialize>::deserialize(tagged).map_err(|source| {
         // serde says "unknown variant `T`" for a type T the enum does not have. Match the
@@ -127,8 +127,8 @@ pub fn decode_record(bytes: &[u8]) -> Result<CommitRecord, RecordError> {
     Ok(record)
 }
 
-/// Decodes an event straight from its payload's JSON text (the replay's fast path: no
-/// intermediate `Value` when the payload is already at the current schema).
+/// Decodes an event straight from its payload's JSON text (the replay's fast path: when the
+/// payload is already at the current schema, neither copied nor held as a `Value`).
 pub fn decode_raw<A: Aggregate>(
     event_id: &str,
     event_type: &str,
@@ -137,9 +137,15 @@ pub fn decode_raw<A: Aggregate>(
 ) -> Result<A::Event, DecodeError> {
     let known = A::schema_version(event_type);
     if schema_version == known {
-        let tagged = format!("{{\"type\":{},\"data\":{data}}}", Value::from(event_type));
-        if let Ok(event) = serde_json::from_str(&tagged) {
-            return Ok(event);
+        let mut payload = serde_json::Deserializer::from_str(data);
+        let tagged = tagged::Tagged {
+            event_type,
+            data: &mut payload,
+        };
+        if let Ok(event) = <A::Event as serde::Deserialize>::deserialize(tagged) {
+            if payload.end().is_ok() {
+                return Ok(event);
+            }
         }
     }
     // Old schemas (upcast) and every error go through the general path, which says why.
@@ -164,23 +170,23 @@ pub fn decode_raw<A: Aggregate>(
 }
 
 /// `{"type": <event type>, "data": <payload>}`, as the event enums are tagged, read from
-/// borrowed parts: the payload is not copied into a new `Value` to decode it.
+/// borrowed parts: the payload (a `Value` or JSON text) is read where it is, not copied.
 mod tagged {
     use serde::de::value::BorrowedStrDeserializer;
-    use serde::de::{DeserializeSeed, MapAccess, Visitor};
-    use serde_json::Value;
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-    pub struct Tagged<'a> {
+    pub struct Tagged<'a, D> {
         pub event_type: &'a str,
-        pub data: &'a Value,
+        pub data: D,
     }
 
-    impl<'de> serde::Deserializer<'de> for Tagged<'de> {
+    impl<'de, D: Deserializer<'de, Error = serde_json::Error>> Deserializer<'de> for Tagged<'de, D> {
         type Error = serde_json::Error;
 
         fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
             visitor.visit_map(Fields {
-                tagged: self,
+                event_type: self.event_type,
+                data: Some(self.data),
                 next: 0,
             })
         }
@@ -192,12 +198,13 @@ mod tagged {
         }
     }
 
-    struct Fields<'a> {
-        tagged: Tagged<'a>,
+    struct Fields<'a, D> {
+        event_type: &'a str,
+        data: Option<D>,
         next: u8,
     }
 
-    impl<'de> MapAccess<'de> for Fields<'de> {
+    impl<'de, D: Deserializer<'de, Error = serde_json::Error>> MapAccess<'de> for Fields<'de, D> {
         type Error = serde_json::Error;
 
         fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -218,9 +225,12 @@ mod tagged {
             seed: V,
         ) -> Result<V::Value, Self::Error> {
             self.next += 1;
-            match self.next {
-                1 => seed.deserialize(BorrowedStrDeserializer::new(self.tagged.event_type)),
-                _ => seed.deserialize(self.tagged.data),
+            if self.next == 1 {
+                return seed.deserialize(BorrowedStrDeserializer::new(self.event_type));
+            }
+            match self.data.take() {
+                Some(data) => seed.deserialize(data),
+                None => Err(serde::de::Error::custom("the payload was already read")),
             }
         }
     }

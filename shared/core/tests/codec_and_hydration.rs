@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use timeline_core::codec::{
-    decode_event, decode_record, encode_event, encode_record, DecodeError, RecordError,
+    decode_event, decode_raw, decode_record, encode_event, encode_record, DecodeError, RecordError,
 };
 use timeline_core::envelope::CommitRecordError;
 use timeline_core::hydrate::{apply, hydrate, HydrateError, Hydrated};
@@ -369,6 +369,64 @@ fn a_schema_version_newer_than_the_code_is_reported_not_dropped() {
         }
         other => panic!("expected UnknownSchemaVersion, got {other:?}"),
     }
+}
+
+/// `decode_raw` (the replay's path, from the payload's text) answers what `decode_event`
+/// does, events and errors alike.
+fn raw<A: Aggregate>(e: &EventEnvelope) -> Result<A::Event, DecodeError> {
+    decode_raw::<A>(
+        &e.event_id,
+        &e.event_type,
+        e.schema_version,
+        &e.data.to_string(),
+    )
+}
+
+#[test]
+fn decoding_from_the_payload_text_agrees_with_decoding_the_envelope() {
+    for e in stream::<RideAggregate>("42", &every_ride_event()) {
+        assert_eq!(
+            raw::<RideAggregate>(&e).unwrap(),
+            decode_event::<RideAggregate>(&e).unwrap()
+        );
+    }
+    for e in stream::<VideoAggregate>("v-1", &every_video_event()) {
+        assert_eq!(
+            raw::<VideoAggregate>(&e).unwrap(),
+            decode_event::<VideoAggregate>(&e).unwrap()
+        );
+    }
+    let old = raw_envelope(
+        "video",
+        "ProcessingProgressed",
+        1,
+        json!({ "progress": 0.5 }),
+    );
+    assert_eq!(
+        raw::<VideoAggregate>(&old).unwrap(),
+        VideoEvent::ProcessingProgressed { percent: 50 }
+    );
+    let wrong = [
+        raw_envelope("video", "VideoTeleported", 1, json!({ "to": "mars" })),
+        raw_envelope("video", "ProcessingProgressed", 3, json!({ "pct": 50 })),
+        raw_envelope("video", "ProcessingStarted", 1, json!({})),
+        raw_envelope("video", "ProcessingStarted", 1, json!({ "attempt": "one" })),
+        raw_envelope("video", "ProcessingStarted", 0, json!({ "attempt": 1 })),
+    ];
+    for e in &wrong {
+        let (fast, general) = (raw::<VideoAggregate>(e), decode_event::<VideoAggregate>(e));
+        assert_eq!(
+            fast.unwrap_err().to_string(),
+            general.unwrap_err().to_string()
+        );
+    }
+    // Text after the payload is not a payload.
+    let e = &stream::<VideoAggregate>("v-1", &every_video_event())[1];
+    let trailing = format!("{} {{}}", e.data);
+    assert!(matches!(
+        decode_raw::<VideoAggregate>(&e.event_id, &e.event_type, e.schema_version, &trailing),
+        Err(DecodeError::BadPayload { .. })
+    ));
 }
 
 #[test]

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::sync::Mutex;
 use timeline_core::codec::decode_raw;
 use timeline_core::envelope::{EventEnvelope, StreamKey};
 use timeline_core::ports::ArchiveError;
@@ -38,13 +39,45 @@ impl std::fmt::Debug for AnyState {
     }
 }
 
-/// An event waiting for its predecessor.
+/// An event waiting for its predecessor (owned: the object it came from is gone by then).
 #[derive(Debug, Clone)]
 struct Waiting {
     event_id: String,
     event_type: String,
     schema_version: u32,
     data: String,
+}
+
+impl Waiting {
+    fn text(&self) -> EventText<'_> {
+        EventText {
+            event_id: &self.event_id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            data: &self.data,
+        }
+    }
+}
+
+/// One event's text as a fold reads it, borrowed from wherever it was parsed: an event is
+/// copied only if it has to wait for its predecessor.
+#[derive(Clone, Copy)]
+struct EventText<'a> {
+    event_id: &'a str,
+    event_type: &'a str,
+    schema_version: u32,
+    data: &'a str,
+}
+
+impl EventText<'_> {
+    fn to_waiting(self) -> Waiting {
+        Waiting {
+            event_id: self.event_id.to_owned(),
+            event_type: self.event_type.to_owned(),
+            schema_version: self.schema_version,
+            data: self.data.to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -56,8 +89,9 @@ struct Folding<S> {
 
 #[derive(Default)]
 pub struct StateFold {
-    /// One typed fold per registered aggregate type met so far.
-    kinds: HashMap<String, Box<dyn KindFold>>,
+    /// One typed fold per registered aggregate type met so far (a handful: a list is quicker
+    /// to search than a map).
+    kinds: Vec<(String, Box<dyn KindFold>)>,
     pub events_applied: u64,
     pub duplicates: u64,
     /// Events that could not be decoded (unknown type, schema or entity type).
@@ -92,6 +126,17 @@ struct LeanEvent<'a> {
     data: &'a RawValue,
 }
 
+impl LeanEvent<'_> {
+    fn text(&self) -> EventText<'_> {
+        EventText {
+            event_id: &self.event_id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            data: self.data.get(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct LeanRecord<'a> {
     #[serde(borrow)]
@@ -101,7 +146,7 @@ struct LeanRecord<'a> {
 /// Applies `event` to one entity's fold, then any events that were waiting for it.
 fn fold_into<A: Aggregate>(
     entity: &mut Folding<A::State>,
-    event: Waiting,
+    event: EventText<'_>,
     version: u64,
     stats: &mut (u64, u64),
 ) -> Result<(), (u64, String)> {
@@ -110,29 +155,38 @@ fn fold_into<A: Aggregate>(
         return Ok(());
     }
     if version != entity.version + 1 {
-        entity.ahead.insert(version, event);
+        entity.ahead.insert(version, event.to_waiting());
         return Ok(());
     }
-    let mut next = Some(event);
-    let mut at = version;
-    while let Some(e) = next {
-        let decoded = decode_raw::<A>(&e.event_id, &e.event_type, e.schema_version, &e.data);
-        match decoded {
-            Ok(event) => {
-                entity.state = A::evolve(std::mem::take(&mut entity.state), &event);
-                entity.version = at;
-                stats.0 += 1;
-            }
-            Err(err) => {
-                // Stop this entity here: later events wait (and end as a gap).
-                entity.ahead.insert(at, e);
-                return Err((at, err.to_string()));
-            }
-        }
+    apply::<A>(entity, event, version, stats)?;
+    let mut at = version + 1;
+    while let Some(waiting) = entity.ahead.remove(&at) {
+        apply::<A>(entity, waiting.text(), at, stats)?;
         at += 1;
-        next = entity.ahead.remove(&at);
     }
     Ok(())
+}
+
+/// Decodes and applies the entity's next event; one that cannot be decoded stops the entity
+/// there (it and later events wait, and end as a gap).
+fn apply<A: Aggregate>(
+    entity: &mut Folding<A::State>,
+    e: EventText<'_>,
+    at: u64,
+    stats: &mut (u64, u64),
+) -> Result<(), (u64, String)> {
+    match decode_raw::<A>(e.event_id, e.event_type, e.schema_version, e.data) {
+        Ok(event) => {
+            entity.state = A::evolve(std::mem::take(&mut entity.state), &event);
+            entity.version = at;
+            stats.0 += 1;
+            Ok(())
+        }
+        Err(err) => {
+            entity.ahead.insert(at, e.to_waiting());
+            Err((at, err.to_string()))
+        }
+    }
 }
 
 /// The entities of one aggregate type, folded with its own `evolve`.
@@ -141,7 +195,7 @@ trait KindFold: Send + Sync {
         &mut self,
         id: &str,
         version: u64,
-        event: Waiting,
+        event: EventText<'_>,
         stats: &mut (u64, u64),
     ) -> Result<(), (u64, String)>;
     fn len(&self) -> usize;
@@ -150,14 +204,17 @@ trait KindFold: Send + Sync {
     fn finish(self: Box<Self>, kind: &str, folded: &mut Folded);
 }
 
-struct Typed<A: Aggregate>(HashMap<String, Folding<A::State>>);
+/// Entity ids are ours, not an attacker's: a fast hash (SipHash was a tenth of a replay).
+type Ids<S> = HashMap<String, Folding<S>, foldhash::fast::RandomState>;
+
+struct Typed<A: Aggregate>(Ids<A::State>);
 
 impl<A: Aggregate> KindFold for Typed<A> {
     fn push(
         &mut self,
         id: &str,
         version: u64,
-        event: Waiting,
+        event: EventText<'_>,
         stats: &mut (u64, u64),
     ) -> Result<(), (u64, String)> {
         let entity = match self.0.get_mut(id) {
@@ -201,26 +258,22 @@ struct NewFold;
 impl Visitor for NewFold {
     type Output = Box<dyn KindFold>;
     fn visit<A: Entity>(self) -> Box<dyn KindFold> {
-        Box::new(Typed::<A>(HashMap::new()))
+        Box::new(Typed::<A>(Ids::default()))
     }
 }
 
 impl StateFold {
-    fn push_parts(
-        &mut self,
-        kind: &str,
-        id: &str,
-        version: u64,
-        waiting: impl FnOnce() -> Waiting,
-    ) {
-        let fold = match self.kinds.get_mut(kind) {
-            Some(fold) => Ok(fold),
-            None => timeline_core::dispatch(kind, NewFold)
-                .map(|fold| self.kinds.entry(kind.to_owned()).or_insert(fold)),
+    fn push_parts(&mut self, kind: &str, id: &str, version: u64, event: EventText<'_>) {
+        let fold = match self.kinds.iter().position(|(k, _)| k == kind) {
+            Some(i) => Ok(&mut self.kinds[i].1),
+            None => timeline_core::dispatch(kind, NewFold).map(|fold| {
+                self.kinds.push((kind.to_owned(), fold));
+                &mut self.kinds.last_mut().expect("just pushed").1
+            }),
         };
         let mut stats = (self.events_applied, self.duplicates);
         let result = match fold {
-            Ok(fold) => fold.push(id, version, waiting(), &mut stats),
+            Ok(fold) => fold.push(id, version, event, &mut stats),
             Err(unregistered) => Err((version, unregistered.to_string())),
         };
         (self.events_applied, self.duplicates) = stats;
@@ -232,62 +285,44 @@ impl StateFold {
 
     /// Folds one event.
     pub fn push(&mut self, envelope: EventEnvelope) {
-        let EventEnvelope {
-            event_id,
-            aggregate_type,
-            aggregate_id,
-            version,
-            event_type,
-            schema_version,
-            data,
-            ..
-        } = envelope;
-        self.push_parts(&aggregate_type, &aggregate_id, version, || Waiting {
-            event_id,
-            event_type,
-            schema_version,
-            data: data.to_string(),
-        });
+        let data = envelope.data.to_string();
+        let text = EventText {
+            event_id: &envelope.event_id,
+            event_type: &envelope.event_type,
+            schema_version: envelope.schema_version,
+            data: &data,
+        };
+        self.push_parts(
+            &envelope.aggregate_type,
+            &envelope.aggregate_id,
+            envelope.version,
+            text,
+        );
+    }
+
+    fn push_lean(&mut self, e: &LeanEvent<'_>) {
+        self.push_parts(&e.aggregate_type, &e.aggregate_id, e.version, e.text());
     }
 
     /// Folds every record of an archive object (gzip or plain; NDJSON or concatenated).
     /// A corrupt object is reported with its key; the records before the corruption count.
     pub fn push_object(&mut self, key: &str, bytes: &[u8]) -> Result<usize, ArchiveError> {
+        let text = decompress(key, bytes)?;
         let mut records = 0;
-        let result = parse_object(
-            key,
-            bytes,
-            |e| {
-                self.push_parsed(e);
-            },
-            &mut records,
-        );
+        let result = parse_records(key, &text, |e| self.push_lean(&e), &mut records);
         result.map(|()| records)
     }
 
-    /// Folds an event parsed by [`parse_object_partitioned`].
-    pub fn push_parsed(&mut self, e: ParsedEvent) {
-        let ParsedEvent {
-            kind,
-            id,
-            version,
-            waiting,
-        } = e;
-        self.push_parts(&kind, &id, version, || waiting);
-    }
-
     pub fn entities(&self) -> usize {
-        self.kinds.values().map(|k| k.len()).sum()
+        self.kinds.iter().map(|(_, k)| k.len()).sum()
     }
 
     /// Combines folds over disjoint sets of entities (one per worker).
     pub fn absorb(&mut self, other: StateFold) {
         for (kind, fold) in other.kinds {
-            match self.kinds.get_mut(&kind) {
-                Some(mine) => mine.absorb(fold.into_any()),
-                None => {
-                    self.kinds.insert(kind, fold);
-                }
+            match self.kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, mine)) => mine.absorb(fold.into_any()),
+                None => self.kinds.push((kind, fold)),
             }
         }
         self.events_applied += other.events_applied;
@@ -310,13 +345,38 @@ impl StateFold {
     }
 }
 
-/// One event parsed out of an archive object, owned, ready to fold on another thread.
-#[derive(Debug, Clone)]
-pub struct ParsedEvent {
-    kind: String,
-    id: String,
-    version: u64,
-    waiting: Waiting,
+/// Folds every record of an archive object into `folds`, each entity always into the same
+/// one (by [`partition_of`]), so several threads can fold objects at once: a thread parses
+/// its object in place, then takes each fold's lock once for that fold's share of the
+/// events. Nothing is copied out of the object unless it has to wait for a predecessor.
+/// A corrupt object is reported with its key; the records before the corruption count.
+pub fn fold_object_partitioned(
+    key: &str,
+    bytes: &[u8],
+    folds: &[Mutex<StateFold>],
+) -> Result<usize, ArchiveError> {
+    let text = decompress(key, bytes)?;
+    let mut parts: Vec<Vec<LeanEvent<'_>>> = (0..folds.len()).map(|_| Vec::new()).collect();
+    let mut records = 0;
+    let result = parse_records(
+        key,
+        &text,
+        |e| {
+            let p = partition_of(&e.aggregate_type, &e.aggregate_id, parts.len());
+            parts[p].push(e);
+        },
+        &mut records,
+    );
+    for (fold, events) in folds.iter().zip(parts) {
+        if events.is_empty() {
+            continue;
+        }
+        let mut fold = fold.lock().expect("no fold panics");
+        for e in &events {
+            fold.push_lean(e);
+        }
+    }
+    result.map(|()| records)
 }
 
 fn decompress<'b>(key: &str, bytes: &'b [u8]) -> Result<Cow<'b, [u8]>, ArchiveError> {
@@ -335,15 +395,14 @@ fn decompress<'b>(key: &str, bytes: &'b [u8]) -> Result<Cow<'b, [u8]>, ArchiveEr
     Ok(Cow::Owned(out))
 }
 
-/// Parses every record of an object in place, handing each event to `sink`.
-fn parse_object(
+/// Parses every record of an object's text in place, handing each event to `sink`.
+fn parse_records<'t>(
     key: &str,
-    bytes: &[u8],
-    mut sink: impl FnMut(ParsedEvent),
+    text: &'t [u8],
+    mut sink: impl FnMut(LeanEvent<'t>),
     records: &mut usize,
 ) -> Result<(), ArchiveError> {
-    let text = decompress(key, bytes)?;
-    let mut stream = serde_json::Deserializer::from_slice(&text).into_iter::<LeanRecord<'_>>();
+    let mut stream = serde_json::Deserializer::from_slice(text).into_iter::<LeanRecord<'t>>();
     while let Some(record) = stream.next() {
         let record = record.map_err(|e| ArchiveError::Corrupt {
             key: key.to_owned(),
@@ -351,43 +410,10 @@ fn parse_object(
             records_before: *records,
             reason: e.to_string(),
         })?;
-        for e in record.events {
-            sink(ParsedEvent {
-                kind: e.aggregate_type.into_owned(),
-                id: e.aggregate_id.into_owned(),
-                version: e.version,
-                waiting: Waiting {
-                    event_id: e.event_id.into_owned(),
-                    event_type: e.event_type.into_owned(),
-                    schema_version: e.schema_version,
-                    data: e.data.get().to_owned(),
-                },
-            });
-        }
+        record.events.into_iter().for_each(&mut sink);
         *records += 1;
     }
     Ok(())
-}
-
-/// Parses an object's events into `partitions` buckets by entity, so several threads can
-/// parse objects while each partition is folded by one [`StateFold`] at a time.
-pub fn parse_object_partitioned(
-    key: &str,
-    bytes: &[u8],
-    partitions: usize,
-) -> Result<Vec<Vec<ParsedEvent>>, ArchiveError> {
-    let mut out: Vec<Vec<ParsedEvent>> = (0..partitions.max(1)).map(|_| Vec::new()).collect();
-    let mut records = 0;
-    parse_object(
-        key,
-        bytes,
-        |e| {
-            let p = partition_of(&e.kind, &e.id, out.len());
-            out[p].push(e);
-        },
-        &mut records,
-    )?;
-    Ok(out)
 }
 
 /// The partition an entity belongs to (stable; FNV-1a of `<type>#<id>`).
@@ -503,6 +529,51 @@ mod tests {
     }
 
     #[test]
+    fn partitioned_folds_of_objects_read_in_any_order_agree_with_one_fold() {
+        // Three videos over two objects, the later object read first, one event repeated.
+        let mut first = seed();
+        let mut second = vec![video(4, VideoEvent::ProcessingProgressed { percent: 90 })];
+        for id in ["v2", "v3"] {
+            let mut more = seed();
+            more.iter_mut().for_each(|e| e.aggregate_id = id.into());
+            second.extend(more.drain(1..));
+            first.extend(more);
+        }
+        second.push(first[0].clone());
+        let objects: Vec<Vec<u8>> = [second, first]
+            .iter()
+            .map(|events| {
+                let records: Vec<CommitRecord> = events
+                    .iter()
+                    .map(|e| CommitRecord {
+                        events: vec![e.clone()],
+                    })
+                    .collect();
+                encode_object(&records, true)
+            })
+            .collect();
+        let folds: Vec<Mutex<StateFold>> = (0..4).map(|_| Mutex::default()).collect();
+        let mut one = StateFold::default();
+        for bytes in &objects {
+            fold_object_partitioned("k", bytes, &folds).unwrap();
+            one.push_object("k", bytes).unwrap();
+        }
+        let mut all = StateFold::default();
+        for fold in folds {
+            all.absorb(fold.into_inner().unwrap());
+        }
+        let (all, one) = (all.finish(), one.finish());
+        assert_eq!((all.events_applied, all.duplicates), (10, 1));
+        assert_eq!((one.events_applied, one.duplicates), (10, 1));
+        assert!(all.gaps.is_empty() && one.gaps.is_empty());
+        for folded in [&all, &one] {
+            let version = |id: &str| folded.states[&StreamKey::new("video", id)].0;
+            assert_eq!([version("v1"), version("v2"), version("v3")], [4, 3, 3]);
+        }
+        assert_eq!(status(&all), "processing:90%");
+    }
+
+    #[test]
     fn a_corrupt_object_is_reported_with_its_key() {
         let mut bytes = encode_object(&[CommitRecord { events: seed() }], false);
         bytes.extend_from_slice(br#"{"events":[{"event_id""#);
@@ -514,5 +585,10 @@ mod tests {
             3,
             "the records before it still count"
         );
+        let folds = [Mutex::default()];
+        let err = fold_object_partitioned("events/2026/x", &bytes, &folds).unwrap_err();
+        assert_eq!(err.corrupt_key(), Some("events/2026/x"));
+        let [fold] = folds;
+        assert_eq!(fold.into_inner().unwrap().finish().events_applied, 3);
     }
 }
