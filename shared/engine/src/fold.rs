@@ -11,6 +11,7 @@
 //! decoded directly into its domain event. That is what makes a full replay cheap.
 
 use crate::archive::is_gzip;
+use crate::record_scan;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -111,19 +112,24 @@ pub struct Folded {
 
 /// One event as a fold reads it, borrowed from the record's bytes.
 #[derive(Deserialize)]
-struct LeanEvent<'a> {
+pub(crate) struct LeanEvent<'a> {
     #[serde(borrow)]
-    event_id: Cow<'a, str>,
+    pub(crate) event_id: Cow<'a, str>,
     #[serde(borrow)]
-    aggregate_type: Cow<'a, str>,
+    pub(crate) aggregate_type: Cow<'a, str>,
     #[serde(borrow)]
-    aggregate_id: Cow<'a, str>,
-    version: u64,
+    pub(crate) aggregate_id: Cow<'a, str>,
+    pub(crate) version: u64,
     #[serde(rename = "type", borrow)]
-    event_type: Cow<'a, str>,
-    schema_version: u32,
-    #[serde(borrow)]
-    data: &'a RawValue,
+    pub(crate) event_type: Cow<'a, str>,
+    pub(crate) schema_version: u32,
+    /// The payload's JSON text.
+    #[serde(borrow, deserialize_with = "raw_text")]
+    pub(crate) data: &'a str,
+}
+
+fn raw_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'de str, D::Error> {
+    <&RawValue>::deserialize(d).map(RawValue::get)
 }
 
 impl LeanEvent<'_> {
@@ -132,15 +138,15 @@ impl LeanEvent<'_> {
             event_id: &self.event_id,
             event_type: &self.event_type,
             schema_version: self.schema_version,
-            data: self.data.get(),
+            data: self.data,
         }
     }
 }
 
 #[derive(Deserialize)]
-struct LeanRecord<'a> {
+pub(crate) struct LeanRecord<'a> {
     #[serde(borrow)]
-    events: Vec<LeanEvent<'a>>,
+    pub(crate) events: Vec<LeanEvent<'a>>,
 }
 
 /// Applies `event` to one entity's fold, then any events that were waiting for it.
@@ -395,25 +401,51 @@ fn decompress<'b>(key: &str, bytes: &'b [u8]) -> Result<Cow<'b, [u8]>, ArchiveEr
     Ok(Cow::Owned(out))
 }
 
-/// Parses every record of an object's text in place, handing each event to `sink`.
+/// Parses every record of an object's text in place, handing each event to `sink`: each
+/// record through the fast path when it has the shape this project writes, through
+/// serde_json otherwise (which also says what is wrong with a corrupt one).
 fn parse_records<'t>(
     key: &str,
     text: &'t [u8],
     mut sink: impl FnMut(LeanEvent<'t>),
     records: &mut usize,
 ) -> Result<(), ArchiveError> {
-    let mut stream = serde_json::Deserializer::from_slice(text).into_iter::<LeanRecord<'t>>();
-    while let Some(record) = stream.next() {
-        let record = record.map_err(|e| ArchiveError::Corrupt {
-            key: key.to_owned(),
-            offset: stream.byte_offset(),
-            records_before: *records,
-            reason: e.to_string(),
-        })?;
-        record.events.into_iter().for_each(&mut sink);
+    let mut events = Vec::new();
+    let mut at = 0;
+    loop {
+        // Between records: JSON whitespace (NDJSON's newlines), or nothing (concatenated).
+        while text
+            .get(at)
+            .is_some_and(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        {
+            at += 1;
+        }
+        if at == text.len() {
+            return Ok(());
+        }
+        at = match record_scan::record(text, at, &mut events) {
+            Some(end) => end,
+            None => {
+                let mut stream =
+                    serde_json::Deserializer::from_slice(&text[at..]).into_iter::<LeanRecord<'t>>();
+                match stream.next() {
+                    Some(Ok(record)) => events.extend(record.events),
+                    Some(Err(e)) => {
+                        return Err(ArchiveError::Corrupt {
+                            key: key.to_owned(),
+                            offset: at,
+                            records_before: *records,
+                            reason: e.to_string(),
+                        })
+                    }
+                    None => return Ok(()),
+                }
+                at + stream.byte_offset()
+            }
+        };
+        events.drain(..).for_each(&mut sink);
         *records += 1;
     }
-    Ok(())
 }
 
 /// The partition an entity belongs to (stable; FNV-1a of `<type>#<id>`).

@@ -20,3 +20,5 @@ pub mod retry;
 pub mod sequence;
 pub mod testing;
 pub mod write;
+
+mod record_scan;
