@@ -389,7 +389,13 @@ fn decompress<'b>(key: &str, bytes: &'b [u8]) -> Result<Cow<'b, [u8]>, ArchiveEr
     if !is_gzip(bytes) {
         return Ok(Cow::Borrowed(bytes));
     }
-    let mut out = Vec::with_capacity(bytes.len() * 8);
+    // Sized once from the gzip trailer (the last member's length; Firehose writes one),
+    // bounded by deflate's densest ratio so a forged trailer cannot ask for more.
+    let trailer = bytes[bytes.len().saturating_sub(4)..]
+        .try_into()
+        .map_or(0, u32::from_le_bytes) as usize;
+    let mut out =
+        Vec::with_capacity(trailer.clamp(bytes.len(), bytes.len().saturating_mul(1032)) + 1);
     flate2::read::MultiGzDecoder::new(bytes)
         .read_to_end(&mut out)
         .map_err(|e| ArchiveError::Corrupt {
@@ -448,13 +454,10 @@ fn parse_records<'t>(
     }
 }
 
-/// The partition an entity belongs to (stable; FNV-1a of `<type>#<id>`).
+/// The partition an entity belongs to (the same for the whole run; a fixed-seed hash).
 pub fn partition_of(kind: &str, id: &str, partitions: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in kind.bytes().chain([b'#']).chain(id.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    use std::hash::BuildHasher;
+    let h = foldhash::fast::FixedState::with_seed(0).hash_one((kind, id));
     (h % partitions.max(1) as u64) as usize
 }
 
