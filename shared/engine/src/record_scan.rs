@@ -7,7 +7,7 @@
 //! read, or declines, and the caller reads that record with serde_json (which also says
 //! what is wrong with a corrupt one). Declined: whitespace, escapes in keys and in the
 //! strings kept, unknown or repeated keys, numbers other than plain integers where an
-//! integer is expected, nesting deeper than serde_json's limit.
+//! integer is expected, a payload nested more than 126 levels deep.
 
 use crate::fold::LeanEvent;
 use std::borrow::Cow;
