@@ -653,3 +653,106 @@ async fn listing_pages_through_more_than_a_thousand_keys() {
         .await;
     assert!(empty_objects > 100);
 }
+
+/// S3's checksums as the SDK checks them on the way back (S3 returns an object's checksum
+/// when asked, and the SDK asks on every GetObject): for each CRC S3 offers, an object whose
+/// stored checksum matches its bytes reads back, and one whose stored checksum does not is
+/// refused instead of handed over; an archive object with a wrong checksum is not read as
+/// records, and the same bytes stored by the archive itself read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_read_back_only_when_their_stored_crc_matches_their_bytes() {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
+    use base64::Engine;
+    let env = timeline_testkit::test_env!();
+    let bucket = bucket(&env).await;
+    let s3 = env.clients.s3();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    // The CRC catalogue's check values: each CRC of the ASCII digits "123456789".
+    let cases = [
+        (
+            ChecksumAlgorithm::Crc32,
+            b64(&0xcbf4_3926u32.to_be_bytes()),
+            b64(&0xcbf4_3927u32.to_be_bytes()),
+        ),
+        (
+            ChecksumAlgorithm::Crc32C,
+            b64(&0xe306_9283u32.to_be_bytes()),
+            b64(&0xe306_9282u32.to_be_bytes()),
+        ),
+        (
+            ChecksumAlgorithm::Crc64Nvme,
+            b64(&0xae8b_1486_0a79_9888u64.to_be_bytes()),
+            b64(&0xae8b_1486_0a79_9889u64.to_be_bytes()),
+        ),
+    ];
+    for (algorithm, right, wrong) in cases {
+        for (stored, matches) in [(right, true), (wrong, false)] {
+            let key = format!("check/{}-{matches}", algorithm.as_str());
+            let put = s3
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(ByteStream::from_static(b"123456789"))
+                .checksum_algorithm(algorithm.clone());
+            let put = match algorithm {
+                ChecksumAlgorithm::Crc32 => put.checksum_crc32(&stored),
+                ChecksumAlgorithm::Crc32C => put.checksum_crc32_c(&stored),
+                _ => put.checksum_crc64_nvme(&stored),
+            };
+            put.send().await.expect("put the object");
+            let got = s3
+                .get_object()
+                .bucket(&bucket)
+                .key(&key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await
+                .expect("get the object");
+            let returned = match algorithm {
+                ChecksumAlgorithm::Crc32 => got.checksum_crc32(),
+                ChecksumAlgorithm::Crc32C => got.checksum_crc32_c(),
+                _ => got.checksum_crc64_nvme(),
+            };
+            assert_eq!(
+                returned,
+                Some(stored.as_str()),
+                "{key}: S3 returns what it stored"
+            );
+            let body = got.body.collect().await;
+            if matches {
+                let body = body.unwrap_or_else(|e| panic!("{key}: {e}"));
+                assert_eq!(body.into_bytes().as_ref(), b"123456789", "{key}");
+            } else {
+                assert!(
+                    body.is_err(),
+                    "{key}: a body that fails its checksum was handed over"
+                );
+            }
+        }
+    }
+
+    // The archive's own read: an object whose checksum does not match is unavailable, not
+    // records; the same bytes put through the archive (the SDK computes the checksum) read.
+    let archive = archive(&env, &bucket);
+    let records = commits(2, 2);
+    let bytes = encode_object(&records, true);
+    let wrong_key = "events/2026/05/01/10/ride-events-1-2026-05-01-10-00-00-wrong";
+    s3.put_object()
+        .bucket(&bucket)
+        .key(wrong_key)
+        .body(ByteStream::from(bytes.clone()))
+        .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+        .checksum_crc64_nvme(b64(&0u64.to_be_bytes()))
+        .send()
+        .await
+        .unwrap();
+    let read = archive.read_object(wrong_key).await;
+    assert!(
+        matches!(read, Err(ArchiveError::Unavailable { .. })),
+        "{read:?}"
+    );
+    let right_key = "events/2026/05/01/10/ride-events-1-2026-05-01-10-00-00-right";
+    archive.put_object(right_key, bytes).await.unwrap();
+    assert_eq!(archive.read_object(right_key).await.unwrap(), records);
+}
