@@ -12,18 +12,20 @@
 //!   history with DynamoDB's ordering and paging (see `read_models`);
 //! - [`LocalArchive`]: Firehose's object layout in a directory, as the S3 archive has it.
 //!
-//! One writing connection, behind a mutex, serves a handle and its clones; reads go to a
-//! small pool of reading connections, which in WAL mode see the last committed state without
-//! waiting for the writer (so queries, head loads and log reads never queue behind a
-//! commit). SQLite work runs on tokio's blocking pool when there is a runtime (inline
-//! otherwise), and no lock is held across an `.await`. Other processes may open the same
-//! directory (WAL mode and a busy timeout make them wait for each other's writes, never
-//! corrupt them).
+//! One writing connection, owned by a thread of its own, serves a handle and its clones: it
+//! commits the writes queued while it was busy in one transaction, each write in a savepoint
+//! of its own (group commit, see `writer`). Reads go to a small pool of reading connections,
+//! which in WAL mode see the last committed state without waiting for the writer (so
+//! queries, head loads and log reads never queue behind a commit); they run on tokio's
+//! blocking pool when there is a runtime (inline otherwise). Other processes may open the
+//! same directory (WAL mode and a busy timeout make them wait for each other's writes,
+//! never corrupt them).
 
 mod archive;
 mod log;
 mod read_models;
 mod write_store;
+mod writer;
 
 pub use archive::LocalArchive;
 pub use log::{shard_id, shard_of, MAX_RECORD_BYTES};
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use timeline_core::ports::{Checkpoints, LogError};
+use writer::{Writer, Written};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "timeline.sqlite3";
@@ -43,6 +46,9 @@ pub const ARCHIVE_DIR: &str = "archive";
 pub const DEFAULT_SHARD_COUNT: u32 = 2;
 /// How long a write waits for another process's write before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// WAL pages past which the writer checkpoints in the middle of a commit (see `open_with`).
+const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
 
 /// Bumped when the schema changes in a way older code cannot read.
 const SCHEMA_VERSION: i64 = 4;
@@ -106,7 +112,7 @@ pub struct EmbeddedOptions {
 const IDLE_READERS: usize = 4;
 
 struct Inner {
-    conn: Mutex<Connection>,
+    writer: Writer,
     /// Idle reading connections (see [`Embedded::with_reader`]).
     readers: Mutex<Vec<Connection>>,
     dir: PathBuf,
@@ -168,10 +174,20 @@ impl Embedded {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
+        // The checkpointing thread (see `writer`) keeps the WAL short; the writer checkpoints
+        // itself only if the WAL grows past this many pages (64 MiB) regardless.
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
+            .map_err(db)?;
         let shard_count = setup_schema(&mut conn, options.shard_count, &path)?;
+        let checkpointer = Connection::open(&path).map_err(db)?;
+        let writer =
+            Writer::start(conn, Some(checkpointer)).map_err(|e| EmbeddedError::Unusable {
+                path: path.clone(),
+                reason: format!("no thread for its writer: {e}"),
+            })?;
         Ok(Embedded {
             inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
+                writer,
                 readers: Mutex::new(Vec::new()),
                 dir: dir.to_owned(),
                 shard_count,
@@ -216,51 +232,102 @@ impl Embedded {
         LocalArchive::new(self.inner.dir.join(ARCHIVE_DIR), prefix)
     }
 
-    /// Runs `work` with the writing connection: on tokio's blocking pool inside a runtime,
-    /// inline outside one. The lock is taken and released on that thread.
-    async fn with_conn<T, F>(&self, work: F) -> T
+    /// Runs `work` on the writing connection, in a transaction with the other writes queued
+    /// at the same time, its own writes kept if it succeeds and rolled back if it fails; the
+    /// answer comes once the transaction is committed (see `writer`).
+    async fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> T + Send + 'static,
+        E: Unavailable + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        blocking(move || {
-            // A panic while holding the lock rolled its transaction back (a dropped
-            // `Transaction` rolls back), so the connection is still sound.
-            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut conn)
-        })
-        .await
+        self.write_keeping(move |conn| Written::from(work(conn)))
+            .await
+    }
+
+    /// [`Self::write`] for work that decides itself whether its writes are kept.
+    async fn write_keeping<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: Unavailable + Send + 'static,
+        F: FnOnce(&Connection) -> Written<Result<T, E>> + Send + 'static,
+    {
+        self.inner
+            .writer
+            .write(work, |reason| {
+                Err(E::unavailable(format!("sqlite: {reason}")))
+            })
+            .await
     }
 
     /// Runs a read with a reading connection of the pool (opened when none is idle). Each
     /// statement outside a transaction reads the last committed state, whoever wrote it, so
     /// a read after a write on this handle sees that write. If no reading connection can be
-    /// opened, the read waits for the writing one instead.
-    async fn with_reader<T, F>(&self, work: F) -> T
+    /// opened, the writer reads instead (after the writes queued before it).
+    async fn with_reader<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> T + Send + 'static,
+        E: Unavailable + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let inner = self.inner.clone();
-        blocking(move || {
+        let read = blocking(move || {
             let idle = inner
                 .readers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop();
             let Some(reader) = idle.or_else(|| open_reader(&inner.dir.join(DATABASE_FILE))) else {
-                let conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
-                return work(&conn);
+                return Err(work);
             };
             let value = work(&reader);
             let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
             if readers.len() < IDLE_READERS {
                 readers.push(reader);
             }
-            value
+            Ok(value)
         })
-        .await
+        .await;
+        match read {
+            Ok(value) => value,
+            Err(work) => {
+                self.write_keeping(move |conn| Written {
+                    answer: work(conn),
+                    keep: false,
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// The error a store operation gives when the database cannot do the work (SQLite failed,
+/// or the transaction its write was in could not be committed).
+trait Unavailable {
+    fn unavailable(reason: String) -> Self;
+}
+
+impl Unavailable for timeline_core::ports::StoreError {
+    fn unavailable(reason: String) -> Self {
+        Self::Unavailable(reason)
+    }
+}
+
+impl Unavailable for timeline_core::ports::CommitError {
+    fn unavailable(reason: String) -> Self {
+        Self::Store(timeline_core::ports::StoreError::Unavailable(reason))
+    }
+}
+
+impl Unavailable for timeline_core::ports::ReadModelError {
+    fn unavailable(reason: String) -> Self {
+        Self::Unavailable(reason)
+    }
+}
+
+impl Unavailable for LogError {
+    fn unavailable(reason: String) -> Self {
+        Self::Unavailable(reason)
     }
 }
 
@@ -284,6 +351,7 @@ fn open_reader(path: &Path) -> Option<Connection> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "query_only", true)?;
+
         Ok(conn)
     };
     open()
@@ -319,9 +387,9 @@ impl Checkpoints for Checkpoint {
                     row.get(0)
                 })
                 .optional()
+                .map_err(|e| LogError::Unavailable(e.to_string()))
             })
-            .await
-            .map_err(|e| LogError::Unavailable(e.to_string()))?;
+            .await?;
         match stored {
             None => Ok(HashMap::new()),
             Some(json) => serde_json::from_str(&json).map_err(|e| {
@@ -336,16 +404,16 @@ impl Checkpoints for Checkpoint {
             serde_json::to_string(positions).expect("a map of strings serializes"),
         );
         self.db
-            .with_conn(move |conn| {
+            .write(move |conn| {
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES (?1, ?2)
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     [&key, &json],
                 )
+                .map(|_| ())
+                .map_err(|e| LogError::Unavailable(e.to_string()))
             })
             .await
-            .map(|_| ())
-            .map_err(|e| LogError::Unavailable(e.to_string()))
     }
 }
 
@@ -519,22 +587,69 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[allow(clippy::await_holding_lock)] // holding the writer across the read is the point
-    async fn reads_go_on_while_the_writer_is_held() {
+    async fn reads_go_on_while_the_writer_is_busy() {
         let dir = dir();
         let db = Embedded::open(&dir.0).unwrap();
         let positions = HashMap::from([("shardId-000000000000".to_owned(), "7".to_owned())]);
         db.checkpoint("reader").save(&positions).await.unwrap();
 
-        // The writing connection is busy (held here as a long transaction would hold it):
-        // a read still answers, with what was committed.
-        let held = db.inner.conn.lock().unwrap();
+        // The writer is busy (in a job that waits, as a long transaction would): a read
+        // still answers, with what was committed.
+        let (started, running) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = db.clone();
+        let held = tokio::spawn(async move {
+            holder
+                .write(move |_| {
+                    started.send(()).unwrap();
+                    released
+                        .recv()
+                        .map_err(|e| LogError::Unavailable(e.to_string()))
+                })
+                .await
+        });
+        running.recv().unwrap();
         let read = tokio::time::timeout(Duration::from_secs(5), db.checkpoint("reader").load())
             .await
             .expect("the read did not wait for the writer")
             .unwrap();
-        drop(held);
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
         assert_eq!(read, positions);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn committed_writes_reach_the_database_file_without_waiting_for_a_full_wal() {
+        let dir = dir();
+        let db = Embedded::open(&dir.0).unwrap();
+        let positions = HashMap::from([("shardId-000000000000".to_owned(), "42".to_owned())]);
+        db.checkpoint("follower").save(&positions).await.unwrap();
+        // The database file alone, as if the WAL were not there (`immutable`): a write shows
+        // in it only once a checkpoint copied it, which the writer itself would do only
+        // after thousands of pages.
+        let file =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let uri = format!("file:{}?immutable=1", dir.0.join(DATABASE_FILE).display());
+        let mut in_file = None;
+        for _ in 0..50 {
+            tokio::time::sleep(writer::CHECKPOINT_EVERY).await;
+            let conn = Connection::open_with_flags(&uri, file).unwrap();
+            in_file = conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'checkpoint:follower'",
+                    [],
+                    |row| row.get::<_, String>(0),
+                )
+                .optional()
+                // Not even the schema there yet: not checkpointed.
+                .unwrap_or(None);
+            if in_file.is_some() {
+                break;
+            }
+        }
+        let in_file: HashMap<String, String> =
+            serde_json::from_str(&in_file.expect("checkpointed within 5 s")).unwrap();
+        assert_eq!(in_file, positions);
     }
 
     #[test]

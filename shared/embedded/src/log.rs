@@ -227,7 +227,7 @@ impl EventLog for Embedded {
         let (partition_key, data) = log_entry(record)?;
         let shard_count = self.shard_count();
         let arrival = Timestamp::from_datetime(chrono::Utc::now());
-        self.with_conn(move |conn| append(conn, shard_count, &partition_key, &data, arrival))
+        self.write(move |conn| append(conn, shard_count, &partition_key, &data, arrival))
             .await
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::Embedded;
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use std::collections::HashMap;
 use timeline_core::ports::layout::{
     history_page, history_range, history_sk, history_start, list_after, list_page, lookup_key,
@@ -83,58 +83,77 @@ fn parked_entry(conn: &Connection, entity: &str) -> Result<Option<Parked>, ReadM
         .transpose()
 }
 
-fn write(conn: &mut Connection, write: &ViewWrite) -> Result<(), ReadModelError> {
-    let keys = ViewKeys::of(write);
-    let pk = &keys.pk;
-    let history = keys
-        .history_sks
-        .iter()
-        .zip(&write.history)
-        .map(|(sk, entry)| Ok((sk, serde_json::to_string(entry).map_err(corrupt)?)))
-        .collect::<Result<Vec<_>, ReadModelError>>()?;
-    let view = serde_json::to_string(&write.view).map_err(corrupt)?;
-    let version = i64::try_from(write.version).map_err(corrupt)?;
+/// A view's write as rows: encoded before it is queued, so the writer's thread (which every
+/// write in the database waits for) only runs the SQL.
+struct ViewRows {
+    keys: ViewKeys,
+    /// Each history entry's sort key and JSON.
+    history: Vec<(String, String)>,
+    view: String,
+    version: i64,
+    expected_version: u64,
+}
 
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(unavailable)?;
-    // History first, and kept even if the view's condition fails: re-putting an entry is
-    // harmless, as with the DynamoDB adapter's separate writes.
+impl ViewRows {
+    fn of(write: &ViewWrite) -> Result<ViewRows, ReadModelError> {
+        let keys = ViewKeys::of(write);
+        let history = keys
+            .history_sks
+            .iter()
+            .zip(&write.history)
+            .map(|(sk, entry)| Ok((sk.clone(), serde_json::to_string(entry).map_err(corrupt)?)))
+            .collect::<Result<Vec<_>, ReadModelError>>()?;
+        Ok(ViewRows {
+            history,
+            view: serde_json::to_string(&write.view).map_err(corrupt)?,
+            version: i64::try_from(write.version).map_err(corrupt)?,
+            expected_version: write.expected_version,
+            keys,
+        })
+    }
+}
+
+/// The view's write: `Ok(Err(Conflict))` when its condition fails, with the history entries
+/// written all the same (re-putting an entry is harmless, as with the DynamoDB adapter's
+/// separate writes); `Err` when nothing is to be kept.
+fn write(tx: &Connection, rows: &ViewRows) -> Result<Result<(), ReadModelError>, ReadModelError> {
+    let keys = &rows.keys;
+    let pk = &keys.pk;
+    // History first, and kept even if the view's condition fails.
     {
         let mut put = tx
             .prepare_cached("INSERT OR REPLACE INTO history (pk, sk, entry) VALUES (?1, ?2, ?3)")
             .map_err(unavailable)?;
-        for (sk, entry) in &history {
+        for (sk, entry) in &rows.history {
             put.execute(params![pk, sk, entry]).map_err(unavailable)?;
         }
     }
     let current: Option<i64> = tx
-        .query_row("SELECT version FROM views WHERE pk = ?1", [pk], |row| {
-            row.get(0)
-        })
-        .optional()
+        .prepare_cached("SELECT version FROM views WHERE pk = ?1")
+        .and_then(|mut s| s.query_row([pk], |row| row.get(0)).optional())
         .map_err(unavailable)?;
-    if current.map_or(0, |v| v as u64) != write.expected_version {
-        tx.commit().map_err(unavailable)?;
-        return Err(ReadModelError::Conflict);
+    if current.map_or(0, |v| v as u64) != rows.expected_version {
+        return Ok(Err(ReadModelError::Conflict));
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO views (pk, version, view, status_key, rider_key, driver_key,
              created_sk, updated_sk)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+    )
+    .and_then(|mut s| {
+        s.execute(params![
             pk,
-            version,
-            view,
+            rows.version,
+            rows.view,
             keys.status_key,
             keys.rider_key,
             keys.driver_key,
             keys.created_sk,
             keys.updated_sk,
-        ],
-    )
+        ])
+    })
     .map_err(unavailable)?;
-    tx.commit().map_err(unavailable)
+    Ok(Ok(()))
 }
 
 fn view(conn: &Connection, key: &StreamKey) -> Result<Option<serde_json::Value>, ReadModelError> {
@@ -240,16 +259,14 @@ impl ReadModelStore for Embedded {
     }
 
     async fn write(&self, w: ViewWrite) -> Result<(), ReadModelError> {
-        self.with_conn(move |conn| write(conn, &w)).await
+        let rows = ViewRows::of(&w)?;
+        self.write(move |conn| write(conn, &rows)).await?
     }
 
     async fn park(&self, parked: &Parked) -> Result<(), ReadModelError> {
         let parked = parked.clone();
-        self.with_conn(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
-            let entry = match parked_entry(&tx, &parked.entity)? {
+        self.write(move |tx| {
+            let entry = match parked_entry(tx, &parked.entity)? {
                 Some(mut existing) => {
                     existing.again(&parked);
                     existing
@@ -264,8 +281,8 @@ impl ReadModelStore for Embedded {
                     serde_json::to_string(&entry).map_err(corrupt)?
                 ],
             )
-            .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)
+            .map(|_| ())
+            .map_err(unavailable)
         })
         .await
     }
@@ -296,16 +313,12 @@ impl ReadModelStore for Embedded {
 
     async fn unpark(&self, entity: &str, seen: u64) -> Result<bool, ReadModelError> {
         let entity = entity.to_owned();
-        self.with_conn(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
-            if parked_entry(&tx, &entity)?.is_none_or(|p| p.set_aside != seen) {
+        self.write(move |tx| {
+            if parked_entry(tx, &entity)?.is_none_or(|p| p.set_aside != seen) {
                 return Ok(false);
             }
             tx.execute("DELETE FROM parked WHERE entity = ?1", [&entity])
                 .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)?;
             Ok(true)
         })
         .await
@@ -326,10 +339,7 @@ impl ReadModelStore for Embedded {
                 ))
             })
             .collect::<Result<Vec<_>, ReadModelError>>()?;
-        self.with_conn(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
+        self.write(move |tx| {
             {
                 let mut update = tx
                     .prepare_cached(
@@ -343,7 +353,7 @@ impl ReadModelStore for Embedded {
                         .map_err(unavailable)?;
                 }
             }
-            tx.commit().map_err(unavailable)
+            Ok(())
         })
         .await
     }

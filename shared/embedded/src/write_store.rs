@@ -2,9 +2,9 @@
 //! per key in `idempotency`, with the conditions of the DynamoDB store (`timeline-aws`'s
 //! `write_store.rs`) and of `timeline_engine::memory::MemoryStore`:
 //!
-//! - a commit is one transaction: the head moves from the version read (absent counts as 0)
-//!   and the idempotency record goes in only if its key is unused or expired, else nothing
-//!   is written (`HeadConflict` / `IdempotencyConflict`; the key is checked first, as the
+//! - a commit is all or nothing (a savepoint of the writer's transaction, see `writer`): the
+//!   head moves from the version read (absent counts as 0) and the idempotency record goes
+//!   in only if its key is unused or expired, else nothing is written (`HeadConflict` / `IdempotencyConflict`; the key is checked first, as the
 //!   DynamoDB transaction reports it);
 //! - `confirm_published` drops the published prefix of the outbox only if the outbox still
 //!   starts at `from`;
@@ -12,7 +12,7 @@
 //!   empty) is the key of the sparse index the sweep reads, oldest first.
 
 use crate::Embedded;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use timeline_core::ports::Stored;
 use timeline_core::ports::{
     log_entry, Commit, CommitError, Head, IdempotencyRecord, Published, StoreError, WriteModelStore,
@@ -107,90 +107,120 @@ fn version_param(version: u64) -> Result<i64, StoreError> {
     i64::try_from(version).map_err(|_| corrupt(format!("version {version} is out of range")))
 }
 
-/// The conditional commit; with `log` (a shard count: this database's log is the commands'
-/// log), the new head's whole outbox also goes onto the log as one record in the same
-/// transaction and the head is stored with nothing pending. A record the log would refuse
-/// (too large) stays in the outbox for the publish step to report.
-fn commit(
-    conn: &mut Connection,
-    commit: &Commit,
-    log: Option<u32>,
-) -> Result<Option<Published>, CommitError> {
-    let head = &commit.head;
-    let pk = head.key.partition_key();
-    let entry = match log {
-        Some(_) if !head.pending.is_empty() => CommitRecord::new(head.pending.clone())
-            .ok()
-            .and_then(|record| log_entry(&record).ok()),
-        _ => None,
-    };
-    let pending: &[EventEnvelope] = if entry.is_some() { &[] } else { &head.pending };
-    let pending_json = serde_json::to_string(pending).map_err(corrupt)?;
-    let state = serde_json::to_string(&head.state).map_err(corrupt)?;
-    let version = version_param(head.version)?;
-    // IMMEDIATE: take the write lock before reading, so another process cannot slip a
-    // write in between the checks and the writes.
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(unavailable)?;
-    // The key first, as the DynamoDB transaction reports it.
-    if let Some(record) = &commit.idempotency {
-        put_idempotency(&tx, record, commit.now)?;
+/// A commit as rows: encoded before it is queued, so the writer's thread (which every write
+/// in the database waits for) only runs the SQL.
+struct CommitRows {
+    pk: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    expected_version: u64,
+    version: i64,
+    state: String,
+    pending: String,
+    pending_from: Option<i64>,
+    pending_since: Option<i64>,
+    last_occurred_at: Option<String>,
+    updated_at: String,
+    created_at: Option<String>,
+    idempotency: Option<IdempotencyRow>,
+    now: Timestamp,
+    /// The log's shard count and the record (partition key, data, arrival) appended with
+    /// the head.
+    append: Option<(u32, String, Vec<u8>, Timestamp)>,
+}
+
+impl CommitRows {
+    /// With `log` (a shard count: this database's log is the commands' log), the new head's
+    /// whole outbox also goes onto the log as one record in the same transaction and the
+    /// head is stored with nothing pending. A record the log would refuse (too large) stays
+    /// in the outbox for the publish step to report.
+    fn of(commit: &Commit, log: Option<u32>) -> Result<CommitRows, CommitError> {
+        let head = &commit.head;
+        let entry = match log {
+            Some(_) if !head.pending.is_empty() => CommitRecord::new(head.pending.clone())
+                .ok()
+                .and_then(|record| log_entry(&record).ok()),
+            _ => None,
+        };
+        let pending: &[EventEnvelope] = if entry.is_some() { &[] } else { &head.pending };
+        let first = pending.first();
+        Ok(CommitRows {
+            pk: head.key.partition_key(),
+            aggregate_type: head.key.aggregate_type.clone(),
+            aggregate_id: head.key.aggregate_id.clone(),
+            expected_version: commit.expected_version,
+            version: version_param(head.version)?,
+            state: serde_json::to_string(&head.state).map_err(corrupt)?,
+            pending: serde_json::to_string(pending).map_err(corrupt)?,
+            pending_from: first.map(|e| version_param(e.version)).transpose()?,
+            pending_since: first.map(|e| e.recorded_at.as_millis()),
+            last_occurred_at: head.last_occurred_at.map(|t| t.to_string()),
+            updated_at: head.updated_at.to_string(),
+            created_at: head.created_at.map(|t| t.to_string()),
+            idempotency: commit
+                .idempotency
+                .as_ref()
+                .map(IdempotencyRow::of)
+                .transpose()?,
+            now: commit.now,
+            append: log.zip(entry).map(|(shard_count, (partition_key, data))| {
+                let arrival = Timestamp::from_datetime(chrono::Utc::now());
+                (shard_count, partition_key, data, arrival)
+            }),
+        })
     }
-    let current: Option<i64> = tx
+}
+
+/// The conditional commit (and the append, if the rows carry one).
+fn commit(conn: &Connection, rows: &CommitRows) -> Result<Option<Published>, CommitError> {
+    // The key first, as the DynamoDB transaction reports it.
+    if let Some(record) = &rows.idempotency {
+        put_idempotency(conn, record, rows.now)?;
+    }
+    let current: Option<i64> = conn
         .prepare_cached("SELECT version FROM heads WHERE pk = ?1")
-        .and_then(|mut s| s.query_row([&pk], |row| row.get(0)).optional())
+        .and_then(|mut s| s.query_row([&rows.pk], |row| row.get(0)).optional())
         .map_err(unavailable)?;
-    if current.map_or(0, |v| v as u64) != commit.expected_version {
+    if current.map_or(0, |v| v as u64) != rows.expected_version {
         return Err(CommitError::HeadConflict);
     }
-    let first = pending.first();
-    let pending_from = first.map(|e| version_param(e.version)).transpose()?;
-    tx.prepare_cached(
+    conn.prepare_cached(
         "INSERT OR REPLACE INTO heads (pk, aggregate_type, aggregate_id, version, state, pending,
              pending_from, pending_since, last_occurred_at, updated_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )
     .and_then(|mut s| {
         s.execute(params![
-            pk,
-            head.key.aggregate_type,
-            head.key.aggregate_id,
-            version,
-            state,
-            pending_json,
-            pending_from,
-            first.map(|e| e.recorded_at.as_millis()),
-            head.last_occurred_at.map(|t| t.to_string()),
-            head.updated_at.to_string(),
-            head.created_at.map(|t| t.to_string()),
+            rows.pk,
+            rows.aggregate_type,
+            rows.aggregate_id,
+            rows.version,
+            rows.state,
+            rows.pending,
+            rows.pending_from,
+            rows.pending_since,
+            rows.last_occurred_at,
+            rows.updated_at,
+            rows.created_at,
         ])
     })
     .map_err(unavailable)?;
-    let published = match (log, entry) {
-        (Some(shard_count), Some((partition_key, data))) => {
-            let arrival = Timestamp::from_datetime(chrono::Utc::now());
-            Some(
-                crate::log::append(&tx, shard_count, &partition_key, &data, arrival)
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
-            )
-        }
-        _ => None,
-    };
-    tx.commit().map_err(unavailable)?;
-    Ok(published)
+    rows.append
+        .as_ref()
+        .map(|(shard_count, partition_key, data, arrival)| {
+            crate::log::append(conn, *shard_count, partition_key, data, *arrival)
+                .map_err(|e| CommitError::Store(StoreError::Unavailable(e.to_string())))
+        })
+        .transpose()
 }
 
 fn confirm_published(
-    conn: &mut Connection,
+    tx: &Connection,
     key: &StreamKey,
     from: u64,
     through: u64,
 ) -> Result<(), StoreError> {
     let pk = key.partition_key();
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(unavailable)?;
     let row: Option<(Option<i64>, String)> = tx
         .query_row(
             "SELECT pending_from, pending FROM heads WHERE pk = ?1",
@@ -228,29 +258,40 @@ fn confirm_published(
             ],
         ),
     }
-    .map_err(unavailable)?;
-    tx.commit().map_err(unavailable)
+    .map(|_| ())
+    .map_err(unavailable)
 }
 
-/// Stores an answer under a key unused or expired at `now`.
-fn remember(
-    conn: &mut Connection,
-    record: &IdempotencyRecord,
-    now: Timestamp,
-) -> Result<(), CommitError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(unavailable)?;
-    put_idempotency(&tx, record, now)?;
-    tx.commit().map_err(unavailable)?;
-    Ok(())
+/// An idempotency record as its row (see [`CommitRows`]).
+struct IdempotencyRow {
+    key: String,
+    fingerprint: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    version: i64,
+    outcome: String,
+    expires_at: i64,
+}
+
+impl IdempotencyRow {
+    fn of(record: &IdempotencyRecord) -> Result<IdempotencyRow, StoreError> {
+        Ok(IdempotencyRow {
+            key: record.key.clone(),
+            fingerprint: record.fingerprint.clone(),
+            aggregate_type: record.stream.aggregate_type.clone(),
+            aggregate_id: record.stream.aggregate_id.clone(),
+            version: version_param(record.version)?,
+            outcome: serde_json::to_string(&record.outcome).map_err(corrupt)?,
+            expires_at: record.expires_at.as_millis(),
+        })
+    }
 }
 
 /// The key's record, unless the key is live (`IdempotencyConflict`); and a few expired
 /// records go, so the table holds the live keys and little more (a TTL, as DynamoDB's).
 fn put_idempotency(
-    tx: &rusqlite::Transaction<'_>,
-    record: &IdempotencyRecord,
+    tx: &Connection,
+    record: &IdempotencyRow,
     now: Timestamp,
 ) -> Result<(), CommitError> {
     let live: Option<i64> = tx
@@ -266,8 +307,6 @@ fn put_idempotency(
     )
     .and_then(|mut s| s.execute([now.as_millis()]))
     .map_err(unavailable)?;
-    let outcome = serde_json::to_string(&record.outcome).map_err(corrupt)?;
-    let version = version_param(record.version)?;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO idempotency (key, fingerprint, aggregate_type, aggregate_id,
              version, outcome, expires_at)
@@ -277,11 +316,11 @@ fn put_idempotency(
         s.execute(params![
             record.key,
             record.fingerprint,
-            record.stream.aggregate_type,
-            record.stream.aggregate_id,
-            version,
-            outcome,
-            record.expires_at.as_millis(),
+            record.aggregate_type,
+            record.aggregate_id,
+            record.version,
+            record.outcome,
+            record.expires_at,
         ])
     })
     .map_err(unavailable)?;
@@ -353,7 +392,8 @@ impl WriteModelStore for Embedded {
     }
 
     async fn commit(&self, c: Commit) -> Result<(), CommitError> {
-        self.with_conn(move |conn| commit(conn, &c, None).map(|_| ()))
+        let rows = CommitRows::of(&c, None)?;
+        self.write(move |conn| commit(conn, &rows).map(|_| ()))
             .await
     }
 
@@ -361,7 +401,8 @@ impl WriteModelStore for Embedded {
     /// [`Embedded::appending_on_commit`] (this database's log is the commands' log).
     async fn commit_and_append(&self, c: Commit) -> Result<Option<Published>, CommitError> {
         let log = self.appends_on_commit().then(|| self.shard_count());
-        self.with_conn(move |conn| commit(conn, &c, log)).await
+        let rows = CommitRows::of(&c, log)?;
+        self.write(move |conn| commit(conn, &rows)).await
     }
 
     async fn confirm_published(
@@ -371,12 +412,14 @@ impl WriteModelStore for Embedded {
         through: u64,
     ) -> Result<(), StoreError> {
         let key = key.clone();
-        self.with_conn(move |conn| confirm_published(conn, &key, from, through))
+        self.write(move |conn| confirm_published(conn, &key, from, through))
             .await
     }
 
     async fn remember(&self, record: IdempotencyRecord, now: Timestamp) -> Result<(), CommitError> {
-        self.with_conn(move |conn| remember(conn, &record, now))
+        // Stores the answer under a key unused or expired at `now`.
+        let row = IdempotencyRow::of(&record)?;
+        self.write(move |conn| put_idempotency(conn, &row, now))
             .await
     }
 
