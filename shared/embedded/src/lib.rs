@@ -351,7 +351,6 @@ fn open_reader(path: &Path) -> Option<Connection> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "query_only", true)?;
-
         Ok(conn)
     };
     open()

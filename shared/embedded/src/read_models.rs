@@ -96,12 +96,12 @@ struct ViewRows {
 
 impl ViewRows {
     fn of(write: &ViewWrite) -> Result<ViewRows, ReadModelError> {
-        let keys = ViewKeys::of(write);
-        let history = keys
-            .history_sks
-            .iter()
+        let mut keys = ViewKeys::of(write);
+        // The sort keys move into `history`, next to their entries.
+        let history = std::mem::take(&mut keys.history_sks)
+            .into_iter()
             .zip(&write.history)
-            .map(|(sk, entry)| Ok((sk.clone(), serde_json::to_string(entry).map_err(corrupt)?)))
+            .map(|(sk, entry)| Ok((sk, serde_json::to_string(entry).map_err(corrupt)?)))
             .collect::<Result<Vec<_>, ReadModelError>>()?;
         Ok(ViewRows {
             history,

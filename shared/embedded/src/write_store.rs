@@ -4,8 +4,8 @@
 //!
 //! - a commit is all or nothing (a savepoint of the writer's transaction, see `writer`): the
 //!   head moves from the version read (absent counts as 0) and the idempotency record goes
-//!   in only if its key is unused or expired, else nothing is written (`HeadConflict` / `IdempotencyConflict`; the key is checked first, as the
-//!   DynamoDB transaction reports it);
+//!   in only if its key is unused or expired, else nothing is written (`HeadConflict` /
+//!   `IdempotencyConflict`; the key is checked first, as the DynamoDB transaction reports it);
 //! - `confirm_published` drops the published prefix of the outbox only if the outbox still
 //!   starts at `from`;
 //! - `pending_since` (the recorded time of the oldest pending event, NULL when the outbox is

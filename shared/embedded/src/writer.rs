@@ -246,25 +246,35 @@ mod tests {
 
     /// Blocks the writer in a job until the returned sender is dropped or sent to, so that
     /// the jobs queued meanwhile run as one group.
-    fn hold(writer: &Writer) -> std::sync::mpsc::Sender<()> {
+    fn hold(writer: &Arc<Writer>) -> std::sync::mpsc::Sender<()> {
         let (started, running) = channel();
         let (release, released): (_, Receiver<()>) = channel();
-        let job = Box::new(Pending {
-            work: Some(move |_: &Connection| {
-                started.send(()).unwrap();
-                let _ = released.recv();
-                Written {
-                    answer: Ok::<i64, String>(0),
-                    keep: true,
-                }
-            }),
-            outcome: None,
-            reply: oneshot::channel().0,
-            failure,
+        queue_now(writer, move |_: &Connection| {
+            started.send(()).unwrap();
+            let _ = released.recv();
+            Written::from(Ok(0))
         });
-        writer.jobs.as_ref().unwrap().send(job).unwrap();
         running.recv().unwrap();
         release
+    }
+
+    /// Queues `work` from a task of its own; its answer comes through the handle.
+    fn queue_now<F>(writer: &Arc<Writer>, work: F) -> tokio::task::JoinHandle<Result<i64, String>>
+    where
+        F: FnOnce(&Connection) -> Written<Result<i64, String>> + Send + 'static,
+    {
+        let writer = writer.clone();
+        tokio::spawn(async move { writer.write(work, failure).await })
+    }
+
+    /// [`queue_now`], then a moment for the job to reach the queue before the next one.
+    async fn queue<F>(writer: &Arc<Writer>, work: F) -> tokio::task::JoinHandle<Result<i64, String>>
+    where
+        F: FnOnce(&Connection) -> Written<Result<i64, String>> + Send + 'static,
+    {
+        let answer = queue_now(writer, work);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        answer
     }
 
     fn insert(n: i64) -> impl FnOnce(&Connection) -> Written<Result<i64, String>> + Send {
@@ -299,16 +309,16 @@ mod tests {
         let release = hold(&writer);
         // Queued while the writer is busy: one group. 2 is inserted twice: the second fails
         // (primary key) and only its own write goes.
-        let mut answers = tokio::task::JoinSet::new();
-        for (i, n) in [1, 2, 2, 3].into_iter().enumerate() {
-            let writer = writer.clone();
-            answers.spawn(async move { (i, writer.write(insert(n), failure).await) });
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut answers = Vec::new();
+        for n in [1, 2, 2, 3] {
+            answers.push(queue(&writer, insert(n)).await);
         }
         release.send(()).unwrap();
-        let mut got = answers.join_all().await;
-        got.sort_by_key(|(i, _)| *i);
-        let failed: Vec<bool> = got.iter().map(|(_, a)| a.is_err()).collect();
+        let mut got = Vec::new();
+        for answer in answers {
+            got.push(answer.await.unwrap());
+        }
+        let failed: Vec<bool> = got.iter().map(Result::is_err).collect();
         assert_eq!(failed, [false, false, true, false], "{got:?}");
         assert_eq!(rows(&writer).await, [1, 2, 3]);
     }
@@ -317,26 +327,16 @@ mod tests {
     async fn a_panicking_write_is_rolled_back_and_its_caller_sees_the_panic() {
         let writer = Arc::new(writer());
         let release = hold(&writer);
-        let first = tokio::spawn({
-            let writer = writer.clone();
-            async move { writer.write(insert(1), failure).await }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let panicking = tokio::spawn({
-            let writer = writer.clone();
-            async move {
-                let work = |conn: &Connection| -> Written<Result<i64, String>> {
-                    conn.execute("INSERT INTO t (n) VALUES (5)", []).unwrap();
-                    panic!("a bug in the middle of a write");
-                };
-                writer.write(work, failure).await
-            }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let last = tokio::spawn({
-            let writer = writer.clone();
-            async move { writer.write(insert(9), failure).await }
-        });
+        let first = queue(&writer, insert(1)).await;
+        let panicking = queue(
+            &writer,
+            |conn: &Connection| -> Written<Result<i64, String>> {
+                conn.execute("INSERT INTO t (n) VALUES (5)", []).unwrap();
+                panic!("a bug in the middle of a write");
+            },
+        )
+        .await;
+        let last = queue(&writer, insert(9)).await;
         release.send(()).unwrap();
         assert_eq!(first.await.unwrap(), Ok(1));
         let panicked = panicking.await.unwrap_err();
@@ -349,24 +349,16 @@ mod tests {
     async fn when_the_commit_fails_every_write_of_the_group_is_told_and_nothing_stays() {
         let writer = Arc::new(writer());
         let release = hold(&writer);
-        let good = tokio::spawn({
-            let writer = writer.clone();
-            async move { writer.write(insert(1), failure).await }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let good = queue(&writer, insert(1)).await;
         // A deferred constraint: checked only by the COMMIT, which then fails.
-        let orphan = tokio::spawn({
-            let writer = writer.clone();
-            let work = |conn: &Connection| {
-                Written::from(
-                    conn.execute("INSERT INTO child (n) VALUES (42)", [])
-                        .map(|_| 42)
-                        .map_err(|e| e.to_string()),
-                )
-            };
-            async move { writer.write(work, failure).await }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let orphan = queue(&writer, |conn: &Connection| {
+            Written::from(
+                conn.execute("INSERT INTO child (n) VALUES (42)", [])
+                    .map(|_| 42)
+                    .map_err(|e| e.to_string()),
+            )
+        })
+        .await;
         release.send(()).unwrap();
         let (good, orphan) = (good.await.unwrap(), orphan.await.unwrap());
         assert!(
