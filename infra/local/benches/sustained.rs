@@ -22,6 +22,10 @@ use timeline_local::backend::EmbeddedBackend;
 use timeline_local::demo::Http;
 use timeline_local::runner::{run, RunOptions};
 
+// The runner's allocator (see its main.rs), so the figures are the runner's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

@@ -32,6 +32,11 @@ use timeline_local::operate::{
 use timeline_local::runner::{run, RunOptions};
 use timeline_local::system::ARCHIVE_PREFIX;
 
+// Every request allocates (JSON, rows, views) on several threads at once: glibc's malloc cost
+// a fifth of the runner's CPU under load (infra/docs/benchmarks.md, "Sustained commands").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     version,
