@@ -260,10 +260,12 @@ impl Embedded {
             .await
     }
 
-    /// Runs a read with a reading connection of the pool (opened when none is idle). Each
-    /// statement outside a transaction reads the last committed state, whoever wrote it, so
-    /// a read after a write on this handle sees that write. If no reading connection can be
-    /// opened, the writer reads instead (after the writes queued before it).
+    /// Runs a read with a reading connection of the pool (opened when none is idle), on a
+    /// blocking thread: for reads whose size the caller does not bound to a few rows (pages
+    /// of the log, lists, histories). Each statement outside a transaction reads the last
+    /// committed state, whoever wrote it, so a read after a write on this handle sees that
+    /// write. If no reading connection can be opened, the writer reads instead (after the
+    /// writes queued before it).
     async fn with_reader<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -271,33 +273,58 @@ impl Embedded {
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let inner = self.inner.clone();
-        let read = blocking(move || {
-            let idle = inner
-                .readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop();
-            let Some(reader) = idle.or_else(|| open_reader(&inner.dir.join(DATABASE_FILE))) else {
-                return Err(work);
-            };
-            let value = work(&reader);
-            let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            if readers.len() < IDLE_READERS {
-                readers.push(reader);
-            }
-            Ok(value)
-        })
-        .await;
-        match read {
+        match blocking(move || inner.read(work)).await {
             Ok(value) => value,
-            Err(work) => {
-                self.write_keeping(move |conn| Written {
-                    answer: work(conn),
-                    keep: false,
-                })
-                .await
-            }
+            Err(work) => self.read_by_writer(work).await,
         }
+    }
+
+    /// [`Embedded::with_reader`] on the calling thread, for lookups of a few rows by key
+    /// (a head, a view, an idempotency record): they take tens of microseconds, less than
+    /// handing them to a blocking thread and back, which under load was most of their cost.
+    async fn read_now<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: Unavailable + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        match self.inner.read(work) {
+            Ok(value) => value,
+            Err(work) => self.read_by_writer(work).await,
+        }
+    }
+
+    async fn read_by_writer<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: Unavailable + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        self.write_keeping(move |conn| Written {
+            answer: work(conn),
+            keep: false,
+        })
+        .await
+    }
+}
+
+impl Inner {
+    /// `work` on an idle reading connection (or a new one); `Err(work)` when none opens.
+    fn read<T, F: FnOnce(&Connection) -> T>(&self, work: F) -> Result<T, F> {
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let Some(reader) = idle.or_else(|| open_reader(&self.dir.join(DATABASE_FILE))) else {
+            return Err(work);
+        };
+        let value = work(&reader);
+        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if readers.len() < IDLE_READERS {
+            readers.push(reader);
+        }
+        Ok(value)
     }
 }
 

@@ -307,8 +307,7 @@ impl ReadModelStore for Embedded {
 
     async fn parked_entity(&self, entity: &str) -> Result<Option<Parked>, ReadModelError> {
         let entity = entity.to_owned();
-        self.with_reader(move |conn| parked_entry(conn, &entity))
-            .await
+        self.read_now(move |conn| parked_entry(conn, &entity)).await
     }
 
     async fn unpark(&self, entity: &str, seen: u64) -> Result<bool, ReadModelError> {
@@ -362,7 +361,7 @@ impl ReadModelStore for Embedded {
 impl ReadModelQueries for Embedded {
     async fn view(&self, key: &StreamKey) -> Result<Option<serde_json::Value>, ReadModelError> {
         let key = key.clone();
-        self.with_reader(move |conn| view(conn, &key)).await
+        self.read_now(move |conn| view(conn, &key)).await
     }
 
     async fn list(

@@ -388,7 +388,7 @@ fn pending_heads(conn: &Connection, limit: usize) -> Result<Vec<StreamKey>, Stor
 impl WriteModelStore for Embedded {
     async fn load_head(&self, key: &StreamKey) -> Result<Option<Head>, StoreError> {
         let key = key.clone();
-        self.with_reader(move |conn| load_head(conn, &key)).await
+        self.read_now(move |conn| load_head(conn, &key)).await
     }
 
     async fn commit(&self, c: Commit) -> Result<(), CommitError> {
@@ -429,7 +429,7 @@ impl WriteModelStore for Embedded {
         now: Timestamp,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let key = key.to_owned();
-        self.with_reader(move |conn| load_idempotency(conn, &key, now))
+        self.read_now(move |conn| load_idempotency(conn, &key, now))
             .await
     }
 
