@@ -678,6 +678,40 @@ mod tests {
         assert_eq!(in_file, positions);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lookups_and_scans_read_through_the_writer_when_no_reading_connection_opens() {
+        use timeline_core::park::{ParkReason, Parked};
+        use timeline_core::ports::ReadModelStore;
+        let dir = dir();
+        let db = Embedded::open(&dir.0).unwrap();
+        let positions = HashMap::from([("shardId-000000000000".to_owned(), "9".to_owned())]);
+        db.checkpoint("follower").save(&positions).await.unwrap();
+        let parked = Parked {
+            entity: "ride#r1".into(),
+            from_version: Some(2),
+            shard_id: None,
+            sequence_number: "5".into(),
+            reason: ParkReason::Gap {
+                expected: 2,
+                found: 3,
+            },
+            parked_at: timeline_core::Timestamp::from_millis(1_000).unwrap(),
+            set_aside: 1,
+        };
+        db.park(&parked).await.unwrap();
+        // No reader was opened yet (the pool is empty), and none can be now: the path is a
+        // directory. The writer still holds the database open and answers the reads.
+        let file = dir.0.join(DATABASE_FILE);
+        std::fs::rename(&file, dir.0.join("moved.db")).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        assert!(open_reader(&file).is_none());
+
+        let lookup = db.parked_entity("ride#r1").await.unwrap();
+        assert_eq!(lookup, Some(parked));
+        let scan = db.checkpoint("follower").load().await.unwrap();
+        assert_eq!(scan, positions);
+    }
+
     #[test]
     fn a_reading_connection_refuses_writes() {
         let dir = dir();
