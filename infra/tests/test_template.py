@@ -220,10 +220,11 @@ def test_every_function_environment_names_resources_that_exist(template, transfo
             assert variables.get("MIMALLOC_ARENA_EAGER_COMMIT") == "0", name
 
 
-def test_the_hydrators_operator_modes_are_not_on_the_public_api(template, transformed):
-    assert not functions(template)["HydratorFunction"]["Properties"].get("Events")
+def test_the_operators_functions_are_not_on_the_public_api(template, transformed):
     body = str(transformed["Resources"]["Api"]["Properties"]["Body"])
-    assert "HydratorFunction.Arn" not in body
+    for name in ("HydratorFunction", "MaintenanceFunction"):
+        assert not functions(template)[name]["Properties"].get("Events"), name
+        assert f"{name}.Arn" not in body, name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +379,7 @@ IN_THE_VPC = {
     "ProcessorFunction",
     "QueryFunction",
     "HydratorFunction",
+    "MaintenanceFunction",
     "HydratorApiFunction",
     "ReadStoreMigrateFunction",
 }
@@ -452,7 +454,7 @@ def test_each_function_may_touch_only_what_it_uses(transformed, publish_mode, re
         # the only grant to the database is signing in as its one user, through the proxy.
         assert grants("QueryFunctionRole") == {}
         assert set(grants("ProcessorFunctionRole")) == {"sqs"}
-        for role in ("HydratorFunctionRole", "HydratorApiFunctionRole"):
+        for role in ("HydratorFunctionRole", "MaintenanceFunctionRole", "HydratorApiFunctionRole"):
             for s in statements_of(transformed, role):
                 assert "ReadModelTable" not in json.dumps(s["Resource"]), role
         (statement,) = transformed["Resources"]["ReadStoreConnectPolicy"]["Properties"]["PolicyDocument"]["Statement"]
@@ -460,11 +462,23 @@ def test_each_function_may_touch_only_what_it_uses(transformed, publish_mode, re
         arn, values = statement["Resource"]["Fn::Sub"]
         assert arn.endswith(":dbuser:${ProxyId}/timeline")
         assert values["ProxyId"]["Fn::Select"][1]["Fn::Split"][1] == {"Fn::GetAtt": ["ReadStoreProxy", "DBProxyArn"]}
-    assert set(grants("HydratorApiFunctionRole")) == {"dynamodb", "kinesis", "s3"}
     assert grants("DistributorFunctionRole") == {"events": {"events:PutEvents"}}
-    # The time-travel API only reads.
-    for actions in grants("HydratorApiFunctionRole").values():
-        assert not any(a.split(":")[1].startswith(("Put", "BatchWrite", "Update", "Delete")) for a in actions)
+    # Time travel, routed or invoked, only reads: the same grants for both; writing the read
+    # models is the maintenance function's alone.
+    writes = ("Put", "BatchWrite", "Update", "Delete")
+    for role in ("HydratorApiFunctionRole", "HydratorFunctionRole"):
+        assert set(grants(role)) == {"dynamodb", "kinesis", "s3"}, role
+        for actions in grants(role).values():
+            assert not any(a.split(":")[1].startswith(writes) for a in actions), role
+    assert grants("HydratorFunctionRole") == grants("HydratorApiFunctionRole")
+    maintenance = grants("MaintenanceFunctionRole")
+    assert set(maintenance) == {"dynamodb", "kinesis", "s3"}
+    if read_store == "dynamodb":
+        assert any(a.split(":")[1].startswith(writes) for a in maintenance["dynamodb"])
+    # It reads the write model's heads (verify), and writes only the read models.
+    for s in statements_of(transformed, "MaintenanceFunctionRole"):
+        if ref_target(s["Resource"]) == "WriteModelTable":
+            assert listify(s["Action"]) == ["dynamodb:GetItem"]
 
 
 def statements_of(transformed, role):
@@ -799,6 +813,8 @@ def test_outputs_name_what_a_user_needs(template):
         "ProcessorFailureQueueUrl",
         "UserPoolId",
         "UserPoolClientId",
+        "HydratorFunctionName",
+        "MaintenanceFunctionName",
     ]:
         assert name in outputs, name
 

@@ -1,6 +1,8 @@
 //! The hydrator: answers from the log itself (archive + stream tail), not from the read
-//! models. Direct invocation (JSON request with a `mode`) for every mode; the API binary
-//! serves the time-travel routes only (rebuild and verify are operator-only).
+//! models. Three binaries: `hydrator` (direct invocation: `state`, `history`), `hydrator-api`
+//! (the same two as time-travel routes) and `maintenance` (direct invocation, operators only:
+//! `rebuild`, `verify`, `parked`, `redrive`). The request is one JSON shape with a `mode`;
+//! each binary refuses the modes of the other (see [`Function`]).
 
 pub mod api;
 pub mod wiring;
@@ -61,8 +63,66 @@ pub enum HydratorRequest {
     Redrive { entity: String },
 }
 
+/// The deployed function that serves a mode. Two, so that each carries only its own code
+/// (the deployment zip) and its own permissions: time travel reads; maintenance writes the
+/// read models and reads all of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// `state`, `history`.
+    Hydrator,
+    /// `rebuild`, `verify`, `parked`, `redrive`.
+    Maintenance,
+}
+
+impl Function {
+    /// Its binary (and the name SAM builds and the stack outputs).
+    pub fn binary(self) -> &'static str {
+        match self {
+            Function::Hydrator => "hydrator",
+            Function::Maintenance => "maintenance",
+        }
+    }
+}
+
+impl HydratorRequest {
+    /// The request's `mode`, as sent.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            HydratorRequest::State { .. } => "state",
+            HydratorRequest::History { .. } => "history",
+            HydratorRequest::Rebuild { .. } => "rebuild",
+            HydratorRequest::Verify {} => "verify",
+            HydratorRequest::Parked {} => "parked",
+            HydratorRequest::Redrive { .. } => "redrive",
+        }
+    }
+
+    /// The function that serves this mode.
+    pub fn function(&self) -> Function {
+        match self {
+            HydratorRequest::State { .. } | HydratorRequest::History { .. } => Function::Hydrator,
+            _ => Function::Maintenance,
+        }
+    }
+
+    fn served_elsewhere(&self, asked: Function) -> HydratorError {
+        HydratorError::OtherFunction {
+            mode: self.mode(),
+            asked: asked.binary(),
+            serves: self.function().binary(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HydratorError {
+    /// A mode sent to the function that does not serve it; nothing was read or written.
+    #[error("the {asked} function does not serve mode {mode:?}: invoke the {serves} function")]
+    OtherFunction {
+        mode: &'static str,
+        asked: &'static str,
+        serves: &'static str,
+    },
     #[error("no aggregate of type {0:?} is registered")]
     UnknownType(String),
     #[error("give as_of or version, not both")]
@@ -112,9 +172,22 @@ where
         self
     }
 
-    /// Answers a direct invocation within `deadline` (a rebuild that runs out of time stops
-    /// cleanly and says where to resume).
+    /// Answers a direct invocation of any mode within `deadline` (a rebuild that runs out of
+    /// time stops cleanly and says where to resume).
     pub async fn handle(
+        &self,
+        request: HydratorRequest,
+        deadline: &Deadline,
+    ) -> Result<Value, HydratorError> {
+        match request.function() {
+            Function::Hydrator => self.travel(request, deadline).await,
+            Function::Maintenance => self.maintain(request, deadline).await,
+        }
+    }
+
+    /// What the `hydrator` function answers: `state` and `history`, reading only. The other
+    /// modes are refused, naming the function that serves them.
+    pub async fn travel(
         &self,
         request: HydratorRequest,
         deadline: &Deadline,
@@ -158,6 +231,19 @@ where
                 )
                 .await
             }
+            other => Err(other.served_elsewhere(Function::Hydrator)),
+        }
+    }
+
+    /// What the `maintenance` function answers: `rebuild`, `verify`, `parked` and `redrive`,
+    /// the modes that write the read models or read all of the log. The others are refused,
+    /// naming the function that serves them.
+    pub async fn maintain(
+        &self,
+        request: HydratorRequest,
+        deadline: &Deadline,
+    ) -> Result<Value, HydratorError> {
+        match request {
             HydratorRequest::Rebuild {
                 target_table,
                 resume_after,
@@ -192,6 +278,7 @@ where
                 let report = self.redrive(&entity, deadline).await?;
                 Ok(serde_json::to_value(report).expect("reports serialize"))
             }
+            other => Err(other.served_elsewhere(Function::Maintenance)),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The AWS implementations the hydrator binaries are built from, configured by environment.
 
+use std::time::Duration;
 use timeline_aws::archive::S3Archive;
 use timeline_aws::config::{
     required, Clients, ARCHIVE_BUCKET, ARCHIVE_PREFIX, EVENT_STREAM_NAME, WRITE_MODEL_TABLE,
@@ -11,6 +12,7 @@ use timeline_aws::write_store::DynamoWriteStore;
 use timeline_core::ports::Stored;
 use timeline_core::ports::{Head, StoreError, WriteModelStore};
 use timeline_core::ports::{ReadModelError, ReadModelStore, StoredView};
+use timeline_core::time::Deadline;
 use timeline_core::StreamKey;
 use timeline_engine::log_source::LogSource;
 use timeline_postgres::ReadStore;
@@ -93,4 +95,39 @@ pub async fn hydrator_from_env() -> Result<Deployed, WiringError> {
         }
     };
     Ok(hydrator)
+}
+
+/// Kept back from a direct invocation's deadline: a rebuild stops cleanly and reports where
+/// to resume, and an answer the log could not give in time says so, instead of the function
+/// being killed mid-write or timing out.
+pub const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logging on, then the deployed hydrator; a failure is logged as the reason it cannot start.
+pub async fn start() -> Result<Deployed, lambda_runtime::Error> {
+    timeline_http::init_logging();
+    hydrator_from_env()
+        .await
+        .map_err(timeline_http::start_failed)
+}
+
+/// A direct invocation's answer (boxed: the replay futures are large and nest deeply).
+pub type Answer<'a> =
+    futures::future::BoxFuture<'a, Result<serde_json::Value, crate::HydratorError>>;
+
+/// Serves direct invocations until the runtime stops: the hydrator is built once, and each
+/// request is answered by `answer` (a plain function, so that each binary links only the
+/// modes it serves) within the invocation's deadline less [`STOP_MARGIN`].
+pub async fn serve_direct(
+    answer: for<'a> fn(&'a Deployed, crate::HydratorRequest, &'a Deadline) -> Answer<'a>,
+) -> Result<(), lambda_runtime::Error> {
+    use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+    let hydrator = start().await?;
+    let hydrator = &hydrator;
+    run(service_fn(
+        move |event: LambdaEvent<crate::HydratorRequest>| async move {
+            let deadline = Deadline::lambda(event.context.deadline, STOP_MARGIN, Duration::MAX);
+            Ok::<_, Error>(answer(hydrator, event.payload, &deadline).await?)
+        },
+    ))
+    .await
 }

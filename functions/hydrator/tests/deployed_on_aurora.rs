@@ -1,7 +1,8 @@
 //! The operators' binaries deployed with `ReadStore: aurora-postgresql`, run as Lambda runs
 //! them (a Runtime API on loopback), the log on moto: `read-store-migrate` applies the schema
-//! once, the hydrator finds the empty store drifted, rebuilds it from the log, then finds no
-//! drift; a rebuild into a named table is refused (it is a DynamoDB notion).
+//! once, `maintenance` finds the empty store drifted, rebuilds it from the log, then finds no
+//! drift; a rebuild into a named table is refused (it is a DynamoDB notion). `hydrator` then
+//! answers time travel through the rebuilt store; each of the two refuses the other's modes.
 
 use command_handler::CommandApi;
 use serde_json::json;
@@ -62,20 +63,44 @@ async fn migrate_then_rebuild_and_verify_the_postgres_read_store_from_the_log() 
         assert_eq!(status, 201, "{answer}");
     }
 
-    let hydrator = spawn(env!("CARGO_BIN_EXE_hydrator"), &url, &env);
-    let before = hydrator.invoke(&json!({ "mode": "verify" })).unwrap();
+    let maintenance = spawn(env!("CARGO_BIN_EXE_maintenance"), &url, &env);
+    let before = maintenance.invoke(&json!({ "mode": "verify" })).unwrap();
     assert_eq!(before["entities"], 2, "{before}");
     assert_eq!(before["drift"].as_array().unwrap().len(), 2, "{before}");
 
-    let refused = hydrator
+    let refused = maintenance
         .invoke(&json!({ "mode": "rebuild", "target_table": "elsewhere" }))
         .expect_err("a named target is refused");
     assert!(refused.contains("rebuilt in place only"), "{refused}");
 
-    let rebuilt = hydrator.invoke(&json!({ "mode": "rebuild" })).unwrap();
+    let hydrator = spawn(env!("CARGO_BIN_EXE_hydrator"), &url, &env);
+    let refused = hydrator
+        .invoke(&json!({ "mode": "rebuild" }))
+        .expect_err("time travel does not rebuild");
+    assert!(
+        refused.contains("invoke the maintenance function"),
+        "{refused}"
+    );
+    let refused = maintenance
+        .invoke(&json!({ "mode": "state", "aggregate_type": "ride", "aggregate_id": "r1" }))
+        .expect_err("maintenance does not travel");
+    assert!(
+        refused.contains("invoke the hydrator function"),
+        "{refused}"
+    );
+
+    let rebuilt = maintenance.invoke(&json!({ "mode": "rebuild" })).unwrap();
     assert_eq!(rebuilt["finished"], true, "{rebuilt}");
     assert_eq!(rebuilt["events_applied"], 2, "{rebuilt}");
-    let after = hydrator.invoke(&json!({ "mode": "verify" })).unwrap();
+    let after = maintenance.invoke(&json!({ "mode": "verify" })).unwrap();
     assert_eq!(after["drift"], json!([]), "{after}");
     assert_eq!(after["problems"], json!([]), "{after}");
+
+    let state = hydrator
+        .invoke(&json!({ "mode": "state", "aggregate_type": "ride", "aggregate_id": "r1" }))
+        .unwrap();
+    assert_eq!(state["exists"], true, "{state}");
+    assert_eq!(state["complete"], true, "{state}");
+    assert_eq!(state["latest_version"], 1, "{state}");
+    assert_eq!(state["view"]["state"]["rider_id"], "alice", "{state}");
 }

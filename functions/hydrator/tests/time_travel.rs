@@ -4,7 +4,7 @@
 
 mod support;
 
-use hydrator::HydratorRequest;
+use hydrator::{Function, HydratorRequest};
 use serde_json::{json, Value};
 use support::*;
 use timeline_aws::archive::S3Archive;
@@ -348,49 +348,58 @@ async fn a_corrupt_archive_object_is_reported_with_its_key_and_the_rest_still_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_hydrator_request_in_the_events_folder_is_accepted() {
+async fn every_sample_request_is_accepted_by_the_function_its_folder_names() {
     let Some(w) = world().await else {
         return;
     };
     let h = w.full();
-    let dir = format!("{}/../../events/hydrator", env!("CARGO_MANIFEST_DIR"));
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert_eq!(files.len(), 8);
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let request: HydratorRequest =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let request = match request {
-            // The sample names a table that does not exist here; rebuild into a fresh one.
-            HydratorRequest::Rebuild {
-                target_table: Some(_),
-                resume_after,
-            } => {
-                let fresh = unique("rebuilt");
-                timeline_aws::resources::create_table(
-                    w.env.clients.dynamodb(),
-                    &fresh,
-                    &timeline_aws::resources::read_model_table(),
-                )
-                .await
-                .unwrap();
+    let mut seen = 0;
+    for (folder, function) in [
+        ("hydrator", Function::Hydrator),
+        ("maintenance", Function::Maintenance),
+    ] {
+        let dir = format!("{}/../../events/{folder}", env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        seen += files.len();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let request: HydratorRequest =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert_eq!(request.function(), function, "{}", file.display());
+            let request = match request {
+                // The sample names a table that does not exist here; rebuild into a fresh one.
                 HydratorRequest::Rebuild {
-                    target_table: Some(fresh),
+                    target_table: Some(_),
                     resume_after,
+                } => {
+                    let fresh = unique("rebuilt");
+                    timeline_aws::resources::create_table(
+                        w.env.clients.dynamodb(),
+                        &fresh,
+                        &timeline_aws::resources::read_model_table(),
+                    )
+                    .await
+                    .unwrap();
+                    HydratorRequest::Rebuild {
+                        target_table: Some(fresh),
+                        resume_after,
+                    }
                 }
+                other => other,
+            };
+            let answer = match function {
+                Function::Hydrator => h.travel(request, &Deadline::none()).await,
+                Function::Maintenance => h.maintain(request, &Deadline::none()).await,
             }
-            other => other,
-        };
-        let answer = h
-            .handle(request, &Deadline::none())
-            .await
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        assert!(answer.is_object(), "{}: {answer}", file.display());
+            assert!(answer.is_object(), "{}: {answer}", file.display());
+        }
     }
+    assert_eq!(seen, 9);
 }
 
 /// Moves the object holding the seed video's last event to `late` (as Firehose writes an

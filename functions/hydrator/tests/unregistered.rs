@@ -1,46 +1,19 @@
 //! The hydrator's entry points refuse an aggregate type no module registers, and its verify
 //! names such an event in the log as a problem: on the embedded backend, no emulator.
 
-use hydrator::{Hydrator, HydratorError, HydratorRequest};
-use std::path::{Path, PathBuf};
+mod local;
+
+use hydrator::{HydratorError, HydratorRequest};
+use local::{hydrator, Dir};
 use timeline_core::ports::EventLog;
 use timeline_core::scenario::sample_ride;
 use timeline_core::time::Deadline;
 use timeline_core::CommitRecord;
-use timeline_embedded::{Embedded, LocalArchive};
-use timeline_engine::log_source::LogSource;
-use timeline_testkit::unique;
-
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-type Target = Box<dyn Fn(Option<&str>) -> Embedded + Send + Sync>;
-type Local = Hydrator<LogSource<LocalArchive, Embedded, Embedded, Embedded>, Embedded, Target>;
-
-fn hydrator(db: &Embedded) -> Local {
-    let source = LogSource::new(
-        db.archive("events/"),
-        db.clone(),
-        "log",
-        Some(db.clone()),
-        Some(db.clone()),
-    );
-    let live = db.clone();
-    let target: Target = Box::new(move |into| match into {
-        None => live.clone(),
-        Some(dir) => Embedded::open(Path::new(dir)).unwrap(),
-    });
-    Hydrator::new(source, db.clone(), target)
-}
+use timeline_embedded::Embedded;
 
 #[tokio::test]
 async fn state_history_and_verify_refuse_or_report_an_unregistered_type() {
-    let dir = Dir(std::env::temp_dir().join(unique("unregistered")));
+    let dir = Dir::new("unregistered");
     let db = Embedded::open(&dir.0).unwrap();
     let mut parcel = sample_ride("p1", 1);
     parcel.aggregate_type = "parcel".into();

@@ -64,6 +64,11 @@ const TARGETS: &[Target] = &[
         vars: &[STREAM, WRITE, READ, BUCKET],
     },
     Target {
+        bin: "maintenance",
+        memory_mb: 1024,
+        vars: &[STREAM, WRITE, READ, BUCKET],
+    },
+    Target {
         bin: "hydrator-api",
         memory_mb: 512,
         vars: &[STREAM, WRITE, READ, BUCKET],

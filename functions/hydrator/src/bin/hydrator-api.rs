@@ -6,10 +6,7 @@ use lambda_http::{run, service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    timeline_http::init_logging();
-    let hydrator = hydrator::wiring::hydrator_from_env()
-        .await
-        .map_err(timeline_http::start_failed)?;
+    let hydrator = hydrator::wiring::start().await?;
     let hydrator = &hydrator;
     run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(timeline_http::AsIs(hydrator.handle_http(req).await))
