@@ -135,10 +135,15 @@ fn write(tx: &Connection, rows: &ViewRows) -> Result<Result<(), ReadModelError>,
     if current.map_or(0, |v| v as u64) != rows.expected_version {
         return Ok(Err(ReadModelError::Conflict));
     }
+    // In place when it exists, as the heads' upsert (write_store.rs).
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO views (pk, version, view, status_key, rider_key, driver_key,
+        "INSERT INTO views (pk, version, view, status_key, rider_key, driver_key,
              created_sk, updated_sk)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (pk) DO UPDATE SET version = excluded.version, view = excluded.view,
+             status_key = excluded.status_key, rider_key = excluded.rider_key,
+             driver_key = excluded.driver_key, created_sk = excluded.created_sk,
+             updated_sk = excluded.updated_sk",
     )
     .and_then(|mut s| {
         s.execute(params![

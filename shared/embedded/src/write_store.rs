@@ -184,10 +184,19 @@ fn commit(conn: &Connection, rows: &CommitRows) -> Result<Option<Published>, Com
     if current.map_or(0, |v| v as u64) != rows.expected_version {
         return Err(CommitError::HeadConflict);
     }
+    // An upsert updates a known head in place: its row and the index whose key changed. A
+    // REPLACE would delete it and insert it again under a new rowid, dirtying the primary-key
+    // index and the table's last page too (pages the WAL writes out in full).
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO heads (pk, aggregate_type, aggregate_id, version, state, pending,
+        "INSERT INTO heads (pk, aggregate_type, aggregate_id, version, state, pending,
              pending_from, pending_since, last_occurred_at, updated_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (pk) DO UPDATE SET aggregate_type = excluded.aggregate_type,
+             aggregate_id = excluded.aggregate_id, version = excluded.version,
+             state = excluded.state, pending = excluded.pending,
+             pending_from = excluded.pending_from, pending_since = excluded.pending_since,
+             last_occurred_at = excluded.last_occurred_at, updated_at = excluded.updated_at,
+             created_at = excluded.created_at",
     )
     .and_then(|mut s| {
         s.execute(params![
