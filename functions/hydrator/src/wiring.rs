@@ -100,7 +100,7 @@ pub async fn hydrator_from_env() -> Result<Deployed, WiringError> {
 /// Kept back from a direct invocation's deadline: a rebuild stops cleanly and reports where
 /// to resume, and an answer the log could not give in time says so, instead of the function
 /// being killed mid-write or timing out.
-pub const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+pub const STOP_MARGIN: Duration = Duration::from_secs(10);
 
 /// Logging on, then the deployed hydrator; a failure is logged as the reason it cannot start.
 pub async fn start() -> Result<Deployed, lambda_runtime::Error> {
