@@ -372,10 +372,13 @@ async fn blocking<T: Send + 'static>(run: impl FnOnce() -> T + Send + 'static) -
 }
 
 /// A connection that only reads (`query_only`: a write through it is an error, not a write
-/// that skipped the writer's lock). The database is already set up by the writer.
+/// that skipped the writer's lock). The database is already set up by the writer, so it is
+/// opened without `CREATE`: were the file gone, a reader would otherwise make an empty one
+/// and answer from it; instead it does not open, and the writer answers.
 fn open_reader(path: &Path) -> Option<Connection> {
     let open = || -> rusqlite::Result<Connection> {
-        let conn = Connection::open(path)?;
+        let flags = rusqlite::OpenFlags::default() - rusqlite::OpenFlags::SQLITE_OPEN_CREATE;
+        let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "query_only", true)?;
         Ok(conn)
@@ -710,6 +713,24 @@ mod tests {
         assert_eq!(lookup, Some(parked));
         let scan = db.checkpoint("follower").load().await.unwrap();
         assert_eq!(scan, positions);
+    }
+
+    #[tokio::test]
+    async fn a_reader_never_creates_the_database_file_it_reads() {
+        use timeline_core::ports::ReadModelStore;
+        let dir = dir();
+        let db = Embedded::open(&dir.0).unwrap();
+        let positions = HashMap::from([("shardId-000000000000".to_owned(), "7".to_owned())]);
+        db.checkpoint("follower").save(&positions).await.unwrap();
+        // The file goes away under a running store (the writer keeps it open): no reader
+        // opens, none leaves an empty database behind, and the writer answers.
+        let file = dir.0.join(DATABASE_FILE);
+        std::fs::rename(&file, dir.0.join("moved.db")).unwrap();
+        assert!(open_reader(&file).is_none());
+        assert!(!file.exists(), "a reader created {}", file.display());
+        assert_eq!(db.checkpoint("follower").load().await.unwrap(), positions);
+        assert_eq!(db.parked_entity("ride#r1").await.unwrap(), None);
+        assert!(!file.exists());
     }
 
     #[test]
