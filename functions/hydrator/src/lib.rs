@@ -1,5 +1,6 @@
 //! The hydrator: answers from the log itself (archive + stream tail), not from the read
-//! models. Three binaries: `hydrator` (direct invocation: `state`, `history`), `hydrator-api`
+//! models. Three Lambda binaries (besides `read-store-migrate`, Aurora's schema): `hydrator`
+//! (direct invocation: `state`, `history`), `hydrator-api`
 //! (the same two as time-travel routes) and `maintenance` (direct invocation, operators only:
 //! `rebuild`, `verify`, `parked`, `redrive`). The request is one JSON shape with a `mode`;
 //! each binary refuses the modes of the other (see [`Function`]).
