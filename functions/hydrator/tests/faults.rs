@@ -8,12 +8,14 @@
 //! iterators, throttling, 500s, slow answers, lost answers, partial batches, small listing
 //! pages); the embedded backend behind port wrappers with the same schedules.
 
+mod local;
 mod support;
 
 use hydrator::{Hydrator, HydratorError, HydratorRequest};
+use local::Dir;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
@@ -399,23 +401,6 @@ async fn on_aws_every_answer_under_faults_is_right_or_says_it_is_not_whole() {
     assert_met("aws", &proxy.injected());
 }
 
-/// A data directory under the temp dir, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        let dir = std::env::temp_dir().join(unique("timeline-faults"));
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The world's commands on the embedded backend, the log pumped into the local archive in
 /// small objects and projected into the read models.
 async fn embedded_world(dir: &Path) -> (Embedded, Vec<EventEnvelope>) {
@@ -504,8 +489,8 @@ fn read_model_rows(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_embedded_backend_every_answer_under_faults_is_right_or_says_it_is_not_whole() {
-    let dir = Dir::new();
-    let targets = Dir::new();
+    let dir = Dir::new("timeline-faults");
+    let targets = Dir::new("timeline-faults");
     let (db, events) = embedded_world(&dir.0).await;
     let schedule = Schedule::new(0, Faults::none());
     let hydrators = [
@@ -543,8 +528,8 @@ async fn on_the_embedded_backend_every_answer_under_faults_is_right_or_says_it_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_killed_at_random_points_resumes_to_the_same_read_models() {
-    let dir = Dir::new();
-    let targets = Dir::new();
+    let dir = Dir::new("timeline-faults");
+    let targets = Dir::new("timeline-faults");
     let (db, _) = embedded_world(&dir.0).await;
     // Every call a little slow, so a run lasts long enough to be killed many times.
     let h = embedded_hydrator(

@@ -69,40 +69,49 @@ async fn each_function_refuses_the_others_modes_and_touches_nothing() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(!elsewhere.0.exists(), "a refused rebuild opened its target");
-    for sent in [
-        json!({ "mode": "verify" }),
-        json!({ "mode": "parked" }),
-        json!({ "mode": "redrive", "entity": "ride#r1" }),
+    // The other maintenance modes to time travel, and time travel to maintenance.
+    for (sent, asked, serves) in [
+        (
+            json!({ "mode": "verify" }),
+            Function::Hydrator,
+            "maintenance",
+        ),
+        (
+            json!({ "mode": "parked" }),
+            Function::Hydrator,
+            "maintenance",
+        ),
+        (
+            json!({ "mode": "redrive", "entity": "ride#r1" }),
+            Function::Hydrator,
+            "maintenance",
+        ),
+        (
+            json!({ "mode": "state", "aggregate_type": "ride", "aggregate_id": "r1" }),
+            Function::Maintenance,
+            "hydrator",
+        ),
+        (
+            json!({ "mode": "history", "aggregate_type": "ride", "aggregate_id": "r1" }),
+            Function::Maintenance,
+            "hydrator",
+        ),
     ] {
-        let answer = h.travel(request(sent.clone()), &deadline).await;
-        assert!(
-            matches!(
-                answer,
-                Err(HydratorError::OtherFunction {
-                    serves: "maintenance",
-                    ..
-                })
-            ),
-            "{sent}: {answer:?}"
-        );
-    }
-    // Maintenance refuses to travel.
-    for sent in [
-        json!({ "mode": "state", "aggregate_type": "ride", "aggregate_id": "r1" }),
-        json!({ "mode": "history", "aggregate_type": "ride", "aggregate_id": "r1" }),
-    ] {
-        let answer = h.maintain(request(sent.clone()), &deadline).await;
-        assert!(
-            matches!(
-                answer,
-                Err(HydratorError::OtherFunction {
-                    serves: "hydrator",
-                    asked: "maintenance",
-                    ..
-                })
-            ),
-            "{sent}: {answer:?}"
-        );
+        let answer = match asked {
+            Function::Hydrator => h.travel(request(sent.clone()), &deadline).await,
+            Function::Maintenance => h.maintain(request(sent.clone()), &deadline).await,
+        };
+        match answer {
+            Err(HydratorError::OtherFunction {
+                asked: refused_by,
+                serves: pointed_to,
+                ..
+            }) => {
+                assert_eq!(refused_by, asked.binary(), "{sent}");
+                assert_eq!(pointed_to, serves, "{sent}");
+            }
+            other => panic!("{sent}: expected a refusal, got {other:?}"),
+        }
     }
     let live = db
         .load_views(&[StreamKey::new("ride", "r1")])

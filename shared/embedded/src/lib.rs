@@ -17,8 +17,8 @@
 //! of its own (group commit, see `writer`). Reads go to a small pool of reading connections,
 //! which in WAL mode see the last committed state without waiting for the writer (so
 //! queries, head loads and log reads never queue behind a commit); a lookup by key runs on the
-//! calling thread, a scan on tokio's blocking pool when there is a runtime (inline otherwise). Other processes may open the
-//! same directory (WAL mode and a busy timeout make them wait for each other's writes,
+//! calling thread, a scan on tokio's blocking pool when there is a runtime (inline
+//! otherwise). Other processes may open the same directory (WAL mode and a busy timeout make them wait for each other's writes,
 //! never corrupt them).
 
 mod archive;

@@ -1,4 +1,7 @@
-//! A hydrator on the embedded backend (no emulator), for the tests that need no AWS.
+//! A hydrator on the embedded backend (no emulator), for the tests that need no AWS, and a
+//! data directory that cleans up after itself.
+
+#![allow(dead_code)]
 
 use hydrator::Hydrator;
 use std::path::{Path, PathBuf};
